@@ -1,0 +1,198 @@
+"""Typed schema of every medtune config, registered in Hydra's ConfigStore.
+
+Hydra validates each composed YAML against these dataclasses (a typo or a wrong type fails at
+composition), and `validate()` checks the rules that cross config groups before any weights load.
+Code below the entry scripts receives these dataclasses via `to_train_config`, never raw DictConfigs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from medtune.errors import ConfigError
+
+ARCHITECTURES = ("gpt_neox", "llama")
+ADAPTER_METHODS = ("lora", "dora", "full", "none")
+QUANTIZATION_MODES = ("none", "nf4", "int8")
+DATASET_SOURCES = ("demo", "jsonl", "hf", "text")
+STAGES = ("sft", "pretrain")
+WANDB_MODES = ("offline", "online", "disabled")
+EVAL_MODES = ("generate", "loglik")
+EVAL_PROMPTS = ("jmedlora", "igakuqa")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class BaseModelConfig:
+    name: str = MISSING  # short label used in W&B tags and the report
+    path: str = MISSING  # hub id or local directory, always loaded with from_pretrained
+    arch: str = MISSING  # gpt_neox | llama
+    tiny: bool = False  # an offline model medtune builds at `path` on first use
+    lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
+    all_linear_targets: list[str] = MISSING  # every linear layer (the paper's QLoRA targets)
+    dtype: str = "float32"  # weights dtype for unquantized layers
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class AdapterConfig:
+    method: str = "lora"  # lora | dora | full | none (none: evaluate the untuned base)
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QuantizationConfig:
+    mode: str = "none"  # none | nf4 (4-bit NormalFloat, QLoRA) | int8 (LLM.int8())
+    double_quant: bool = True  # nf4 only: quantize the quantization constants too
+    compute_dtype: str = "float32"  # dtype of the de-quantized matmuls
+
+
+@dataclass
+class DatasetConfig:
+    source: str = "demo"  # demo | jsonl | hf | text (raw text for stage=pretrain)
+    path: str | None = None  # jsonl/text file, or hf dataset name
+    name: str | None = None  # hf config name
+    split: str = "train"
+    eval_path: str | None = None  # held-out jsonl file (jsonl) or split name (hf)
+    eval_fraction: float = 0.05  # held out from the training records when no eval_path is given
+    prompt_template: str = "alpaca_ja"  # a name from medtune.data.PROMPT_TEMPLATES
+    train_on_inputs: bool = False  # False: prompt tokens are masked out of the loss
+    max_input_tokens: int = 512  # prompt truncation (the paper: 512)
+    max_target_tokens: int = 512  # response truncation (the paper: 512)
+    block_size: int = 768  # stage=pretrain: tokens per packed block (the paper: 768)
+    packing: bool = False  # concatenate examples per batch; attention never crosses examples
+    limit: int | None = None  # use only the first N records (smoke runs)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 200
+    learning_rate: float = 5e-5
+    batch_size: int = 8  # examples per optimizer step = batch_size × grad_accum × processes
+    grad_accum: int = 1
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    optim: str = "adamw_torch"
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    eval_steps: int = 0  # held-out loss every N steps; 0 = only at the end
+    save_steps: int = 50  # checkpoint cadence; a killed run resumes from the last one
+    save_total_limit: int = 2
+    seed: int = 42
+    dataloader_workers: int = 0
+
+
+@dataclass
+class EvalConfig:
+    suite: str = "demo"  # name used in metric keys: eval/<suite>/<metric>
+    source: str = "demo"  # demo | igakuqa | jjsimqa | jsonl
+    path: str | None = None  # IgakuQA clone or data/ dir; JJSIMQA / jsonl file
+    years: list[int] = field(default_factory=list)  # IgakuQA: keep these exam years (empty: all)
+    text_only: bool = True  # skip questions that need an image
+    prompt: str = "jmedlora"  # jmedlora | igakuqa
+    shots: int = 1
+    mode: str = "loglik"  # generate | loglik
+    batch_size: int = 8
+    max_new_tokens: int = 48
+    limit: int | None = None  # first N questions (smoke runs)
+    at_end: bool = True  # train.py: score base and tuned model on this suite
+    every_steps: int = 0  # train.py: loglik accuracy every N steps (0: off)
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline (default: files for `wandb sync`) | online | disabled
+    project: str = "medtune"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    experiment_name: str = "demo"
+    stage: str = "sft"  # sft (instruction-tuning) | pretrain (continual pretraining on raw text)
+    cache_dir: str = MISSING  # where offline tiny models are built (not an output)
+    resume: str | None = None  # a previous run dir: continue it (same dir, checkpoint, W&B run)
+
+
+def _require(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject combinations that cannot work, before any weights load."""
+    _require(cfg.base_model.arch, ARCHITECTURES, "base_model.arch")
+    _require(cfg.base_model.dtype, DTYPES, "base_model.dtype")
+    _require(cfg.adapter.method, ADAPTER_METHODS, "adapter.method")
+    _require(cfg.quantization.mode, QUANTIZATION_MODES, "quantization.mode")
+    _require(cfg.quantization.compute_dtype, DTYPES, "quantization.compute_dtype")
+    _require(cfg.dataset.source, DATASET_SOURCES, "dataset.source")
+    _require(cfg.stage, STAGES, "stage")
+    _require(cfg.wandb.mode, WANDB_MODES, "wandb.mode")
+    _require(cfg.eval.mode, EVAL_MODES, "eval.mode")
+    _require(cfg.eval.prompt, EVAL_PROMPTS, "eval.prompt")
+    method, quant = cfg.adapter.method, cfg.quantization.mode
+    if method == "full" and quant != "none":
+        raise ConfigError(
+            f"adapter=full cannot train quantization={quant}: quantized weights are frozen, so only an "
+            "adapter (lora/dora) can be trained on top of them; use adapter=lora for QLoRA."
+        )
+    if method in ("lora", "dora") and not cfg.adapter.target_modules:
+        raise ConfigError(f"adapter={method} needs adapter.target_modules (none were given).")
+    if cfg.stage == "pretrain" and method != "full":
+        raise ConfigError(
+            "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "
+            f"(got adapter={method})."
+        )
+    if cfg.stage == "pretrain" and cfg.dataset.source not in ("text", "hf"):
+        raise ConfigError(f"stage=pretrain trains on raw text: use dataset=medical_text (got {cfg.dataset.source}).")
+    if cfg.stage == "sft" and cfg.dataset.source == "text":
+        raise ConfigError("dataset.source=text is raw text for stage=pretrain; instruction-tuning needs records.")
+    if cfg.dataset.source in ("jsonl", "text") and not cfg.dataset.path:
+        raise ConfigError(f"dataset={cfg.dataset.source} needs dataset.path=<file>.")
+    if cfg.trainer.max_steps <= 0 and method != "none":
+        raise ConfigError(f"trainer.max_steps must be positive (got {cfg.trainer.max_steps}).")
+    if not 0.0 <= cfg.dataset.eval_fraction < 1.0:
+        raise ConfigError(f"dataset.eval_fraction must be in [0, 1) (got {cfg.dataset.eval_fraction}).")
+
+
+def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
+    """Resolve a composed DictConfig into dataclasses and validate it."""
+    typed = cfg if isinstance(cfg, TrainConfig) else OmegaConf.to_object(cfg)
+    assert isinstance(typed, TrainConfig), type(typed)
+    validate(typed)
+    return typed
+
+
+def to_plain_dict(cfg: Any) -> dict[str, Any]:
+    """A resolved, JSON-able dict of a config (for W&B, results.json and the report)."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    return plain
+
+
+def register_configs() -> None:
+    """Register the schemas; primary YAMLs name them first in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,28 @@
+"""Instruction-tune (or continually pretrain) a base model; every run tracked in W&B.
+
+python train.py                                                   # demo: tiny GPT-NeoX + LoRA, offline
+python train.py base_model=tiny_llama quantization=nf4 trainer.max_steps=50   # QLoRA on tiny Llama
+python train.py -m base_model=tiny_gptneox,tiny_llama quantization=none,nf4   # 4 runs
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from medtune.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from medtune.cli import exit_on_user_error
+    from medtune.training import run
+
+    with exit_on_user_error():
+        results = run(cfg, HydraConfig.get().runtime.output_dir)
+    return results.get("objective")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@ class BaseModelConfig:
     path: str = MISSING  # hub id or local directory, always loaded with from_pretrained
     arch: str = MISSING  # gpt_neox | llama
     tiny: bool = False  # an offline model medtune builds at `path` on first use
+    continual_pretraining_of: str | None = None  # tiny only: built by stage=pretrain of the tiny model at this path
     lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
     all_linear_targets: list[str] = MISSING  # every linear layer (the paper's QLoRA targets)
     dtype: str = "float32"  # weights dtype for unquantized layers
@@ -164,8 +165,10 @@ def validate(cfg: TrainConfig) -> None:
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "
             f"(got adapter={method})."
         )
-    if cfg.stage == "pretrain" and cfg.dataset.source not in ("text", "hf"):
-        raise ConfigError(f"stage=pretrain trains on raw text: use dataset=medical_text (got {cfg.dataset.source}).")
+    if cfg.stage == "pretrain" and cfg.dataset.source == "jsonl":
+        raise ConfigError(
+            "stage=pretrain trains on raw text: use dataset=medical_text (or demo/hf), not jsonl records."
+        )
     if cfg.stage == "sft" and cfg.dataset.source == "text":
         raise ConfigError("dataset.source=text is raw text for stage=pretrain; instruction-tuning needs records.")
     if cfg.dataset.source in ("jsonl", "text") and not cfg.dataset.path:

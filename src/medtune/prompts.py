@@ -20,6 +20,11 @@ class PromptTemplate:
             return self.with_input.format(instruction=instruction, input=input_text)
         return self.without_input.format(instruction=instruction)
 
+    @property
+    def response_header(self) -> str:
+        """The fixed text after the last placeholder (e.g. "### 応答:"), kept when a long prompt is truncated."""
+        return self.without_input.rsplit("}", 1)[1]
+
 
 PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
     "alpaca_ja": PromptTemplate(

@@ -1,0 +1,221 @@
+"""Instruction records in, tokenized training examples out.
+
+Records are `{"instruction", "input"?, "output"}` (what generate_data.py writes). Every record is validated
+before any weights load, and a bad one is reported by file, line and field. Prompt tokens are masked out of
+the loss unless `train_on_inputs`; packing concatenates a batch's examples into one row whose position ids
+restart per example, which transformers turns into a block-diagonal causal mask (attention never crosses).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from medtune import demo_assets
+from medtune.config import DatasetConfig
+from medtune.errors import DataError
+from medtune.prompts import PromptTemplate, get_template
+
+IGNORE_INDEX = -100  # label value the loss skips
+REQUIRED_FIELDS = ("instruction", "output")
+
+
+@dataclass(frozen=True)
+class Record:
+    instruction: str
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: list[Any]  # Records for stage=sft, text strings for stage=pretrain
+    heldout: list[Any]
+
+
+def read_jsonl_records(path: str | Path) -> list[Record]:
+    """Parse and validate an instruction JSONL file; the first bad line stops with its location."""
+    path = Path(path).expanduser()
+    records = [_parse_record(line, path, number) for number, line in _nonblank_lines(path)]
+    if not records:
+        raise DataError("no records: the file is empty", path=path)
+    return records
+
+
+def _nonblank_lines(path: Path) -> Iterable[tuple[int, str]]:
+    if not path.is_file():
+        raise DataError("file does not exist", path=path)
+    with path.open(encoding="utf-8") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number + 1) from err
+
+
+def _parse_record(line: str, path: Path, number: int) -> Record:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path, line=number) from err
+    return record_from_mapping(obj, path=path, line=number)
+
+
+def record_from_mapping(obj: Any, path: str | Path | None = None, line: int | None = None) -> Record:
+    """Validate one record; `input` is optional, the other fields must be non-empty strings."""
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=line)
+    for name in REQUIRED_FIELDS:
+        value = obj.get(name)
+        if not isinstance(value, str) or not value.strip():
+            problem = "is missing" if value is None else "must be a non-empty string"
+            raise DataError(f"required field {problem}", path=path, line=line, field=name)
+    input_text = obj.get("input") or ""
+    if not isinstance(input_text, str):
+        raise DataError("must be a string when present", path=path, line=line, field="input")
+    return Record(instruction=obj["instruction"], input=input_text, output=obj["output"])
+
+
+def read_text_documents(path: str | Path) -> list[str]:
+    """Raw text for continual pretraining: one document per non-blank line."""
+    path = Path(path).expanduser()
+    documents = [line.strip() for _, line in _nonblank_lines(path)]
+    if not documents:
+        raise DataError("no text: the file is empty", path=path)
+    return documents
+
+
+def load_splits(ds: DatasetConfig, stage: str, seed: int) -> Splits:
+    """Training and held-out data for a run, validated before any model loads."""
+    if ds.source == "demo":
+        if stage == "pretrain":
+            return _split(read_text_documents(demo_assets.corpus_path()), ds, seed)
+        return _limit(
+            Splits(read_jsonl_records(demo_assets.train_path()), read_jsonl_records(demo_assets.heldout_path())), ds
+        )
+    if ds.source == "text":
+        assert ds.path is not None  # validate() guarantees it
+        return _split(read_text_documents(ds.path), ds, seed)
+    if ds.source == "jsonl":
+        assert ds.path is not None
+        train = read_jsonl_records(ds.path)
+        if ds.eval_path:
+            return _limit(Splits(train, read_jsonl_records(ds.eval_path)), ds)
+        return _split(train, ds, seed)
+    return _load_hub_splits(ds, stage, seed)
+
+
+def _load_hub_splits(ds: DatasetConfig, stage: str, seed: int) -> Splits:
+    import datasets
+
+    def rows(split: str) -> list[Any]:
+        try:
+            table = datasets.load_dataset(ds.path, ds.name, split=split)
+        except Exception as err:  # datasets raises many types for "not found / offline"
+            raise DataError(f"cannot load hub dataset split {split!r}: {err}", path=ds.path) from err
+        if stage == "pretrain":
+            if "text" not in table.column_names:
+                raise DataError("stage=pretrain needs a 'text' column", path=ds.path, field="text")
+            return [row["text"] for row in table if row["text"]]
+        return [record_from_mapping(row, path=f"{ds.path}[{split}]", line=i + 1) for i, row in enumerate(table)]
+
+    train = rows(ds.split)
+    if not train:
+        raise DataError(f"split {ds.split!r} is empty", path=ds.path)
+    if ds.eval_path:
+        return _limit(Splits(train, rows(ds.eval_path)), ds)
+    return _split(train, ds, seed)
+
+
+def _split(items: list[Any], ds: DatasetConfig, seed: int) -> Splits:
+    """Hold out a seeded random fraction (at least one item when the fraction is positive)."""
+    shuffled = items[:]
+    random.Random(seed).shuffle(shuffled)
+    n_heldout = max(1, round(len(items) * ds.eval_fraction)) if ds.eval_fraction > 0 and len(items) > 1 else 0
+    return _limit(Splits(train=shuffled[n_heldout:], heldout=shuffled[:n_heldout]), ds)
+
+
+def _limit(splits: Splits, ds: DatasetConfig) -> Splits:
+    if ds.limit is None:
+        return splits
+    return Splits(train=splits.train[: ds.limit], heldout=splits.heldout[: max(1, ds.limit // 10)])
+
+
+def tokenize_record(
+    record: Record,
+    tokenizer: PreTrainedTokenizerBase,
+    template: PromptTemplate,
+    max_input_tokens: int,
+    max_target_tokens: int,
+    train_on_inputs: bool,
+) -> dict[str, list[int]]:
+    """Prompt and response tokenized apart, so the label mask falls exactly on the response tokens."""
+    prompt_ids = truncate_prompt(
+        tokenizer.encode(template.render(record.instruction, record.input), add_special_tokens=False),
+        tokenizer.encode(template.response_header, add_special_tokens=False),
+        max_input_tokens,
+    )
+    target_ids = tokenizer.encode(record.output, add_special_tokens=False)[: max_target_tokens - 1]
+    target_ids.append(tokenizer.eos_token_id)  # the model learns to stop after its answer
+    prompt_labels = prompt_ids if train_on_inputs else [IGNORE_INDEX] * len(prompt_ids)
+    return {"input_ids": prompt_ids + target_ids, "labels": prompt_labels + target_ids}
+
+
+def truncate_prompt(prompt_ids: list[int], header_ids: list[int], max_tokens: int) -> list[int]:
+    """Cut an over-long prompt in the middle of its content, keeping the response header at the end."""
+    if len(prompt_ids) <= max_tokens:
+        return prompt_ids
+    keep_tail = len(header_ids) if prompt_ids[-len(header_ids) :] == header_ids else 0
+    return prompt_ids[: max_tokens - keep_tail] + prompt_ids[len(prompt_ids) - keep_tail :]
+
+
+def tokenize_blocks(documents: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int) -> list[dict]:
+    """Continual pretraining: documents joined by EOS and cut into full blocks, every token a label."""
+    stream: list[int] = []
+    for document in documents:
+        stream.extend(tokenizer.encode(document, add_special_tokens=False))
+        stream.append(tokenizer.eos_token_id)
+    n_blocks = len(stream) // block_size
+    if n_blocks == 0:
+        raise DataError(f"the text holds {len(stream)} tokens, fewer than one block of dataset.block_size={block_size}")
+    blocks = [stream[i * block_size : (i + 1) * block_size] for i in range(n_blocks)]
+    return [{"input_ids": block, "labels": block[:]} for block in blocks]
+
+
+def build_datasets(
+    splits: Splits, tokenizer: PreTrainedTokenizerBase, ds: DatasetConfig, stage: str
+) -> tuple[Dataset, Dataset | None]:
+    """Tokenized train and held-out `datasets.Dataset`s for the Trainer."""
+
+    def encode(items: list[Any]) -> list[dict]:
+        if stage == "pretrain":
+            return tokenize_blocks(items, tokenizer, ds.block_size)
+        template = get_template(ds.prompt_template)
+        return [
+            tokenize_record(r, tokenizer, template, ds.max_input_tokens, ds.max_target_tokens, ds.train_on_inputs)
+            for r in items
+        ]
+
+    heldout = Dataset.from_list(encode(splits.heldout)) if splits.heldout else None
+    return Dataset.from_list(encode(splits.train)), heldout
+
+
+def build_collator(tokenizer: PreTrainedTokenizerBase, packing: bool):
+    """Padding to the batch's longest example, or packing into one row with restarting position ids."""
+    if packing:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
+
+
+def count_label_tokens(dataset: Dataset) -> int:
+    """Tokens that carry loss; used for throughput and the summary."""
+    return sum(sum(1 for t in labels if t != IGNORE_INDEX) for labels in dataset["labels"])

@@ -1,0 +1,125 @@
+"""Config → library objects: quantization, adapters, and the one loading path for every base model.
+
+Hub ids, local checkpoints (e.g. a MedCALM made by stage=pretrain) and the offline tiny models all go
+through `AutoModelForCausalLM.from_pretrained`; only the tiny ones are built first if missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from medtune.config import AdapterConfig, BaseModelConfig, QuantizationConfig, TrainConfig, to_train_config
+from medtune.errors import ConfigError
+
+MODEL_SUBDIR = "model"  # in a run dir: adapter (or full weights) + tokenizer
+RESOLVED_CONFIG = "resolved_config.yaml"  # in a run dir: the config that produced it
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def build_quantization_config(quant: QuantizationConfig) -> BitsAndBytesConfig | None:
+    if quant.mode == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=quant.double_quant,
+            bnb_4bit_compute_dtype=torch_dtype(quant.compute_dtype),
+        )
+    if quant.mode == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+def build_peft_config(adapter: AdapterConfig) -> LoraConfig | None:
+    if adapter.method not in ("lora", "dora"):
+        return None
+    return LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=list(adapter.target_modules),  # peft wants a plain list, not a ListConfig
+        use_dora=adapter.method == "dora",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_base_model(
+    base: BaseModelConfig, quant: QuantizationConfig, device_map: str | dict | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (building first if tiny) the base model and its tokenizer, quantized as configured."""
+    if base.tiny:
+        from medtune.tiny import ensure_tiny_model
+
+        ensure_tiny_model(base)
+    source = str(Path(base.path).expanduser()) if base.tiny else base.path
+    common = {"revision": base.revision, "trust_remote_code": base.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype(base.dtype),
+            quantization_config=build_quantization_config(quant),
+            device_map=device_map,
+            **common,
+        )
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"base_model.path={base.path!r} cannot be loaded ({type(err).__name__}: {_first_line(err)}). "
+            "Hub ids need network access and HF_HUB_OFFLINE unset (or a copy in the HF cache); "
+            "local paths must hold a saved model."
+        ) from err
+    if tokenizer.pad_token is None:  # Llama 2 ships without one; padding positions are masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else ""
+
+
+def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bool, gradient_checkpointing: bool):
+    """Wrap the model for training: a peft adapter for lora/dora, the model itself for full fine-tuning."""
+    peft_config = build_peft_config(adapter)
+    if peft_config is None:
+        return model
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input when the base is frozen
+    return get_peft_model(model, peft_config)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit weights count by their logical size."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel() * 2 if param.__class__.__name__ == "Params4bit" else param.numel()
+        total += n
+        trainable += n if param.requires_grad else 0
+    return trainable, total
+
+
+def load_trained(run_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
+    """Base + trained adapter (or the fully fine-tuned weights) of a finished train.py run."""
+    run_dir = Path(run_dir)
+    config_path, model_dir = run_dir / RESOLVED_CONFIG, run_dir / MODEL_SUBDIR
+    if not config_path.exists() or not model_dir.exists():
+        raise ConfigError(f"{run_dir} is not a finished train.py run (needs {RESOLVED_CONFIG} and {MODEL_SUBDIR}/).")
+    cfg = to_train_config(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(config_path)))
+    if cfg.adapter.method == "full":
+        full = BaseModelConfig(**{**vars(cfg.base_model), "path": str(model_dir), "tiny": False})
+        model, tokenizer = load_base_model(full, cfg.quantization)
+        return model, tokenizer, cfg
+    model, tokenizer = load_base_model(cfg.base_model, cfg.quantization)
+    if cfg.adapter.method in ("lora", "dora"):
+        model = PeftModel.from_pretrained(model, str(model_dir))
+    return model, tokenizer, cfg

@@ -1,0 +1,172 @@
+"""Offline stand-ins for hub models: the real architectures at toy size, built on first use.
+
+No machine here reaches the model hub, so `base_model=tiny_gptneox|tiny_llama` builds a 2-layer model of the
+real class (GPT-NeoX like OpenCALM, Llama like Llama 2) with a byte-level BPE tokenizer trained on the bundled
+medical corpus, pretrains it briefly on that corpus (a miniature of what made MedCALM, so LoRA has
+representations to adapt), and saves it with `save_pretrained`. Every later load goes through the same
+`from_pretrained` call as a hub id. Builds are atomic and locked, so parallel multirun jobs share one build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from medtune import demo_assets
+from medtune.config import BaseModelConfig
+
+log = logging.getLogger(__name__)
+
+# Bump when the recipe below changes, so cached builds are rebuilt instead of silently reused.
+RECIPE_VERSION = 1
+VOCAB_SIZE = 3000
+SPECIAL_TOKENS = {
+    "eos_token": "<|endoftext|>",
+    "bos_token": "<|endoftext|>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+}
+SHAPE = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512}
+MAX_POSITIONS = 1024
+PRETRAIN_STEPS = 300  # causal-LM steps on the corpus: ~20 s on 2 CPU cores
+PRETRAIN_BLOCK = 128  # tokens per training block
+PRETRAIN_BATCH = 16
+PRETRAIN_LR = 3e-3
+CONTINUAL_STEPS = 150  # tiny_medcalm: further steps of the real stage=pretrain on the same corpus
+MARKER = "medtune_tiny.json"
+
+
+def ensure_tiny_model(base: BaseModelConfig) -> Path:
+    """Build the tiny model at base.path unless an up-to-date build is already there."""
+    path = Path(base.path).expanduser()
+    if _is_current(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if _is_current(path):
+            return path
+        log.info("building tiny %s model at %s (first use)", base.arch, path)
+        staging = path.with_name(f".{path.name}.building-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        if base.continual_pretraining_of:
+            _build_by_continual_pretraining(base, staging)
+        else:
+            _build_from_scratch(base.arch, staging)
+        (staging / MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION, "arch": base.arch}))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(staging, path)
+    return path
+
+
+def _build_from_scratch(arch: str, staging: Path) -> None:
+    tokenizer = train_tokenizer(demo_assets.corpus_path())
+    model = build_model(arch, len(tokenizer))
+    pretrain_on_corpus(model, tokenizer, demo_assets.corpus_path())
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+
+
+def _build_by_continual_pretraining(base: BaseModelConfig, staging: Path) -> None:
+    """A tiny MedCALM: the real stage=pretrain run (tracked in W&B) on the tiny base it continues."""
+    from medtune.config import AdapterConfig, DatasetConfig, EvalConfig, TrainConfig, TrainerConfig, WandbConfig
+    from medtune.training import run
+
+    assert base.continual_pretraining_of is not None
+    source = replace(
+        base, name=f"{base.name}-source", path=base.continual_pretraining_of, continual_pretraining_of=None
+    )
+    ensure_tiny_model(source)
+    run_dir = Path(base.path).expanduser().with_name(f"{Path(base.path).name}-pretrain-run")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = TrainConfig(
+        base_model=source,
+        adapter=AdapterConfig(method="full"),
+        dataset=DatasetConfig(source="demo", block_size=PRETRAIN_BLOCK),
+        trainer=TrainerConfig(
+            max_steps=CONTINUAL_STEPS, learning_rate=1e-3, batch_size=PRETRAIN_BATCH, save_steps=10**6
+        ),
+        eval=EvalConfig(at_end=False),
+        wandb=WandbConfig(mode=os.environ.get("WANDB_MODE", "offline")),
+        experiment_name=base.name,
+        stage="pretrain",
+        cache_dir=str(run_dir.parent),
+    )
+    run(config, run_dir)
+    shutil.copytree(run_dir / "model", staging)
+
+
+def _is_current(path: Path) -> bool:
+    marker = path / MARKER
+    return marker.exists() and json.loads(marker.read_text()).get("recipe_version") == RECIPE_VERSION
+
+
+def train_tokenizer(corpus: Path) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (no unknown characters, so any Japanese text encodes) trained on the corpus."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=sorted(set(SPECIAL_TOKENS.values())),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train([str(corpus)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_POSITIONS, **SPECIAL_TOKENS)
+
+
+def build_model(arch: str, vocab_size: int) -> PreTrainedModel:
+    """A randomly initialised model of the real class, seeded so every build is identical."""
+    torch.manual_seed(0)
+    if arch == "gpt_neox":
+        return GPTNeoXForCausalLM(
+            GPTNeoXConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITIONS, **SHAPE, **_special_ids())
+        )
+    if arch == "llama":
+        return LlamaForCausalLM(
+            LlamaConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITIONS, **SHAPE, **_special_ids())
+        )
+    raise ValueError(f"no tiny model for architecture {arch!r}")
+
+
+def _special_ids() -> dict[str, int]:
+    # Ids follow the sorted special-token list the tokenizer trainer was given.
+    specials = sorted(set(SPECIAL_TOKENS.values()))
+    eos = specials.index(SPECIAL_TOKENS["eos_token"])
+    return {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": specials.index(SPECIAL_TOKENS["pad_token"])}
+
+
+def pretrain_on_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus: Path) -> None:
+    """A few hundred causal-LM steps on the corpus, so the tiny base already models medical Japanese."""
+    ids = tokenizer(corpus.read_text(encoding="utf-8"))["input_ids"]
+    n_blocks = len(ids) // PRETRAIN_BLOCK
+    blocks = torch.tensor(ids[: n_blocks * PRETRAIN_BLOCK]).view(n_blocks, PRETRAIN_BLOCK)
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=PRETRAIN_LR, total_steps=PRETRAIN_STEPS)
+    model.train()
+    for _ in range(PRETRAIN_STEPS):
+        batch = blocks[torch.randint(n_blocks, (PRETRAIN_BATCH,), generator=generator)]
+        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    log.info("tiny pretraining done: final loss %.3f", loss.item())

@@ -1,0 +1,118 @@
+"""Weights & Biases for every run: offline by default, never untracked, one run per job, resumable.
+
+The run id is stored in the run dir, so a resumed run (`resume=<run dir>`) continues the same W&B run.
+Offline runs write real run files under `<run dir>/wandb/` that `wandb sync` uploads later.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import wandb
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from medtune.config import WandbConfig
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "wandb_run_id.txt"
+# Trainer log keys → medtune metric names (anything else lands under train/ or eval/ as it is).
+METRIC_NAMES = {
+    "loss": "train/loss",
+    "learning_rate": "train/learning_rate",
+    "grad_norm": "train/grad_norm",
+    "epoch": "train/epoch",
+    "num_input_tokens_seen": "train/tokens_seen",
+    "eval_loss": "eval/loss",
+}
+
+
+def start_wandb_run(
+    wb: WandbConfig, output_dir: Path, config: dict[str, Any], tags: list[str], group: str, name: str, job_type: str
+) -> Any:
+    """Start (or resume) this run dir's W&B run; an online failure falls back to offline with a warning."""
+    settings: dict[str, Any] = {
+        "project": wb.project,
+        "entity": wb.entity,
+        "group": wb.group or group,
+        "name": wb.name or name,
+        "tags": sorted(set(tags) | set(wb.tags)),
+        "config": config,
+        "dir": str(output_dir),
+        "id": _run_id(output_dir),
+        "resume": "allow",
+        "job_type": job_type,
+        "reinit": "finish_previous",  # a multirun's jobs share one process: never share a run
+    }
+    try:
+        return wandb.init(mode=wb.mode, **settings)
+    except Exception as err:  # network, auth, server: the run must still be tracked
+        if wb.mode != "online":
+            raise
+        log.warning(
+            "W&B online init failed (%s: %s). Continuing in OFFLINE mode; upload later with: wandb sync %s",
+            type(err).__name__,
+            err,
+            output_dir / "wandb",
+        )
+        return wandb.init(mode="offline", **settings)
+
+
+def _run_id(output_dir: Path) -> str:
+    """The run dir's W&B id, created once and reused on resume."""
+    path = output_dir / RUN_ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # W&B ids are short lowercase alphanumerics
+    path.write_text(run_id)
+    return run_id
+
+
+def memory_metrics() -> dict[str, float]:
+    """Peak memory since the previous call: CUDA allocated/reserved (reset per read), else process peak RSS."""
+    if torch.cuda.is_available():
+        metrics = {
+            "memory/cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "memory/cuda_max_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+        }
+        torch.cuda.reset_peak_memory_stats()
+        return metrics
+    # ru_maxrss is in KiB on Linux and a process-lifetime peak (it cannot be reset).
+    return {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+class WandbMetricsCallback(TrainerCallback):
+    """Logs Trainer logs under medtune's names, plus tokens/s and memory, at each logging step."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self._mark: tuple[float, int] = (time.perf_counter(), 0)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._mark = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        metrics = {_metric_name(key): value for key, value in logs.items() if isinstance(value, int | float)}
+        if "loss" in logs:
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            then, tokens_before = self._mark
+            metrics["perf/tokens_per_s"] = (tokens - tokens_before) / max(now - then, 1e-9)
+            self._mark = (now, tokens)
+            metrics.update(memory_metrics())
+        self.run.log(metrics, step=state.global_step)
+
+
+def _metric_name(key: str) -> str:
+    if key in METRIC_NAMES:
+        return METRIC_NAMES[key]
+    if key.startswith("eval_"):
+        return "eval/" + key.removeprefix("eval_")
+    return "train/" + key.removeprefix("train_")

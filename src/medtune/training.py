@@ -1,0 +1,214 @@
+"""One training run, top to bottom: check inputs → load base → score base → tune → score tuned → save.
+
+Everything a run writes lands in its run dir:
+    resolved_config.yaml   the config that produced it (evaluate.py and the report read it)
+    run_status.json        running | finished | failed (+ error), so a crash never looks finished
+    checkpoints/           Trainer checkpoints; `resume=<run dir>` continues from the last one
+    model/                 the adapter (safetensors) or full weights, plus the tokenizer
+    eval/base, eval/tuned  QA metrics.json + predictions.jsonl
+    results.json           the final figures (same keys as the W&B summary), written last
+    wandb/                 the W&B run files (offline by default)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from medtune.config import TrainConfig, to_plain_dict, to_train_config
+from medtune.data import Splits, build_collator, build_datasets, load_splits
+from medtune.errors import ConfigError
+from medtune.models import MODEL_SUBDIR, RESOLVED_CONFIG, attach_adapter, count_parameters, load_base_model
+from medtune.tracking import WandbMetricsCallback, memory_metrics, start_wandb_run
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+STATUS_FILE = "run_status.json"
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Train and evaluate as configured; returns (and writes) results.json's content."""
+    tc = to_train_config(cfg)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plain_config = to_plain_dict(tc)
+    if tc.resume:
+        finished = _check_resumable(out, plain_config)
+        if finished is not None:
+            return finished
+    splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before any weights load
+    _write_json(out / STATUS_FILE, {"status": "running"})
+    OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
+    try:
+        results = _run_tracked(tc, plain_config, splits, out)
+    except BaseException as err:
+        _write_json(out / STATUS_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+    _write_json(out / RESULTS_FILE, results)
+    _write_json(out / STATUS_FILE, {"status": "finished"})
+    return results
+
+
+def _check_resumable(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] | None:
+    """A resumed run must use the config it started with; a finished one is returned as it is."""
+    saved_path = out / RESOLVED_CONFIG
+    if not saved_path.exists():
+        raise ConfigError(f"resume={out} is not a medtune run dir ({RESOLVED_CONFIG} is missing).")
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path))
+    assert isinstance(saved, dict)
+    changed = sorted(
+        f"{group}.{key}"
+        for group, section in plain_config.items()
+        if group != "resume" and isinstance(section, dict)
+        for key in section
+        if section[key] != saved.get(group, {}).get(key)
+    )
+    if changed:
+        raise ConfigError(f"resume={out} was started with a different config; changed: {', '.join(changed)}.")
+    if (out / RESULTS_FILE).exists():
+        log.info("run %s already finished; nothing to resume", out)
+        return json.loads((out / RESULTS_FILE).read_text())
+    return None
+
+
+def _run_tracked(tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, out: Path) -> dict[str, Any]:
+    model, tokenizer = load_base_model(tc.base_model, tc.quantization)  # an unloadable id stops before W&B starts
+    train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
+    method = tc.adapter.method
+    run = start_wandb_run(
+        tc.wandb,
+        out,
+        plain_config,
+        tags=[tc.base_model.name, method, f"quant-{tc.quantization.mode}", tc.experiment_name, tc.stage],
+        group=tc.experiment_name,
+        name=f"{tc.base_model.name}-{method}-{tc.quantization.mode}-{tc.trainer.max_steps}",
+        job_type=tc.stage,
+    )
+    results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
+    try:
+        if _scores_qa(tc):
+            results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_")
+        model = (
+            attach_adapter(model, tc.adapter, tc.quantization.mode != "none", tc.trainer.gradient_checkpointing)
+            if method != "none"
+            else model
+        )
+        trainable, total = count_parameters(model)
+        results |= {
+            "params/trainable": trainable,
+            "params/total": total,
+            "params/trainable_pct": 100 * trainable / total,
+        }
+        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run)
+        if method != "none":
+            results |= _train(trainer, out)
+            trainer.save_model(str(out / MODEL_SUBDIR))
+            tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
+        if heldout_set is not None:
+            results["eval/loss"] = trainer.evaluate()["eval_loss"]
+        if _scores_qa(tc):
+            if method == "none":  # the untuned base is the model: reuse its scores
+                results |= {
+                    key.replace("/base_", "/"): value for key, value in list(results.items()) if "/base_" in key
+                }
+            else:
+                results |= _evaluate_qa(trainer.model, tokenizer, tc, out / "eval" / "tuned", run, prefix="")
+        results |= memory_metrics()
+        results["objective"] = results.get(f"eval/{tc.eval.suite}/accuracy", results.get("eval/loss"))
+        run.summary.update({k: v for k, v in results.items() if isinstance(v, int | float)})
+        run.finish(exit_code=0)
+    except BaseException:
+        run.finish(exit_code=1)  # marked failed in W&B; a multirun's next job gets a fresh run
+        raise
+    return results
+
+
+def _scores_qa(tc: TrainConfig) -> bool:
+    return tc.stage == "sft" and tc.eval.at_end
+
+
+def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str) -> dict:
+    from medtune.evaluation import evaluate_model, log_eval_to_wandb
+
+    metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir)
+    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / "predictions.jsonl", prefix=prefix)
+    return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
+
+
+def _build_trainer(
+    tc: TrainConfig, model: PreTrainedModel, tokenizer: Any, train_set: Any, heldout_set: Any, out: Path, run: Any
+) -> Trainer:
+    t = tc.trainer
+    if hasattr(model, "config"):
+        model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
+    args = TrainingArguments(
+        output_dir=str(out / CHECKPOINT_SUBDIR),
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of max_steps
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler,
+        optim=t.optim,
+        bf16=t.mixed_precision == "bf16",
+        fp16=t.mixed_precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if t.eval_steps > 0 and heldout_set is not None else "no",
+        eval_steps=t.eval_steps or None,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.dataloader_workers,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # medtune logs to W&B itself, under its own metric names
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=heldout_set,
+        data_collator=build_collator(tokenizer, tc.dataset.packing),
+        processing_class=tokenizer,
+        callbacks=[WandbMetricsCallback(run)],
+    )
+
+
+def _train(trainer: Trainer, out: Path) -> dict[str, float]:
+    checkpoint = get_last_checkpoint(str(out / CHECKPOINT_SUBDIR)) if (out / CHECKPOINT_SUBDIR).is_dir() else None
+    if checkpoint:
+        log.info("resuming from %s", checkpoint)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    state = trainer.state
+    return {
+        "train/loss": output.training_loss,
+        "train/global_step": state.global_step,
+        "train/tokens_seen": state.num_input_tokens_seen,
+        "perf/train_runtime_s": seconds,
+        "perf/train_tokens_per_s": state.num_input_tokens_seen / seconds,
+    }
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    staging = path.with_suffix(path.suffix + ".tmp")
+    staging.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    os.replace(staging, path)

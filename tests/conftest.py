@@ -1,0 +1,105 @@
+"""Test environment: offline Hugging Face, offline W&B, no proxies, one tiny-model cache per session.
+
+These variables are set before any Hugging Face or W&B import, and subprocess runs of the real scripts
+inherit them (see `script_env`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="medtune-test-cache-"))
+
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MEDTUNE_CACHE": str(_SESSION_CACHE),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+)
+for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ.pop(_var, None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """MEDTUNE_CACHE of this session: tiny models are built here once and shared by every test."""
+    return _SESSION_CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny_models(cache_dir: Path) -> dict[str, Path]:
+    """Both tiny architectures, built once per session and then loaded with from_pretrained."""
+    from medtune.config import BaseModelConfig
+    from medtune.tiny import ensure_tiny_model
+
+    paths = {}
+    for name, arch in (("tiny_gptneox", "gpt_neox"), ("tiny_llama", "llama")):
+        base = BaseModelConfig(
+            name=name,
+            path=str(cache_dir / "models" / name),
+            arch=arch,
+            tiny=True,
+            lora_targets=[],
+            all_linear_targets=[],
+        )
+        paths[name] = ensure_tiny_model(base)
+    return paths
+
+
+@pytest.fixture
+def compose_train(cache_dir: Path, tmp_path: Path) -> Callable[..., object]:
+    """Compose the real train config in-process with overrides (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+
+    from medtune.config import register_configs
+
+    register_configs()
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(config_name="train", overrides=[f"cache_dir={cache_dir}", *overrides])
+
+    return _compose
+
+
+def script_env() -> dict[str, str]:
+    """Environment for subprocess runs of the entry scripts (inherits the offline settings above)."""
+    return dict(os.environ)
+
+
+def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an entry script from a temp cwd (so nothing lands in the repo) and capture its output."""
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=cwd,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

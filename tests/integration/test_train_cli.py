@@ -1,0 +1,141 @@
+"""The real train.py as a subprocess: W&B records, results, resume after SIGKILL, bad input, multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_script, script_env
+from wandb_records import offline_runs
+
+pytestmark = pytest.mark.slow
+FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+
+
+def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
+    run_dir = tmp_path / "run"
+    proc = run_script("train.py", "trainer.max_steps=6", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["train/global_step"] == 6
+    assert json.loads((run_dir / "run_status.json").read_text())["status"] == "finished"
+    assert (run_dir / "model" / "adapter_model.safetensors").exists()
+    assert (run_dir / "model" / "tokenizer.json").exists()
+    [wb] = offline_runs(run_dir)
+    assert wb.exit_code == 0 and wb.run_id == results["wandb_run_id"]
+    assert {"tiny_gptneox", "lora", "quant-none", "demo"} <= set(wb.tags) and wb.group == "demo"
+    assert wb.config["adapter"]["method"] == "lora" and wb.config["trainer"]["max_steps"] == 6
+    logged = set().union(*(row.keys() for row in wb.history))
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "perf/tokens_per_s", "memory/peak_rss_mb"} <= logged
+    for key in ("params/trainable", "params/trainable_pct", "perf/train_runtime_s", "eval/loss"):
+        assert wb.summary[key] == pytest.approx(results[key])
+    assert 0 < results["params/trainable_pct"] < 10
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()  # nothing in the CWD
+
+
+def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models):
+    run_dir = tmp_path / "run"
+    args = ["trainer.max_steps=120", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=script_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "checkpoint-20").exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "results.json").exists()
+    assert json.loads((run_dir / "run_status.json").read_text())["status"] == "running"  # never "finished"
+
+    resumed = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["train/global_step"] == 120
+    first, second = offline_runs(run_dir)
+    assert first.run_id == second.run_id == results["wandb_run_id"]
+    resumed_steps = [row["_step"] for row in second.history if "train/loss" in row]
+    assert resumed_steps and min(resumed_steps) > 20  # continued from a checkpoint, not from scratch
+    assert second.exit_code == 0
+
+    again = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)  # finished: nothing to redo
+    assert again.returncode == 0 and len(offline_runs(run_dir)) == 2
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_models):
+    run_dir = tmp_path / "run"
+    assert (
+        run_script("train.py", "trainer.max_steps=2", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    )
+    proc = run_script("train.py", "trainer.max_steps=4", *FAST, f"resume={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "trainer.max_steps" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n', "records.jsonl:2: malformed JSON"),
+        (
+            '{"instruction": "q", "output": "a"}\n{"output": "a"}\n',
+            "records.jsonl:2: required field is missing (field 'instruction')",
+        ),
+        ("", "records.jsonl: no records"),
+        (None, "records.jsonl: file does not exist"),
+    ],
+)
+def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path, content, expected):
+    records = tmp_path / "records.jsonl"
+    if content is not None:
+        records.write_text(content)
+    run_dir = tmp_path / "run"
+    proc = run_script("train.py", "dataset=jsonl", f"dataset.path={records}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
+
+
+def test_unloadable_base_model_stops_with_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_script("train.py", "base_model=opencalm_7b", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cyberagent/open-calm-7b" in proc.stderr and "cannot be loaded" in proc.stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
+
+
+def test_invalid_pair_fails_at_composition_before_loading(tmp_path):
+    proc = run_script("train.py", "adapter=full", "quantization=nf4", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "adapter=full cannot train quantization=nf4" in proc.stderr
+
+
+def test_two_by_two_multirun_gives_four_finished_wandb_runs(tmp_path, tiny_models):
+    sweep = tmp_path / "sweep"
+    proc = run_script(
+        "train.py",
+        "-m",
+        "base_model=tiny_gptneox,tiny_llama",
+        "quantization=none,nf4",
+        "trainer.max_steps=2",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job_dirs = sorted(p.parent for p in sweep.glob("*/results.json"))
+    assert len(job_dirs) == 4
+    runs = [run for job in job_dirs for run in offline_runs(job)]
+    assert len(runs) == 4 and len({r.run_id for r in runs}) == 4
+    assert all(r.exit_code == 0 for r in runs)
+    combos = {(r.config["base_model"]["name"], r.config["quantization"]["mode"]) for r in runs}
+    assert combos == {(b, q) for b in ("tiny_gptneox", "tiny_llama") for q in ("none", "nf4")}

@@ -40,7 +40,7 @@ def test_prompt_tokens_are_masked_and_response_tokens_are_labels(tokenizer):
     template = get_template("alpaca_ja")
     example = tokenize_record(RECORD, tokenizer, template, 256, 64, train_on_inputs=False)
     prompt_ids = tokenizer.encode(template.render(RECORD.instruction, RECORD.input), add_special_tokens=False)
-    response_ids = tokenizer.encode(RECORD.output, add_special_tokens=False) + [tokenizer.eos_token_id]
+    response_ids = [*tokenizer.encode(RECORD.output, add_special_tokens=False), tokenizer.eos_token_id]
     assert example["input_ids"] == prompt_ids + response_ids
     for position, (token, label) in enumerate(zip(example["input_ids"], example["labels"], strict=True)):
         expected = IGNORE_INDEX if position < len(prompt_ids) else token

@@ -1,0 +1,675 @@
+"""The comparison report: every run of a sweep as the study's matrix, with uncertainty and a paired test.
+
+    python -m medtune.report multirun/2026-01-01/12-00-00-000000          # → that dir's report/
+    python -m medtune.report outputs/run_a outputs/run_b --out /tmp/report --wandb-mode disabled
+    python -m medtune.report --wandb-project me/medtune --wandb-sweep abc123 --out report/   # online only
+
+Rows are base models, columns tuning method × training steps; each cell holds accuracy with a 95 %
+bootstrap CI over questions, exact match, gestalt, peak memory, train time, tokens/s, and the exact
+McNemar p-value of the tuned model against the same run's base model before tuning (its
+eval/base predictions, so the questions are the same by construction). A cell whose run failed,
+is still running (or was killed), or never ran while its combination exists in another row is
+shown as such. Output: report.md, report.csv, PNG plots, and (offline by default) a W&B run of
+job_type "report" holding the table and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+
+from medtune.cli import exit_on_user_error
+from medtune.errors import ConfigError, DataError
+from medtune.stats import DEFAULT_N_BOOT, McNemarResult, bootstrap_ci, mcnemar_by_question
+
+RESOLVED_CONFIG = "resolved_config.yaml"  # written by medtune.training (medtune.models.RESOLVED_CONFIG)
+HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
+STATUS_FILE = "run_status.json"
+RESULTS_FILE = "results.json"
+PREDICTIONS = {"base": "eval/base/predictions.jsonl", "tuned": "eval/tuned/predictions.jsonl"}
+METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full")  # matrix column order
+WandbMode = Literal["offline", "online", "disabled"]
+NOT_STARTED = "not started"
+MISSING = "missing"
+CSV_COLUMNS = [
+    "suite",
+    "base_model",
+    "tuning",
+    "steps",
+    "status",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "exact_match",
+    "gestalt",
+    "official_accuracy",
+    "n_questions",
+    "base_accuracy",
+    "mcnemar_p",
+    "gains",
+    "losses",
+    "peak_memory_mb",
+    "memory_kind",
+    "train_time_s",
+    "tokens_per_s",
+    "error",
+    "source",
+]
+
+
+# ------------------------------------------------------------------------------------------- runs
+@dataclass
+class RunRecord:
+    """One train.py run as the report needs it, read from a run dir or from the W&B API."""
+
+    source: str  # run dir, or wandb:<entity>/<project>/<id>
+    base_model: str
+    method: str  # tuning method: untuned | lora | qlora | lora-int8 | dora | full | ...
+    steps: int  # trainer.max_steps (0 for untuned: nothing is trained)
+    suite: str
+    stage: str
+    status: str  # finished | failed | running | not started
+    error: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+    base_correct: dict[str, bool] | None = None  # problem_id → correct, before tuning
+    tuned_correct: dict[str, bool] | None = None  # after tuning (None for untuned runs)
+    started: float = 0.0  # seconds since the epoch; the latest run of a cell wins
+
+    @property
+    def column(self) -> tuple[str, int]:
+        return self.method, self.steps
+
+    @property
+    def untuned(self) -> bool:
+        return self.method.startswith("untuned")
+
+
+def tuning_method(adapter: str, quantization: str) -> str:
+    """The matrix column name of an adapter × quantization pair (lora + nf4 is QLoRA)."""
+    if adapter == "lora" and quantization == "nf4":
+        return "qlora"
+    name = "untuned" if adapter == "none" else adapter
+    return name if quantization == "none" else f"{name}-{quantization}"
+
+
+CONFIG_KEYS = ("base_model.name", "adapter.method", "quantization.mode", "trainer.max_steps", "eval.suite")
+
+
+def record_from_config(config: dict[str, Any], **fields: Any) -> RunRecord:
+    """Place a run in the matrix from its (resolved or composed) config; `fields` are RunRecord's others."""
+    name, adapter, quantization, max_steps, suite = (
+        _config_value(config, key, fields["source"]) for key in CONFIG_KEYS
+    )
+    method = tuning_method(adapter, quantization)
+    return RunRecord(
+        base_model=str(name),
+        method=method,
+        steps=0 if method.startswith("untuned") else int(max_steps),
+        suite=str(suite),
+        stage=str(config.get("stage", "sft")),
+        **fields,
+    )
+
+
+def _config_value(config: dict[str, Any], dotted: str, source: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise DataError("not a train.py run config: a key the report needs is missing", path=source, field=dotted)
+        value = value[part]
+    return value
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """The run dirs at or below `root` (a run dir, a multirun dir, or any folder of them)."""
+    if is_run_dir(root):
+        return [root]
+    return [run for child in sorted(p for p in root.iterdir() if p.is_dir()) for run in find_run_dirs(child)]
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RESOLVED_CONFIG).is_file() or (path / HYDRA_CONFIG).is_file()
+
+
+def collect_local(paths: Sequence[Path]) -> list[RunRecord]:
+    """Every run under the given dirs, from the files train.py writes (no network)."""
+    records = []
+    for path in paths:
+        if not path.is_dir():
+            raise ConfigError(f"{path} is not a directory (expected a multirun dir or a train.py run dir).")
+        run_dirs = find_run_dirs(path)
+        if not run_dirs:
+            raise ConfigError(f"{path} holds no train.py runs (no {RESOLVED_CONFIG} or {HYDRA_CONFIG} below it).")
+        records += [read_run_dir(run_dir) for run_dir in run_dirs]
+    return records
+
+
+def read_run_dir(run_dir: Path) -> RunRecord:
+    config_path = run_dir / RESOLVED_CONFIG
+    if not config_path.is_file():  # Hydra started the job, but train.py stopped before writing anything
+        config_path = run_dir / HYDRA_CONFIG
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    status, error = read_status(run_dir)
+    results_path = run_dir / RESULTS_FILE
+    return record_from_config(
+        config,
+        source=str(run_dir),
+        status=status,
+        error=error,
+        results=json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else {},
+        base_correct=read_correct(run_dir / PREDICTIONS["base"]),
+        tuned_correct=read_correct(run_dir / PREDICTIONS["tuned"]),
+        started=config_path.stat().st_mtime,
+    )
+
+
+def read_status(run_dir: Path) -> tuple[str, str]:
+    """(status, error); without run_status.json the job stopped before training began: its log says why."""
+    status_path = run_dir / STATUS_FILE
+    if status_path.is_file():
+        status = json.loads(status_path.read_text(encoding="utf-8"))
+        if status["status"] == "running":
+            return "running", status.get("error") or "still running, or killed (it never wrote a final status)"
+        return status["status"], status.get("error", "")
+    logs = sorted(run_dir.glob("*.log"))
+    last_lines = [line for log in logs for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return NOT_STARTED, last_lines[-1].strip() if last_lines else f"no {STATUS_FILE}: see the job's output"
+
+
+def read_correct(path: Path) -> dict[str, bool] | None:
+    """problem_id → correct from an evaluation's predictions.jsonl (None when the file is absent)."""
+    if not path.is_file():
+        return None
+    correct = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
+        for key in ("problem_id", "correct"):
+            if key not in row:
+                raise DataError("missing field", path=path, line=number, field=key)
+        correct[str(row["problem_id"])] = bool(row["correct"])
+    return correct
+
+
+# ------------------------------------------------------------------------------------------ cells
+@dataclass
+class Cell:
+    """One matrix cell: a run's figures, or why there are none."""
+
+    suite: str
+    base_model: str
+    method: str
+    steps: int
+    status: str
+    error: str = ""
+    source: str = ""
+    accuracy: float | None = None
+    ci: tuple[float, float] | None = None
+    exact_match: float | None = None
+    gestalt: float | None = None
+    official_accuracy: float | None = None
+    n_questions: int | None = None
+    base_accuracy: float | None = None
+    mcnemar: McNemarResult | None = None
+    peak_memory_mb: float | None = None
+    memory_kind: str = ""  # cuda (peak allocated) | rss (process peak resident set)
+    train_time_s: float | None = None
+    tokens_per_s: float | None = None
+
+    @property
+    def column_label(self) -> str:
+        return column_label((self.method, self.steps))
+
+    def as_row(self) -> dict[str, Any]:
+        """A flat dict keyed by CSV_COLUMNS (None where there is no figure)."""
+        low, high = self.ci or (None, None)
+        test = self.mcnemar
+        return {
+            "suite": self.suite,
+            "base_model": self.base_model,
+            "tuning": self.method,
+            "steps": self.steps,
+            "status": self.status,
+            "accuracy": self.accuracy,
+            "ci_low": low,
+            "ci_high": high,
+            "exact_match": self.exact_match,
+            "gestalt": self.gestalt,
+            "official_accuracy": self.official_accuracy,
+            "n_questions": self.n_questions,
+            "base_accuracy": self.base_accuracy,
+            "mcnemar_p": test.p_value if test else None,
+            "gains": test.gains if test else None,
+            "losses": test.losses if test else None,
+            "peak_memory_mb": self.peak_memory_mb,
+            "memory_kind": self.memory_kind,
+            "train_time_s": self.train_time_s,
+            "tokens_per_s": self.tokens_per_s,
+            "error": self.error,
+            "source": self.source,
+        }
+
+
+def column_label(column: tuple[str, int]) -> str:
+    method, steps = column
+    return method if method.startswith("untuned") else f"{method} · {steps} steps"
+
+
+def build_cell(run: RunRecord, n_boot: int = DEFAULT_N_BOOT) -> Cell:
+    cell = Cell(run.suite, run.base_model, run.method, run.steps, run.status, run.error, run.source)
+    if run.status != "finished":
+        return cell
+    cell.accuracy, cell.exact_match, cell.gestalt, cell.official_accuracy, cell.base_accuracy = (
+        _suite_metric(run.results, run.suite, name)
+        for name in ("accuracy", "exact_match", "gestalt", "official_accuracy", "base_accuracy")
+    )
+    scored = run.base_correct if run.untuned else run.tuned_correct  # an untuned run's model is its base
+    if scored:
+        cell.n_questions = len(scored)
+        cell.ci = bootstrap_ci(list(scored.values()), n_boot=n_boot)
+    if run.tuned_correct is not None and run.base_correct is not None:
+        try:
+            cell.mcnemar = mcnemar_by_question(run.base_correct, run.tuned_correct)
+        except ValueError as err:
+            raise DataError(f"base and tuned predictions do not pair up: {err}", path=run.source) from None
+    cell.peak_memory_mb, cell.memory_kind = _peak_memory(run.results)
+    cell.train_time_s = run.results.get("perf/train_runtime_s")
+    cell.tokens_per_s = run.results.get("perf/train_tokens_per_s")
+    return cell
+
+
+def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | None:
+    value = results.get(f"eval/{suite}/{name}")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _peak_memory(results: dict[str, Any]) -> tuple[float | None, str]:
+    for key, kind in (("memory/cuda_max_allocated_mb", "cuda"), ("memory/peak_rss_mb", "rss")):
+        if isinstance(results.get(key), int | float):
+            return float(results[key]), kind
+    return None, ""
+
+
+# ----------------------------------------------------------------------------------------- matrix
+@dataclass
+class Matrix:
+    """One evaluation suite's matrix: rows base models, columns (method, steps), every cell filled."""
+
+    suite: str
+    rows: list[str]
+    columns: list[tuple[str, int]]
+    cells: dict[tuple[str, tuple[str, int]], Cell]
+
+    def cell(self, row: str, column: tuple[str, int]) -> Cell:
+        return self.cells[row, column]
+
+    def ordered_cells(self) -> list[Cell]:
+        return [self.cells[row, column] for row in self.rows for column in self.columns]
+
+
+@dataclass
+class Report:
+    matrices: list[Matrix]
+    superseded: list[RunRecord]  # older runs of a cell that a later (or finished) run replaces
+    other_stages: list[RunRecord]  # e.g. stage=pretrain runs: trained, but not scored on QA
+    sources: list[str]
+    n_boot: int
+
+
+def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: int = DEFAULT_N_BOOT) -> Report:
+    sft = [r for r in records if r.stage == "sft"]
+    chosen, superseded = choose_runs(sft)
+    matrices = [
+        build_matrix(suite, [r for r in chosen if r.suite == suite], n_boot)
+        for suite in sorted({r.suite for r in chosen})
+    ]
+    other_stages = [r for r in records if r.stage != "sft"]
+    return Report(matrices, superseded, other_stages, list(sources), n_boot)
+
+
+def choose_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """One run per cell: a finished run beats an unfinished one, then the latest wins (a re-run replaces)."""
+    best: dict[tuple, RunRecord] = {}
+    superseded = []
+    for run in sorted(records, key=lambda r: (r.status == "finished", r.started)):
+        key = (run.suite, run.base_model, run.column)
+        if key in best:
+            superseded.append(best[key])
+        best[key] = run
+    return list(best.values()), superseded
+
+
+def build_matrix(suite: str, runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Matrix:
+    """Cells for every row × column that appears anywhere; a combination no run covers is `missing`."""
+    rows = sorted({r.base_model for r in runs})
+    columns = sorted({r.column for r in runs}, key=_column_order)
+    cells = {(r.base_model, r.column): build_cell(r, n_boot) for r in runs}
+    for row in rows:
+        for column in columns:
+            if (row, column) not in cells:
+                error = "no run of this combination (it exists for other base models)"
+                cells[row, column] = Cell(suite, row, column[0], column[1], MISSING, error)
+    return Matrix(suite, rows, columns, cells)
+
+
+def _column_order(column: tuple[str, int]) -> tuple[int, str, int]:
+    """METHOD_ORDER first (a variant like dora-nf4 beside its method), unknown methods last, then steps."""
+    method, steps = column
+    known = [name for name in (method, method.split("-")[0]) if name in METHOD_ORDER]
+    return (METHOD_ORDER.index(known[0]) if known else len(METHOD_ORDER)), method, steps
+
+
+# ---------------------------------------------------------------------------------------- writing
+def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
+    """report.csv, the plots and report.md (which shows the plots) in out_dir; returns name → path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"csv": write_csv(report, out_dir / "report.csv")}
+    for matrix in report.matrices:
+        files |= write_plots(matrix, out_dir)
+    files["markdown"] = out_dir / "report.md"
+    files["markdown"].write_text(render_markdown(report, files), encoding="utf-8")
+    return files
+
+
+def table_rows(report: Report) -> list[dict[str, Any]]:
+    return [cell.as_row() for matrix in report.matrices for cell in matrix.ordered_cells()]
+
+
+def write_csv(report: Report, path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in table_rows(report))
+    return path
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _md(text: str, limit: int = 0) -> str:
+    """Text safe inside a Markdown table cell (one line, no bare pipes), optionally shortened."""
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if not limit or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def render_cell(cell: Cell) -> str:
+    """A matrix cell as Markdown lines joined by <br> (GitHub and W&B render them)."""
+    if cell.status != "finished":
+        return f"**{cell.status.upper()}**<br>{_md(cell.error, 80)}" if cell.error else f"**{cell.status.upper()}**"
+    ci = f" [{_fmt(cell.ci[0])}, {_fmt(cell.ci[1])}]" if cell.ci else ""
+    lines = [f"**{_fmt(cell.accuracy)}**{ci}", f"EM {_fmt(cell.exact_match)} · gestalt {_fmt(cell.gestalt)}"]
+    if cell.mcnemar:
+        test = cell.mcnemar
+        lines.append(f"p = {test.p_value:.3g} (+{test.gains} / −{test.losses})")
+    perf = [f"{_fmt(cell.peak_memory_mb, ',.0f')} MB {cell.memory_kind}".rstrip()]
+    if cell.train_time_s is not None:
+        perf.append(f"{cell.train_time_s:,.1f} s")
+    if cell.tokens_per_s is not None:
+        perf.append(f"{cell.tokens_per_s:,.0f} tok/s")
+    lines.append(" · ".join(perf))
+    return "<br>".join(lines)
+
+
+def render_matrix(matrix: Matrix) -> list[str]:
+    header = ["base model", *(column_label(c) for c in matrix.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in matrix.rows:
+        cells = [render_cell(matrix.cell(row, column)) for column in matrix.columns]
+        lines.append(f"| {_md(row)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def legend(n_boot: int) -> str:
+    return (
+        f"How to read a cell: **accuracy** [95 % percentile-bootstrap CI over questions, {n_boot:,} resamples]; "
+        "EM = exact match; gestalt = mean difflib similarity of response and answer; "
+        "p = two-sided exact McNemar test of the tuned model against the same run's model before tuning "
+        "(for QLoRA that is the 4-bit base), on the same questions, with +gains / −losses = questions it "
+        "newly answers right / newly answers wrong; memory = peak CUDA memory allocated (cuda) or the "
+        "process's peak resident set (rss, a lifetime peak: in a single-process multirun it includes "
+        "earlier jobs); s = training wall time; tok/s = training tokens per second."
+    )
+
+
+def render_markdown(report: Report, files: dict[str, Path]) -> str:
+    statuses = [c.status for m in report.matrices for c in m.ordered_cells()]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    lines = ["# medtune comparison report", "", f"Sources: {', '.join(f'`{s}`' for s in report.sources)}  "]
+    lines += [f"Cell status: {counts or 'no cells'}", "", legend(report.n_boot)]
+    for matrix in report.matrices:
+        n = {c.n_questions for c in matrix.ordered_cells() if c.n_questions is not None}
+        lines += ["", f"## Suite `{matrix.suite}` ({', '.join(map(str, sorted(n))) or '?'} questions)", ""]
+        lines += render_matrix(matrix)
+        lines += ["", *(f"![{name}]({path.name})" for name, path in plots_of(files, matrix.suite).items())]
+    lines += _run_list("Failed, unfinished and missing cells", _problem_lines(report))
+    lines += _run_list("Superseded runs (a later or finished run of the same cell is shown)", _runs(report.superseded))
+    lines += _run_list("Runs outside the matrix (not scored on QA)", _runs(report.other_stages))
+    return "\n".join(lines) + "\n"
+
+
+def _problem_lines(report: Report) -> list[str]:
+    return [
+        f"{c.suite} / {_md(c.base_model)} / {c.column_label}: **{c.status}**"
+        + (f": {_md(c.error)}" if c.error else "")
+        + (f" (`{c.source}`)" if c.source else "")
+        for m in report.matrices
+        for c in m.ordered_cells()
+        if c.status != "finished"
+    ]
+
+
+def _runs(runs: Sequence[RunRecord]) -> list[str]:
+    return [f"{r.stage} {_md(r.base_model)} / {column_label(r.column)}: {r.status} (`{r.source}`)" for r in runs]
+
+
+def _run_list(title: str, items: list[str]) -> list[str]:
+    return ["", f"## {title}", "", *(f"- {item}" for item in items)] if items else []
+
+
+# ------------------------------------------------------------------------------------------ plots
+# matplotlib's object API (Figure, not pyplot) renders PNGs with Agg and keeps no global figure state.
+def write_plots(matrix: Matrix, out_dir: Path) -> dict[str, Path]:
+    """Both plots of one suite, keyed `<plot>/<suite>`."""
+    slug = re.sub(r"[^\w.-]", "_", matrix.suite)
+    accuracy, memory = out_dir / f"accuracy_{slug}.png", out_dir / f"memory_vs_accuracy_{slug}.png"
+    plot_accuracy(matrix, accuracy)
+    plot_memory_vs_accuracy(matrix, memory)
+    return {f"accuracy/{matrix.suite}": accuracy, f"memory_vs_accuracy/{matrix.suite}": memory}
+
+
+def plots_of(files: dict[str, Path], suite: str) -> dict[str, Path]:
+    return {name: path for name, path in files.items() if path.suffix == ".png" and name.endswith(f"/{suite}")}
+
+
+def _plottable(cells: Sequence[Cell]) -> tuple[list[Cell], np.ndarray, np.ndarray]:
+    """The cells with an accuracy, their accuracies, and asymmetric CI error bars (2 × n; 0 without a CI)."""
+    done = [c for c in cells if c.accuracy is not None]
+    accuracy = np.array([c.accuracy for c in done], dtype=float)
+    bounds = np.array([c.ci or (c.accuracy, c.accuracy) for c in done], dtype=float).reshape(-1, 2)
+    return done, accuracy, np.stack([accuracy - bounds[:, 0], bounds[:, 1] - accuracy])
+
+
+def plot_accuracy(matrix: Matrix, path: Path) -> None:
+    """Grouped bars: one group per base model, one bar per column, 95 % CI whiskers; no bar = no result."""
+    fig = Figure(figsize=(max(6.0, 1.5 + 0.6 * len(matrix.rows) * len(matrix.columns)), 4.5))
+    ax = fig.subplots()
+    width = 0.8 / len(matrix.columns)
+    for j, column in enumerate(matrix.columns):
+        offset = -0.4 + (j + 0.5) * width
+        x_of = {row: i + offset for i, row in enumerate(matrix.rows)}
+        done, accuracy, errors = _plottable([matrix.cell(row, column) for row in matrix.rows])
+        if done:
+            xs = [x_of[c.base_model] for c in done]
+            ax.bar(xs, accuracy, width, label=column_label(column), yerr=errors, capsize=3)
+        for row in matrix.rows:
+            cell = matrix.cell(row, column)
+            if cell.accuracy is None:
+                ax.text(
+                    x_of[row], 0.02, cell.status, rotation=90, ha="center", va="bottom", fontsize=8, color="crimson"
+                )
+    ax.set_xticks(np.arange(len(matrix.rows)), matrix.rows)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"QA accuracy on {matrix.suite} (95 % bootstrap CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_memory_vs_accuracy(matrix: Matrix, path: Path) -> None:
+    """What each cell's accuracy costs in memory: one marker per tuning column, labelled by base model."""
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    kinds: set[str] = set()
+    for column in matrix.columns:
+        with_memory = [c for c in (matrix.cell(row, column) for row in matrix.rows) if c.peak_memory_mb is not None]
+        done, accuracy, errors = _plottable(with_memory)
+        if not done:
+            continue
+        kinds |= {c.memory_kind for c in done}
+        memory = [float(c.peak_memory_mb or 0) for c in done]
+        ax.errorbar(memory, accuracy, yerr=errors, fmt="o", capsize=3, label=column_label(column))
+        for x, y, cell in zip(memory, accuracy, done, strict=True):
+            ax.annotate(cell.base_model, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if kinds:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished cell reports memory", ha="center", transform=ax.transAxes)
+    ax.set_xlabel(f"peak memory (MB, {'/'.join(sorted(kinds)) or 'n/a'})")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Memory vs accuracy on {matrix.suite}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ------------------------------------------------------------------------------------------- W&B
+def log_report_to_wandb(
+    report: Report, files: dict[str, Path], out_dir: Path, project: str, mode: WandbMode = "offline"
+) -> str:
+    """Log the table and the plots as one W&B run (job_type "report"); returns its id."""
+    import wandb
+
+    run = wandb.init(
+        project=project,
+        mode=mode,
+        job_type="report",
+        name="comparison-report",
+        dir=str(out_dir),
+        config={"sources": report.sources, "n_boot": report.n_boot},
+        reinit="finish_previous",
+    )
+    try:
+        rows = table_rows(report)
+        logged: dict[str, Any] = {
+            "report/matrix": wandb.Table(
+                columns=list[Any](CSV_COLUMNS), data=[[row[c] for c in CSV_COLUMNS] for row in rows]
+            )
+        }
+        logged |= {f"report/{name}": wandb.Image(str(path)) for name, path in files.items() if path.suffix == ".png"}
+        run.log(logged)
+    finally:
+        run.finish()
+    return run.id
+
+
+def collect_wandb(project: str, sweep: str | None) -> list[RunRecord]:
+    """Runs of a W&B project (or one sweep of it) through the public API: online only."""
+    import wandb
+
+    api = wandb.Api()
+    runs = api.sweep(f"{project}/{sweep}").runs if sweep else api.runs(project)
+    return [_wandb_record(run) for run in runs if {"base_model", "adapter", "trainer", "eval"} <= run.config.keys()]
+
+
+WANDB_STATES = {"finished": "finished", "running": "running"}  # crashed, killed, failed, preempted → failed
+
+
+def _wandb_record(run: Any) -> RunRecord:
+    from datetime import datetime
+
+    results = dict(run.summary_metrics)
+    suite = run.config["eval"]["suite"]
+    status = WANDB_STATES.get(run.state, "failed")
+    return record_from_config(
+        run.config,
+        source=f"wandb:{'/'.join(run.path)}",
+        status=status,
+        error="" if status != "failed" else f"W&B state {run.state}",
+        results=results,
+        base_correct=_wandb_correct(run, results.get(f"eval/{suite}/base_predictions")),
+        tuned_correct=_wandb_correct(run, results.get(f"eval/{suite}/predictions")),
+        started=datetime.fromisoformat(run.created_at.replace("Z", "+00:00")).timestamp(),
+    )
+
+
+def _wandb_correct(run: Any, table_ref: Any) -> dict[str, bool] | None:
+    """problem_id → correct from a predictions wandb.Table in the run's summary (downloaded JSON)."""
+    import tempfile
+
+    if not isinstance(table_ref, dict) or "path" not in table_ref:
+        return None
+    with tempfile.TemporaryDirectory() as tmp, run.file(table_ref["path"]).download(root=tmp) as handle:
+        table = json.load(handle)
+    id_col, correct_col = table["columns"].index("problem_id"), table["columns"].index("correct")
+    return {str(row[id_col]): bool(row[correct_col]) for row in table["data"]}
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m medtune.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", type=Path, help="multirun dirs or train.py run dirs")
+    parser.add_argument("--out", type=Path, help="output dir (default: <first path>/report)")
+    parser.add_argument("--wandb-project", help="read runs from this W&B project ([entity/]project), online")
+    parser.add_argument("--wandb-sweep", help="only this sweep id of --wandb-project")
+    parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples per CI")
+    parser.add_argument(
+        "--wandb-mode", default="offline", choices=["offline", "online", "disabled"], help="where the report run goes"
+    )
+    parser.add_argument("--log-project", default="medtune", help="W&B project of the report run")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Path]:
+    """Collect, build, write, and log the report; returns the written files."""
+    if not args.paths and not args.wandb_project:
+        raise ConfigError("give multirun/run dirs, or --wandb-project (and optionally --wandb-sweep).")
+    if args.wandb_sweep and not args.wandb_project:
+        raise ConfigError("--wandb-sweep needs --wandb-project (the sweep's [entity/]project).")
+    if args.out is None and not args.paths:
+        raise ConfigError("--out is required when reading from W&B (there is no multirun dir to write into).")
+    records = collect_local(args.paths)
+    sources = [str(p) for p in args.paths]
+    if args.wandb_project:
+        records += collect_wandb(args.wandb_project, args.wandb_sweep)
+        sources.append(f"wandb:{args.wandb_project}" + (f"/sweeps/{args.wandb_sweep}" if args.wandb_sweep else ""))
+    out_dir = args.out or args.paths[0] / "report"
+    report = build_report(records, sources, args.n_boot)
+    files = write_report(report, out_dir)
+    if args.wandb_mode != "disabled":
+        log_report_to_wandb(report, files, out_dir, args.log_project, args.wandb_mode)
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    with exit_on_user_error():
+        files = run(parse_args(argv))
+    print(f"report: {files['markdown']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,12 +16,11 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from medtune.cli import exit_on_user_error
+    from medtune.cli import run_job
     from medtune.training import run
 
-    with exit_on_user_error():
-        results = run(cfg, HydraConfig.get().runtime.output_dir)
-    return results.get("objective")
+    results = run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
+    return results.get("objective") if results else None
 
 
 if __name__ == "__main__":

@@ -1,16 +1,27 @@
-"""What the thin entry scripts share: turning user errors into one clear line and exit status 2."""
+"""What the thin entry scripts share: one clear line for user errors, and multiruns that survive a failed job."""
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from medtune.errors import MedtuneError
 
 USER_ERROR_EXIT = 2
+FAILED_JOBS_EXIT = 1
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @contextmanager
@@ -28,3 +39,37 @@ def exit_on_user_error() -> Iterator[None]:
 def _fail(message: str) -> None:
     print(f"medtune: error: {message}", file=sys.stderr, flush=True)
     sys.exit(USER_ERROR_EXIT)
+
+
+def run_job(task: Callable[[], T]) -> T | None:
+    """Run one Hydra job. In a multirun a failed job (bad cell, out of memory) is recorded and the sweep goes on;
+    `MultirunFailures` reports the failed jobs and sets the exit status when the sweep ends."""
+    if not _in_multirun():
+        with exit_on_user_error():
+            return task()
+    try:
+        return task()
+    except Exception as err:
+        job = HydraConfig.get().job.num
+        log.error("job %s failed", job, exc_info=not isinstance(err, MedtuneError))  # full traceback in the job log
+        print(f"medtune: error: multirun job {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return None
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class MultirunFailures(Callback):
+    """At the end of a multirun, list the jobs whose run_status.json says failed and exit non-zero."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = sorted(
+            (path.parent.name, status.get("error", ""))
+            for path in Path(config.hydra.sweep.dir).glob("*/run_status.json")
+            if (status := json.loads(path.read_text())).get("status") == "failed"
+        )
+        if failed:
+            lines = "\n".join(f"  {name}: {error}" for name, error in failed)
+            print(f"medtune: error: {len(failed)} multirun job(s) failed:\n{lines}", file=sys.stderr, flush=True)
+            sys.exit(FAILED_JOBS_EXIT)

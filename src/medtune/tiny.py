@@ -30,12 +30,14 @@ from transformers import (
 
 from medtune import demo_assets
 from medtune.config import BaseModelConfig
+from medtune.prompts import PROMPT_TEMPLATES
 
 log = logging.getLogger(__name__)
 
 # Bump when the recipe below changes, so cached builds are rebuilt instead of silently reused.
-RECIPE_VERSION = 1
-VOCAB_SIZE = 3000
+RECIPE_VERSION = 2
+VOCAB_SIZE = 1500
+TEMPLATE_WEIGHT = 20  # template lines repeated so their fixed phrases become single tokens
 SPECIAL_TOKENS = {
     "eos_token": "<|endoftext|>",
     "bos_token": "<|endoftext|>",
@@ -117,7 +119,11 @@ def _is_current(path: Path) -> bool:
 
 
 def train_tokenizer(corpus: Path) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (no unknown characters, so any Japanese text encodes) trained on the corpus."""
+    """Byte-level BPE (no unknown characters, so any Japanese text encodes) trained on the corpus.
+
+    The prompt templates are part of the training text, as a real tokenizer's corpus covers the instruction
+    format; a small vocabulary keeps tokens short, so they generalise beyond the sentences seen.
+    """
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -127,7 +133,11 @@ def train_tokenizer(corpus: Path) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train([str(corpus)], trainer)
+    templates = [
+        text for template in PROMPT_TEMPLATES.values() for text in (template.with_input, template.without_input)
+    ]
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    tokenizer.train_from_iterator(lines + templates * TEMPLATE_WEIGHT, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_POSITIONS, **SPECIAL_TOKENS)
 
 

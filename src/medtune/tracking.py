@@ -61,6 +61,7 @@ def start_wandb_run(
             err,
             output_dir / "wandb",
         )
+        wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
         return wandb.init(mode="offline", **settings)
 
 
@@ -75,7 +76,10 @@ def _run_id(output_dir: Path) -> str:
 
 
 def memory_metrics() -> dict[str, float]:
-    """Peak memory since the previous call: CUDA allocated/reserved (reset per read), else process peak RSS."""
+    """Peak memory since the previous call: CUDA allocated/reserved, else the process's peak RSS.
+
+    Both peaks are reset on each read, so a multirun's jobs sharing one process report their own peaks.
+    """
     if torch.cuda.is_available():
         metrics = {
             "memory/cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
@@ -83,8 +87,18 @@ def memory_metrics() -> dict[str, float]:
         }
         torch.cuda.reset_peak_memory_stats()
         return metrics
-    # ru_maxrss is in KiB on Linux and a process-lifetime peak (it cannot be reset).
-    return {"memory/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"memory/peak_rss_mb": _peak_rss_mb_and_reset()}
+
+
+def _peak_rss_mb_and_reset() -> float:
+    """Linux's VmHWM, reset by writing 5 to clear_refs; elsewhere the process-lifetime ru_maxrss."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        Path("/proc/self/clear_refs").write_text("5")
+        return peak_kb / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 class WandbMetricsCallback(TrainerCallback):

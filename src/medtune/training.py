@@ -16,11 +16,13 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from medtune.config import TrainConfig, to_plain_dict, to_train_config
@@ -34,28 +36,37 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 STATUS_FILE = "run_status.json"
 CHECKPOINT_SUBDIR = "checkpoints"
+STEP_METRICS = ("accuracy", "official_accuracy")  # logged by the in-training (loglik) QA evaluation
 
 
 def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Train and evaluate as configured; returns (and writes) results.json's content."""
+    """Train and evaluate as configured; returns (and writes) results.json's content.
+
+    Under `accelerate launch` every process trains, but only the main one writes files, tracks in W&B
+    and scores QA (all of them must be given the same run dir: pass hydra.run.dir=...).
+    """
     tc = to_train_config(cfg)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main = PartialState().is_main_process
     plain_config = to_plain_dict(tc)
     if tc.resume:
         finished = _check_resumable(out, plain_config)
         if finished is not None:
             return finished
     splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before any weights load
-    _write_json(out / STATUS_FILE, {"status": "running"})
-    OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / STATUS_FILE, {"status": "running"})
+        OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
     try:
-        results = _run_tracked(tc, plain_config, splits, out)
+        results = _run_tracked(tc, plain_config, splits, out, main)
     except BaseException as err:
-        _write_json(out / STATUS_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
+        if main:
+            _write_json(out / STATUS_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
-    _write_json(out / RESULTS_FILE, results)
-    _write_json(out / STATUS_FILE, {"status": "finished"})
+    if main:
+        _write_json(out / RESULTS_FILE, results)
+        _write_json(out / STATUS_FILE, {"status": "finished"})
     return results
 
 
@@ -81,12 +92,14 @@ def _check_resumable(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] 
     return None
 
 
-def _run_tracked(tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, out: Path) -> dict[str, Any]:
+def _run_tracked(
+    tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, out: Path, main: bool
+) -> dict[str, Any]:
     model, tokenizer = load_base_model(tc.base_model, tc.quantization)  # an unloadable id stops before W&B starts
     train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
     method = tc.adapter.method
     run = start_wandb_run(
-        tc.wandb,
+        tc.wandb if main else replace(tc.wandb, mode="disabled"),
         out,
         plain_config,
         tags=[tc.base_model.name, method, f"quant-{tc.quantization.mode}", tc.experiment_name, tc.stage],
@@ -96,13 +109,13 @@ def _run_tracked(tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, 
     )
     results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
     try:
-        if _scores_qa(tc):
+        scores_qa = main and tc.stage == "sft" and tc.eval.at_end
+        if scores_qa:
             results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_")
-        model = (
-            attach_adapter(model, tc.adapter, tc.quantization.mode != "none", tc.trainer.gradient_checkpointing)
-            if method != "none"
-            else model
-        )
+        if method == "none":
+            model.requires_grad_(False)
+        else:
+            model = attach_adapter(model, tc.adapter, tc.quantization.mode != "none", tc.trainer.gradient_checkpointing)
         trainable, total = count_parameters(model)
         results |= {
             "params/trainable": trainable,
@@ -112,11 +125,12 @@ def _run_tracked(tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, 
         trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run)
         if method != "none":
             results |= _train(trainer, out)
-            trainer.save_model(str(out / MODEL_SUBDIR))
-            tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
+            trainer.save_model(str(out / MODEL_SUBDIR))  # main process only, as are checkpoints
+            if main:
+                tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
         if heldout_set is not None:
             results["eval/loss"] = trainer.evaluate()["eval_loss"]
-        if _scores_qa(tc):
+        if scores_qa:
             if method == "none":  # the untuned base is the model: reuse its scores
                 results |= {
                     key.replace("/base_", "/"): value for key, value in list(results.items()) if "/base_" in key
@@ -133,10 +147,6 @@ def _run_tracked(tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, 
     return results
 
 
-def _scores_qa(tc: TrainConfig) -> bool:
-    return tc.stage == "sft" and tc.eval.at_end
-
-
 def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str) -> dict:
     from medtune.evaluation import evaluate_model, log_eval_to_wandb
 
@@ -149,6 +159,7 @@ def _build_trainer(
     tc: TrainConfig, model: PreTrainedModel, tokenizer: Any, train_set: Any, heldout_set: Any, out: Path, run: Any
 ) -> Trainer:
     t = tc.trainer
+    qa_callbacks = [QAEvalCallback(tc, tokenizer, out, run)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
     args = TrainingArguments(
@@ -186,8 +197,26 @@ def _build_trainer(
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing),
         processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run)],
+        callbacks=[WandbMetricsCallback(run), *qa_callbacks],
     )
+
+
+class QAEvalCallback(TrainerCallback):
+    """Cheap QA accuracy during training: log-likelihood scoring every `eval.every_steps` steps."""
+
+    def __init__(self, tc: TrainConfig, tokenizer: Any, out: Path, run: Any) -> None:
+        self.eval_cfg = replace(tc.eval, mode="loglik")
+        self.tokenizer, self.out, self.run = tokenizer, out, run
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.eval_cfg.every_steps or not state.is_world_process_zero:
+            return
+        from medtune.evaluation import evaluate_model
+
+        step_dir = self.out / "eval" / "steps" / f"step-{state.global_step}"
+        metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir)
+        suite = self.eval_cfg.suite
+        self.run.log({f"eval/{suite}/{name}": metrics[name] for name in STEP_METRICS}, step=state.global_step)
 
 
 def _train(trainer: Trainer, out: Path) -> dict[str, float]:

@@ -19,7 +19,8 @@ def test_default_config_is_the_offline_demo(compose_train):
     tc = to_train_config(compose_train())
     assert (tc.base_model.name, tc.adapter.method, tc.quantization.mode) == ("tiny_gptneox", "lora", "none")
     assert tc.dataset.source == "demo" and tc.wandb.mode == "offline"
-    assert tc.adapter.target_modules == ["query_key_value"]
+    # The demo adapts every linear layer of the 2-layer model; the paper presets use attention only.
+    assert tc.adapter.target_modules == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 
 
 @pytest.mark.parametrize("base_model", BASE_MODELS)
@@ -28,7 +29,7 @@ def test_every_base_model_names_lora_targets_for_its_architecture(compose_train,
     if base_model == "medcalm_7b":
         overrides.append("base_model.path=/models/medcalm")
     tc = to_train_config(compose_train(*overrides))
-    assert tc.adapter.target_modules == tc.base_model.lora_targets
+    assert tc.adapter.target_modules == tc.base_model.all_linear_targets
     assert set(tc.base_model.lora_targets) <= set(tc.base_model.all_linear_targets)
 
 

@@ -1,0 +1,28 @@
+"""Score a model on Japanese medical QA (paper metrics + IgakuQA's official scoring), tracked in W&B.
+
+python evaluate.py run_dir=outputs/2026-01-01/12-00-00-000000                   # a trained run (base + adapter)
+python evaluate.py base_model=opencalm_7b eval=igakuqa eval.path=/data/IgakuQA   # an untuned base
+python evaluate.py backend=openai openai.model=gpt-4o eval=igakuqa eval.path=/data/IgakuQA   # an API model
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from medtune.evaluation import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    from medtune.cli import exit_on_user_error
+    from medtune.evaluation import run
+
+    with exit_on_user_error():
+        metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    return metrics["accuracy"]
+
+
+if __name__ == "__main__":
+    main()

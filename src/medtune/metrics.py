@@ -1,0 +1,184 @@
+"""QA scores: the JMedLoRA paper's text metrics and the IgakuQA benchmark's official scoring.
+
+Paper metrics compare the response text R with the correct choice text C*:
+- `exact_match`: R == C*;
+- `gestalt`: difflib's Ratcliff/Obershelp ratio, averaged over both argument orders because
+  `SequenceMatcher(None, a, b).ratio()` is not symmetric (its junk heuristic and matching-block
+  search depend on which string is `b`), as the authors' code does;
+- `accuracy`: the choice most similar to R is C* (the k most similar, as a set, for "2つ選べ").
+
+Official IgakuQA scoring (its scripts/evaluate_main.py) compares letter sets exactly, no partial
+credit, with its special cases: "a or d" golds accept either letter, question 116A71 (withdrawn)
+credits every answer, points come as strings and may be 0 (counted in accuracy, not in points),
+and calculation questions without choices compare numbers.
+A k-answer response is the choice texts joined by ANSWER_SEPARATOR, the form the exemplars show.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from medtune.qa_data import Question
+
+ANSWER_SEPARATOR = "、"  # joins the choice texts of a k-answer response
+ALL_CORRECT_IDS = frozenset({"116A71"})  # withdrawn after the exam: the official scorer credits any answer
+_LETTER_LIST = re.compile(r"([a-z](?:\s*[,、，・/]\s*[a-z])*)(?=$|[\s:：.．)）])")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """What a raw response answers: the letters it picks and the answer text it stands for."""
+
+    letters: tuple[str, ...]  # sorted choice letters, or (number,) for calculation questions
+    text: str  # the response as answer text; letters-only responses become their choice texts
+
+
+@dataclass(frozen=True)
+class QuestionScore:
+    interpretation: Interpretation
+    exact_match: bool
+    gestalt: float
+    correct: bool  # paper accuracy: most similar choice(s) == gold
+    official_correct: bool  # IgakuQA scorer
+    points: int  # points awarded by the official scorer
+    failed: bool = False  # no response at all (e.g. an API call that failed after retries)
+
+
+def gestalt(a: str, b: str) -> float:
+    """Ratcliff/Obershelp similarity in [0, 1], symmetric: mean of both difflib argument orders."""
+    forward = difflib.SequenceMatcher(None, a, b).ratio()
+    backward = difflib.SequenceMatcher(None, b, a).ratio()
+    return (forward + backward) / 2
+
+
+def normalize(text: str) -> str:
+    """Full-width → half-width (NFKC), lower case, first line only, outer spaces and 。 removed."""
+    text = unicodedata.normalize("NFKC", text).lower().strip()
+    first_line = text.splitlines()[0] if text else ""
+    return first_line.strip().rstrip("。.").strip()
+
+
+def parse_letters(response: str, labels: str) -> tuple[str, ...] | None:
+    """Letters of a letters-only answer ("c", "a,e", "ｂ、ｄ", "c: 心室中隔穿孔"), else None."""
+    match = _LETTER_LIST.match(normalize(response).lstrip("([（"))
+    if not match:
+        return None
+    letters = tuple(sorted(set(re.findall(r"[a-z]", match.group(1)))))
+    return letters if set(letters) <= set(labels) else None
+
+
+def parse_number(response: str) -> str | None:
+    match = _NUMBER.search(normalize(response).replace(",", ""))
+    return match.group(0) if match else None
+
+
+def most_similar(text: str, choices: list[str], k: int) -> tuple[int, ...]:
+    """Indices of the k choices most similar to text (ties: earlier choice first)."""
+    ranked = sorted(range(len(choices)), key=lambda i: (-gestalt(text, choices[i]), i))
+    return tuple(sorted(ranked[:k]))
+
+
+def interpret(response: str, question: Question) -> Interpretation:
+    """Map a response to letters and answer text: letters → their choice texts, text → most similar choices."""
+    text = normalize_response_text(response)
+    if question.is_calculation:
+        number = parse_number(response)
+        return Interpretation(letters=(number,) if number else (), text=text)
+    letters = parse_letters(response, question.labels)
+    if letters:
+        return Interpretation(letters=letters, text=ANSWER_SEPARATOR.join(map(question.choice_text, letters)))
+    picked = most_similar(text, question.choices, question.n_answers)
+    return Interpretation(letters=tuple(question.labels[i] for i in picked), text=text)
+
+
+def normalize_response_text(response: str) -> str:
+    """The answer text of a generation: its first line, stripped (the model may ramble on after it)."""
+    stripped = response.strip()
+    return stripped.splitlines()[0].strip() if stripped else ""
+
+
+def gold_text(question: Question, gold: frozenset[str]) -> str:
+    if question.is_calculation:
+        return next(iter(gold))
+    return ANSWER_SEPARATOR.join(question.choice_text(letter) for letter in sorted(gold))
+
+
+def letters_match(question: Question, letters: tuple[str, ...]) -> bool:
+    """Exact set equality with some accepted gold set (numbers compared as numbers)."""
+    if question.is_calculation:
+        return bool(letters) and any(_same_number(letters[0], next(iter(gold))) for gold in question.gold_sets)
+    return frozenset(letters) in question.gold_sets
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(unicodedata.normalize("NFKC", b))
+    except ValueError:
+        return a == b
+
+
+def score_question(question: Question, response: str | None) -> QuestionScore:
+    """All metrics of one raw response; `response=None` marks a failed call (scored wrong, counted)."""
+    if response is None:
+        return QuestionScore(Interpretation((), ""), False, 0.0, False, False, 0, failed=True)
+    return score_interpretation(question, interpret(response, question))
+
+
+def score_interpretation(question: Question, answer: Interpretation) -> QuestionScore:
+    """All metrics of an answer already mapped to letters and text (loglik picks choices directly)."""
+    golds = [gold_text(question, gold) for gold in question.gold_sets]
+    correct = letters_match(question, answer.letters)
+    official = correct or question.problem_id in ALL_CORRECT_IDS
+    return QuestionScore(
+        interpretation=answer,
+        exact_match=answer.text in golds,
+        gestalt=max(gestalt(answer.text, gold) for gold in golds),
+        correct=correct,
+        official_correct=official,
+        points=question.points if official else 0,
+    )
+
+
+def aggregate(questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:
+    """Flat metric dict over all questions plus `category/<name>/...` and `year/<year>/...` breakdowns."""
+    metrics = _summary(questions, scores)
+    for prefix, key in (("category", lambda q: q.category), ("year", lambda q: q.year)):
+        for name, (group_q, group_s) in _group(questions, scores, key).items():
+            for metric, value in _summary(group_q, group_s).items():
+                if metric in ("accuracy", "official_accuracy", "points", "points_total", "n_questions"):
+                    metrics[f"{prefix}/{name}/{metric}"] = value
+    return metrics
+
+
+def _summary(questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:
+    n = len(scores)
+    return {
+        "accuracy": _mean(s.correct for s in scores),
+        "exact_match": _mean(s.exact_match for s in scores),
+        "gestalt": _mean(s.gestalt for s in scores),
+        "official_accuracy": _mean(s.official_correct for s in scores),
+        "points": float(sum(s.points for s in scores)),
+        "points_total": float(sum(q.points for q in questions)),
+        "n_questions": float(n),
+        "n_failed": float(sum(s.failed for s in scores)),
+    }
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else 0.0
+
+
+def _group(questions, scores, key) -> dict[str, tuple[list[Question], list[QuestionScore]]]:
+    groups: dict[str, tuple[list[Question], list[QuestionScore]]] = defaultdict(lambda: ([], []))
+    for question, score in zip(questions, scores, strict=True):
+        if key(question) is not None:
+            groups[str(key(question))][0].append(question)
+            groups[str(key(question))][1].append(score)
+    return dict(sorted(groups.items()))

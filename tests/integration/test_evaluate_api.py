@@ -1,0 +1,136 @@
+"""API backend against a real OpenAI-compatible HTTP server on 127.0.0.1, through the official client.
+
+Answers are scripted per question; 429 and 500 replies must be retried; a question that still fails is
+recorded and counted; a re-run in the same directory pays only for what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from medtune.config import EvalConfig
+from medtune.errors import ConfigError
+from medtune.evaluation import API_ANSWERS_FILE, OpenAIConfig, evaluate_openai
+from medtune.testing.openai_server import Fault, OpenAIServer
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    {"problem_id": f"Q{i}", "problem_text": f"問題{i}: 正しいのはどれか。", "choices": ["甲", "乙", "丙", "丁", "戊"],
+     "answer": [answer], "points": "1"}
+    for i, answer in enumerate("abcde", start=1)
+]  # fmt: skip
+SCRIPT = {"Q1": "a", "Q2": "b", "Q3": "丙", "Q4": "a", "Q5": "ｅ"}  # Q3 answers in text, Q4 is wrong, Q5 full-width
+
+
+def responder(request: dict) -> str:
+    question = request["messages"][-1]["content"]
+    return next(answer for pid, answer in SCRIPT.items() if f"問題{pid[1:]}:" in question)
+
+
+def asked(request: dict) -> str:
+    return next(pid for pid in SCRIPT if f"問題{pid[1:]}:" in request["messages"][-1]["content"])
+
+
+@pytest.fixture
+def eval_cfg(tmp_path: Path) -> EvalConfig:
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS), encoding="utf-8")
+    return EvalConfig(suite="api", source="jsonl", path=str(path), prompt="igakuqa", shots=0)
+
+
+@pytest.fixture
+def api_key(monkeypatch) -> str:
+    monkeypatch.setenv("MEDTUNE_TEST_KEY", "sk-test-123")
+    return "sk-test-123"
+
+
+def openai_cfg(server: OpenAIServer, **overrides) -> OpenAIConfig:
+    return OpenAIConfig(
+        **{"model": "test-model", "base_url": server.base_url, "api_key_env": "MEDTUNE_TEST_KEY", **overrides}
+    )
+
+
+def test_rate_limit_and_server_error_are_retried(eval_cfg, api_key, tmp_path):
+    with OpenAIServer(responder) as server:
+        server.fail_next(Fault.rate_limit(retry_after=0.01), Fault.server_error())
+        metrics = evaluate_openai(openai_cfg(server, max_retries=2), eval_cfg, tmp_path / "out")
+        calls = server.calls
+    assert [c.fault for c in calls[:2]] == ["rate_limit", "server_error"]
+    assert len(calls) == len(QUESTIONS) + 2  # both faults were retried, nothing else was
+    assert all(c.api_key == api_key and c.body["model"] == "test-model" for c in calls)
+    assert metrics["n_failed"] == 0 and metrics["official_accuracy"] == pytest.approx(4 / 5)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["parsed"] for r in rows] == [["a"], ["b"], ["c"], ["a"], ["e"]]
+    assert calls[0].body["messages"][0]["content"] == "医師国家試験を解きます。"
+
+
+def test_failed_questions_are_counted_and_a_rerun_pays_only_for_them(eval_cfg, api_key, tmp_path):
+    out = tmp_path / "out"
+    always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731
+    with OpenAIServer(responder, fault_for=always_fail_q3) as server:
+        first = evaluate_openai(openai_cfg(server, max_retries=1), eval_cfg, out)
+        assert server.request_count == len(QUESTIONS) + 1  # Q3: first try + one retry
+    assert first["n_failed"] == 1 and first["n_questions"] == 5
+    failed_row = next(json.loads(line) for line in (out / API_ANSWERS_FILE).read_text().splitlines() if "Q3" in line)
+    assert failed_row["response"] is None and "InternalServerError" in failed_row["error"]
+
+    with OpenAIServer(responder) as server:
+        second = evaluate_openai(openai_cfg(server), eval_cfg, out)
+        assert [asked(c.body) for c in server.calls] == ["Q3"]
+    assert second["n_failed"] == 0 and second["official_accuracy"] == pytest.approx(4 / 5)
+
+    with OpenAIServer(responder) as server:
+        third = evaluate_openai(openai_cfg(server), eval_cfg, out)
+        assert server.request_count == 0
+    assert third == {**second, "eval_seconds": third["eval_seconds"]}
+
+
+def test_a_torn_last_log_line_is_asked_again(eval_cfg, api_key, tmp_path):
+    out = tmp_path / "out"
+    with OpenAIServer(responder) as server:
+        evaluate_openai(openai_cfg(server), eval_cfg, out)
+    log = out / API_ANSWERS_FILE
+    lines = log.read_text(encoding="utf-8").splitlines()
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20], encoding="utf-8")  # a crash mid-write
+    with OpenAIServer(responder) as server:
+        metrics = evaluate_openai(openai_cfg(server), eval_cfg, out)
+        assert server.request_count == 1
+    assert metrics["n_failed"] == 0
+
+
+def test_a_different_model_is_not_served_from_another_models_answers(eval_cfg, api_key, tmp_path):
+    with OpenAIServer(responder) as server:
+        evaluate_openai(openai_cfg(server), eval_cfg, tmp_path)
+        evaluate_openai(openai_cfg(server, model="other-model"), eval_cfg, tmp_path)
+        assert server.request_count == 2 * len(QUESTIONS)
+
+
+def test_concurrency_limit_is_respected_and_used(eval_cfg, api_key, tmp_path):
+    in_flight, peak, lock = 0, 0, threading.Lock()
+
+    def slow_responder(request: dict) -> str:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.1)
+        with lock:
+            in_flight -= 1
+        return responder(request)
+
+    with OpenAIServer(slow_responder) as server:
+        evaluate_openai(openai_cfg(server, concurrency=2), eval_cfg, tmp_path)
+    assert peak == 2
+
+
+def test_rejected_credentials_stop_the_run_with_a_clear_error(eval_cfg, api_key, tmp_path):
+    with OpenAIServer(responder) as server:
+        server.fail_next(*[Fault.unauthorized()] * len(QUESTIONS))
+        with pytest.raises(ConfigError, match="refused 'test-model'"):
+            evaluate_openai(openai_cfg(server), eval_cfg, tmp_path)

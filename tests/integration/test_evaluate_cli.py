@@ -1,0 +1,108 @@
+"""The real evaluate.py as a subprocess: a base model, a trained run, an API model with resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medtune.testing.openai_server import OpenAIServer
+
+from conftest import run_script
+from wandb_records import offline_runs
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = [
+    {"problem_id": "C1", "problem_text": "高アンモニア血症をきたす疾患はどれか。", "category": "小児科",
+     "choices": ["Gaucher病", "von Gierke病", "Hurler症候群", "メープルシロップ尿症",
+                 "オルニチントランスカルバミラーゼ欠損症"],
+     "answer": ["e"], "points": "1"},
+    {"problem_id": "C2", "problem_text": "原因として考えられるのはどれか。2つ選べ。", "category": "循環器",
+     "choices": ["大動脈弁閉鎖不全症", "左室自由壁破裂", "解離性大動脈瘤", "心室中隔穿孔", "乳頭筋断裂"],
+     "answer": ["d", "e"], "points": "3"},
+    {"problem_id": "C3", "problem_text": "介入研究はどれか。", "category": "公衆衛生",
+     "choices": ["横断研究", "コホート研究", "症例対照研究", "ケースシリーズ研究", "ランダム化比較試験"],
+     "answer": ["e"], "points": "1"},
+]  # fmt: skip
+
+
+@pytest.fixture
+def questions(tmp_path: Path) -> Path:
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS), encoding="utf-8")
+    return path
+
+
+def predictions(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_untuned_base_is_scored_and_tracked(tmp_path, tiny_models, questions):
+    run_dir = tmp_path / "eval"
+    proc = run_script("evaluate.py", "eval=jsonl", f"eval.path={questions}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_questions"] == 3 and metrics["points_total"] == 5 and 0 <= metrics["accuracy"] <= 1
+    assert [row["problem_id"] for row in predictions(run_dir)] == ["C1", "C2", "C3"]
+    assert all(len(row["choice_scores"]) == 5 for row in predictions(run_dir))  # loglik mode
+    [wb] = offline_runs(run_dir)
+    assert wb.exit_code == 0 and {"eval", "custom", "local"} <= set(wb.tags)
+    assert wb.summary["eval/custom/accuracy"] == pytest.approx(metrics["accuracy"])
+    assert wb.summary["eval/custom/category/循環器/accuracy"] == pytest.approx(metrics["category/循環器/accuracy"])
+    assert wb.summary["eval/custom/predictions/nrows"] == 3  # the predictions table
+    assert wb.summary["eval/custom/category_accuracy_table/nrows"] == 3  # data of the per-category bar chart
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()
+
+
+def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, questions):
+    from medtune.config import EvalConfig
+    from medtune.evaluation import evaluate_model
+    from medtune.models import load_base_model, load_trained
+
+    train_dir, tuned_dir = tmp_path / "train", tmp_path / "tuned"
+    trained = run_script(
+        "train.py", "trainer.max_steps=3", "eval.at_end=false", "trainer.save_steps=1000", f"hydra.run.dir={train_dir}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    tuned = run_script(
+        "evaluate.py", "eval=jsonl", f"eval.path={questions}", "wandb.mode=disabled", f"run_dir={train_dir}",
+        f"hydra.run.dir={tuned_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    suite = EvalConfig(suite="custom", source="jsonl", path=str(questions))
+    _, _, train_cfg = load_trained(train_dir)
+    base_model, tokenizer = load_base_model(train_cfg.base_model, train_cfg.quantization)
+    evaluate_model(base_model, tokenizer, suite, tmp_path / "base")
+    base_scores = [row["choice_scores"] for row in predictions(tmp_path / "base")]
+    tuned_scores = [row["choice_scores"] for row in predictions(tuned_dir)]
+    assert base_scores != tuned_scores  # the adapter's weights changed the model's log-likelihoods
+
+
+def test_api_model_via_cli_resumes_without_paying_twice(tmp_path, questions):
+    run_dir = tmp_path / "api"
+    args = ["backend=openai", "eval=jsonl", f"eval.path={questions}", "eval.prompt=igakuqa", "wandb.mode=disabled"]
+    with OpenAIServer(lambda request: "e") as server:
+        first = run_script("evaluate.py", *args, f"openai.base_url={server.base_url}", f"hydra.run.dir={run_dir}",
+                           cwd=tmp_path)  # fmt: skip
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert server.request_count == 3
+        again = run_script("evaluate.py", *args, f"openai.base_url={server.base_url}", f"resume={run_dir}",
+                           cwd=tmp_path)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert server.request_count == 3  # every answer came from the run's answer log
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["official_accuracy"] == pytest.approx(2 / 3) and metrics["points"] == 2
+
+
+def test_bad_input_exits_2_with_one_clear_line(tmp_path, questions):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(questions.read_text(encoding="utf-8").splitlines()[0] + "\n{broken\n", encoding="utf-8")
+    proc = run_script(
+        "evaluate.py", "eval=jsonl", f"eval.path={bad}", "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'x'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,195 @@
+"""Local QA evaluation on a tiny GPT-NeoX the test trains to answer five questions.
+
+The padding-sensitive paths (left-padded generation, shared-prefix log-likelihood) must give the same
+answers batched as one question at a time, and loglik and generate must agree on a model that knows
+the answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from medtune.config import EvalConfig
+from medtune.errors import ConfigError
+from medtune.evaluation import (
+    answer_text,
+    build_prompts,
+    evaluate_model,
+    generate_responses,
+    inference,
+    loglik_scores,
+    register_configs,
+    to_evaluate_config,
+)
+from medtune.qa_data import load_questions
+
+QUESTIONS = [
+    {"problem_id": "T1", "problem_text": "高アンモニア血症をきたす疾患はどれか。",
+     "choices": ["Gaucher病", "von Gierke病", "Hurler症候群", "メープルシロップ尿症",
+                 "オルニチントランスカルバミラーゼ欠損症"],
+     "answer": ["e"], "points": "1", "category": "小児科"},
+    {"problem_id": "T2", "problem_text": "心筋梗塞後に突然収縮期雑音が出現した。原因はどれか。2つ選べ。",
+     "choices": ["大動脈弁閉鎖不全症", "左室自由壁破裂", "解離性大動脈瘤", "心室中隔穿孔", "乳頭筋断裂"],
+     "answer": ["d", "e"], "points": "1", "category": "循環器"},
+    {"problem_id": "T3", "problem_text": "造影CTの前に確認すべきことはどれか。",
+     "choices": ["喫煙歴", "飲酒歴", "肝機能", "腎機能", "認知機能"], "answer": ["d"], "points": 3,
+     "category": "総論"},
+    {"problem_id": "T4", "problem_text": "介入研究はどれか。",
+     "choices": ["横断研究", "コホート研究", "症例対照研究", "ケースシリーズ研究", "ランダム化比較試験"],
+     "answer": ["e"], "points": "3", "category": "公衆衛生"},
+    {"problem_id": "T5", "problem_text": "子宮頸癌と最も関連が深いのはどれか。",
+     "choices": ["飲酒", "喫煙", "睡眠", "塩分摂取", "身体活動"], "answer": ["b"], "points": "1",
+     "category": "婦人科"},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def questions_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("qa") / "questions.jsonl"
+    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in QUESTIONS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def eval_cfg(questions_file) -> EvalConfig:
+    return EvalConfig(suite="unit", source="jsonl", path=str(questions_file), shots=1, batch_size=5, max_new_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def trained(eval_cfg, tmp_path_factory):
+    """A 2-layer GPT-NeoX overfit on the suite's own 1-shot prompts + answers (~100 steps, a few seconds)."""
+    from medtune.tiny import build_model, train_tokenizer
+
+    questions = load_questions(eval_cfg)
+    prompts = build_prompts(questions, eval_cfg)
+    texts = [p.text + answer_text(q, "jmedlora") for q, p in zip(questions, prompts, strict=True)]
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text("\n".join(texts * 3), encoding="utf-8")
+    tokenizer = train_tokenizer(corpus)
+    model = build_model("gpt_neox", len(tokenizer))
+    rows = [tokenizer.encode(p.text, add_special_tokens=False) for p in prompts]
+    targets = [tokenizer.encode(answer_text(q, "jmedlora"), add_special_tokens=False) for q in questions]
+    width = max(len(r) + len(t) + 1 for r, t in zip(rows, targets, strict=True))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (prompt, target) in enumerate(zip(rows, targets, strict=True)):
+        seq = [*prompt, *target, tokenizer.eos_token_id]
+        ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+        labels[i, len(prompt) : len(seq)] = torch.tensor(seq[len(prompt) :])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(100):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.1, f"the tiny model did not learn the answers (loss {loss.item():.3f})"
+    return model, tokenizer
+
+
+def test_loglik_and_generate_agree_on_a_model_that_knows_the_answers(trained, eval_cfg, tmp_path):
+    model, tokenizer = trained
+    by_mode = {}
+    for mode in ("loglik", "generate"):
+        metrics = evaluate_model(model, tokenizer, replace(eval_cfg, mode=mode), tmp_path / mode)
+        rows = [json.loads(line) for line in (tmp_path / mode / "predictions.jsonl").read_text().splitlines()]
+        by_mode[mode] = [row["parsed"] for row in rows]
+        assert metrics["accuracy"] == 1.0 and metrics["official_accuracy"] == 1.0, (mode, rows)
+        assert metrics["points"] == metrics["points_total"] == 9
+        assert metrics["category/循環器/accuracy"] == 1.0
+        assert json.loads((tmp_path / mode / "metrics.json").read_text())["n_questions"] == 5
+    assert by_mode["loglik"] == by_mode["generate"]
+    assert by_mode["loglik"][1] == ["d", "e"]  # the 2-answer question gets both choices
+
+
+def test_evaluation_restores_training_mode(trained, eval_cfg, tmp_path):
+    model, tokenizer = trained
+    model.train()
+    evaluate_model(model, tokenizer, replace(eval_cfg, limit=2), tmp_path)
+    assert model.training
+    model.eval()
+    evaluate_model(model, tokenizer, replace(eval_cfg, limit=2), tmp_path)
+    assert not model.training
+
+
+def test_batched_loglik_scores_equal_one_question_at_a_time(trained, eval_cfg):
+    model, tokenizer = trained
+    prompts = build_prompts(load_questions(eval_cfg), eval_cfg)
+    texts, conts = [p.text for p in prompts], [p.continuations for p in prompts]
+    with inference(model):
+        batched = loglik_scores(model, tokenizer, texts, conts, batch_size=5, terminator=tokenizer.eos_token_id)
+        single = loglik_scores(model, tokenizer, texts, conts, batch_size=1, terminator=tokenizer.eos_token_id)
+        # Questions 2-5 share their exemplar, so their batch encodes a long common prefix only once.
+        shared = loglik_scores(model, tokenizer, texts[1:], conts[1:], batch_size=4, terminator=tokenizer.eos_token_id)
+        # Reference: the plain full-sequence forward pass, no cache, no padding.
+        full = [[*tokenizer.encode(texts[0] + c, add_special_tokens=False), tokenizer.eos_token_id] for c in conts[0]]
+        n_prompt = len(tokenizer.encode(texts[0], add_special_tokens=False))
+        reference = []
+        for seq in full:
+            logprobs = model(input_ids=torch.tensor([seq])).logits[0, :-1].log_softmax(-1)
+            reference.append(sum(logprobs[t - 1, seq[t]].item() for t in range(n_prompt, len(seq))))
+    assert torch.allclose(torch.tensor(batched), torch.tensor(single), atol=1e-3)
+    assert torch.allclose(torch.tensor(shared), torch.tensor(single[1:]), atol=1e-3)
+    assert torch.allclose(torch.tensor(batched[0]), torch.tensor(reference), atol=1e-3)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(trained, eval_cfg):
+    model, tokenizer = trained
+    texts = [p.text for p in build_prompts(load_questions(eval_cfg), eval_cfg)]
+    with inference(model):
+        batched = generate_responses(model, tokenizer, texts, batch_size=5, max_new_tokens=40)
+        single = generate_responses(model, tokenizer, texts, batch_size=1, max_new_tokens=40)
+    assert batched == single
+    assert batched[0].strip() == "オルニチントランスカルバミラーゼ欠損症"
+
+
+def test_igakuqa_prompt_scores_letters(trained, eval_cfg, tmp_path):
+    """The benchmark's prompt style runs end to end in both modes (the model was not trained on it)."""
+    model, tokenizer = trained
+    for mode in ("loglik", "generate"):
+        cfg = replace(eval_cfg, prompt="igakuqa", shots=2, mode=mode, max_new_tokens=4)
+        metrics = evaluate_model(model, tokenizer, cfg, tmp_path / mode)
+        rows = [json.loads(line) for line in (tmp_path / mode / "predictions.jsonl").read_text().splitlines()]
+        assert metrics["n_questions"] == 5 and metrics["n_failed"] == 0
+        assert "答え:" in rows[0]["prompt"] and "必ずa,b,c,d,eの中からちょうど1個選んでください。" in rows[0]["prompt"]
+        if mode == "loglik":
+            assert all(len(row["parsed"]) == len(row["gold"][0]) for row in rows)
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_evaluate(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=["cache_dir=/tmp/unused", *overrides])
+
+
+@pytest.mark.parametrize("suite", ["demo", "igakuqa", "jjsimqa", "jsonl"])
+def test_every_eval_suite_composes_into_a_valid_config(suite):
+    cfg = to_evaluate_config(compose_evaluate(f"eval={suite}", "eval.path=/data/x"))
+    assert cfg.eval.source == suite and cfg.backend == "local" and cfg.adapter.method == "none"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["adapter=lora"], "pass run_dir=<a train.py run dir>"),
+        (["backend=telepathy"], "backend='telepathy'"),
+        (["eval.mode=beam"], "eval.mode='beam'"),
+        (["backend=openai", "openai.concurrency=0"], "openai.concurrency"),
+        (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory>"),
+    ],
+)
+def test_configs_that_cannot_run_fail_before_loading_anything(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        to_evaluate_config(compose_evaluate(*overrides))

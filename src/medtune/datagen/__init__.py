@@ -1,0 +1,1 @@
+"""Instruction data from medical text through any OpenAI-compatible endpoint (generate_data.py)."""

@@ -1,0 +1,5 @@
+"""Test doubles that speak real protocols (an OpenAI-compatible HTTP server), shared by tests and benchmarks."""
+
+from medtune.testing.openai_server import Call, Fault, OpenAIServer
+
+__all__ = ["Call", "Fault", "OpenAIServer"]

@@ -1,0 +1,321 @@
+"""A small OpenAI-compatible chat-completions server for offline tests and benchmarks.
+
+It speaks just enough of the OpenAI HTTP API for the official `openai` client (sync or async):
+`POST /v1/chat/completions` (non-streaming) and `GET /v1/models`. It runs on 127.0.0.1 at a free
+port in a background thread, so tests exercise the real client, real HTTP and real retries.
+
+    from openai import AsyncOpenAI
+    from medtune.testing import Fault, OpenAIServer
+
+    def answer(request: dict) -> str:                 # request: the parsed POST body
+        question = request["messages"][-1]["content"]
+        return "3" if "心房細動" in question else "1"
+
+    with OpenAIServer(answer, latency_s=0.2) as server:   # 200 ms per call (benchmarks)
+        server.fail_next(Fault.rate_limit(retry_after=0.05), Fault.server_error())
+        client = AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        ...                                           # the first two calls get 429 then 500
+        assert server.request_count == n_questions + 2
+        assert [c.fault for c in server.calls][:2] == ["rate_limit", "server_error"]
+
+How a request is answered; the first hook that yields a fault wins:
+1. `fault_for(request, attempt) -> Fault | None` (constructor argument, optional). `attempt` counts the
+   earlier requests with the same body (0 for the first), so "fail the first try of question 3 with a
+   429" is `lambda req, attempt: Fault.rate_limit() if attempt == 0 and "Q3" in str(req) else None`.
+2. The queue filled by `fail_next(*faults)`: the next requests, in arrival order, get these faults.
+3. `responder(request) -> str | Fault`: the assistant's reply text, or a fault for this request.
+
+Faults (see `Fault`): 429 with Retry-After, 429 `insufficient_quota`, 500, 401, 403, a reply that
+hangs past the client's timeout, a malformed (non-JSON) 200 body, and a truncated reply
+(`finish_reason: "length"`, the responder's text cut short). Every reply carries a `usage` block;
+its "tokens" are characters (no tokenizer offline). `calls` is a thread-safe log of every request.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[dict[str, Any]], "str | Fault"]
+FaultHook = Callable[[dict[str, Any], int], "Fault | None"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour; build it with the class methods."""
+
+    kind: str
+    status: int = 200
+    retry_after: float | None = None  # seconds, sent as the Retry-After header (429 only)
+    seconds: float = 0.0  # hang: how long the reply is withheld
+    keep_fraction: float = 0.5  # truncate: share of the responder's text that is sent
+
+    @classmethod
+    def rate_limit(cls, retry_after: float | None = 1.0) -> Fault:
+        """429 rate_limit_exceeded: a client should wait Retry-After seconds and try again."""
+        return cls("rate_limit", 429, retry_after=retry_after)
+
+    @classmethod
+    def quota(cls) -> Fault:
+        """429 insufficient_quota: retrying cannot help, a client should stop."""
+        return cls("quota", 429)
+
+    @classmethod
+    def server_error(cls) -> Fault:
+        return cls("server_error", 500)
+
+    @classmethod
+    def unauthorized(cls) -> Fault:
+        return cls("unauthorized", 401)
+
+    @classmethod
+    def forbidden(cls) -> Fault:
+        return cls("forbidden", 403)
+
+    @classmethod
+    def hang(cls, seconds: float = 30.0) -> Fault:
+        """Withhold the reply (then send a normal one) so a client with a shorter timeout gives up."""
+        return cls("hang", seconds=seconds)
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """HTTP 200 whose body is cut-off JSON."""
+        return cls("malformed")
+
+    @classmethod
+    def truncate(cls, keep_fraction: float = 0.5) -> Fault:
+        """The responder's text cut to `keep_fraction` of its characters, finish_reason "length"."""
+        return cls("truncate", keep_fraction=keep_fraction)
+
+
+_ERROR_BODIES = {
+    "rate_limit": ("Rate limit reached for requests. Please try again shortly.", "requests", "rate_limit_exceeded"),
+    "quota": (
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        "insufficient_quota",
+    ),
+    "server_error": ("The server had an error while processing your request.", "server_error", None),
+    "unauthorized": ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    "forbidden": ("You are not allowed to use this model.", "invalid_request_error", "model_not_allowed"),
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as the server saw it."""
+
+    path: str
+    body: dict[str, Any]
+    attempt: int  # earlier requests with the same body
+    fault: str | None  # the Fault.kind served, None for a normal reply
+    api_key: str | None  # the bearer token the client sent
+    started: float  # time.monotonic() at arrival
+
+
+class OpenAIServer:
+    """Serve chat completions from `responder` at `base_url` while the context is open."""
+
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        latency_s: float = 0.0,
+        fault_for: FaultHook | None = None,
+        model: str = "medtune-test",
+    ) -> None:
+        self.responder: Responder = responder or (lambda _request: "ok")
+        self.latency_s = latency_s  # added to every chat completion (benchmarks)
+        self.fault_for = fault_for
+        self.model = model
+        self._lock = threading.Lock()
+        self._queued: deque[Fault] = deque()
+        self._calls: list[Call] = []
+        self._attempts: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> OpenAIServer:
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _make_handler(self))
+        # a short poll interval makes stop() (and so each test using the server) quick
+        serve = functools.partial(self._httpd.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, name="openai-test-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, and wake handlers that are hanging or sleeping so nothing lingers."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as the client's `base_url`."""
+        assert self._httpd is not None, "start the server first"
+        port = self._httpd.server_address[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    # -- scripting and inspection ------------------------------------------------------------------
+    def fail_next(self, *faults: Fault) -> None:
+        """The next len(faults) chat requests, in arrival order, get these faults."""
+        with self._lock:
+            self._queued.extend(faults)
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def request_count(self) -> int:
+        """Chat-completion requests received so far, faults included."""
+        with self._lock:
+            return len(self._calls)
+
+    # -- request handling (called from handler threads) --------------------------------------------
+    def _register(self, path: str, body: dict[str, Any], api_key: str | None) -> tuple[int, Fault | None]:
+        """Log the call and decide on a hook or queued fault, atomically, so concurrent tests are exact."""
+        key = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        with self._lock:
+            attempt = self._attempts.get(key, 0)
+            self._attempts[key] = attempt + 1
+            fault = self.fault_for(body, attempt) if self.fault_for else None
+            if fault is None and self._queued:
+                fault = self._queued.popleft()
+            index = len(self._calls)
+            self._calls.append(Call(path, body, attempt, fault.kind if fault else None, api_key, time.monotonic()))
+        return index, fault
+
+    def _record_fault(self, index: int, fault: Fault) -> None:
+        with self._lock:
+            call = self._calls[index]
+            self._calls[index] = Call(call.path, call.body, call.attempt, fault.kind, call.api_key, call.started)
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+
+def _completion(server: OpenAIServer, body: dict[str, Any], text: str, finish_reason: str) -> dict[str, Any]:
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+    return {
+        "id": f"chatcmpl-{hashlib.sha1(text.encode()).hexdigest()[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", server.model),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_chars,
+            "completion_tokens": len(text),
+            "total_tokens": prompt_chars + len(text),
+        },
+    }
+
+
+def _error_body(kind: str) -> dict[str, Any]:
+    message, error_type, code = _ERROR_BODIES[kind]
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a hanging handler never blocks interpreter exit
+    request_queue_size = 256  # room for a burst of concurrent connections (benchmarks use 16+)
+    allow_reuse_address = True
+
+
+def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like the real API; every reply has Content-Length
+        # headers and body go out in two writes: with Nagle on, the body waits for the client's
+        # delayed ACK (~40 ms per call on Linux), which would dwarf a benchmark's fixed latency
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr lines
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") != "/v1/models":
+                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                return
+            model = {"id": server.model, "object": "model", "created": 0, "owned_by": "medtune"}
+            self._send_json(200, {"object": "list", "data": [model]})
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                return
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._send_json(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+                return
+            auth = self.headers.get("Authorization", "")
+            api_key = auth.removeprefix("Bearer ") if auth else None
+            index, fault = server._register(self.path, body, api_key)
+            server._pause(server.latency_s)
+            reply = server.responder(body) if fault is None or fault.kind == "truncate" else ""
+            if isinstance(reply, Fault):  # the responder scripted a fault for this request
+                fault, reply = reply, ""
+                server._record_fault(index, fault)
+            if fault is None:
+                self._send_json(200, _completion(server, body, reply, "stop"))
+            elif fault.kind == "truncate":
+                cut = reply[: int(len(reply) * fault.keep_fraction)]
+                self._send_json(200, _completion(server, body, cut, "length"))
+            else:
+                self._send_fault(body, fault)
+
+        def _send_fault(self, body: dict[str, Any], fault: Fault) -> None:
+            if fault.kind == "hang":
+                server._pause(fault.seconds)
+                self._send_json(200, _completion(server, body, "", "stop"))
+            elif fault.kind == "malformed":
+                self._send_bytes(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "')
+            else:
+                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+                self._send_json(fault.status, _error_body(fault.kind), headers)
+
+        def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            self._send_bytes(status, json.dumps(payload, ensure_ascii=False).encode(), headers)
+
+        def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
+                self.close_connection = True
+
+    return Handler

@@ -1,0 +1,145 @@
+"""generate_data.py as a user runs it: a subprocess against the local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medtune.testing import Fault, OpenAIServer
+from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
+
+from conftest import REPO, run_script, script_env
+
+pytestmark = pytest.mark.slow
+CHUNKS = 20  # 60 lines, 3 per chunk
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(synthetic_corpus(60), encoding="utf-8")
+    return path
+
+
+def _overrides(server: OpenAIServer, corpus: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"source.paths=[{corpus}]",
+        "chunking.lines_per_chunk=3",
+        "generator=local",
+        "generator.model=test-model",
+        f"generator.base_url={server.base_url}",
+        "generator.retry.backoff_initial_s=0.01",
+        "generator.timeout_s=1",
+        "decontamination.eval_sets=[]",
+        "progress=false",
+        f"output_dir={out}",
+        f"hydra.run.dir={out.parent / (out.name + '-hydra')}",
+        *extra,
+    ]
+
+
+def _ok_keys(out: Path) -> set[str]:
+    lines = (out / "raw_responses.jsonl").read_text(encoding="utf-8").split("\n")
+    return {json.loads(line)["key"] for line in lines if line.strip().endswith("}") and '"status": "ok"' in line}
+
+
+def test_cli_run_with_faults_then_reparse_is_byte_identical_and_tracked(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with OpenAIServer(qa_responder) as server:
+        server.fail_next(
+            Fault.rate_limit(retry_after=0.1), Fault.server_error(), Fault.hang(30), Fault.malformed(), Fault.truncate()
+        )
+        proc = run_script("generate_data.py", *_overrides(server, corpus, out), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        requests = server.request_count
+        reparse = run_script("generate_data.py", *_overrides(server, corpus, out, "reparse=true"), cwd=tmp_path)
+        assert reparse.returncode == 0, reparse.stderr[-3000:]
+        assert server.request_count == requests == CHUNKS + 4  # 4 retried faults; reparse made no call
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    records = (out / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    assert manifest["funnel"]["kept"] == len(records) > 0
+    assert manifest["records"]["sha256"] and "truncated" in manifest["rejected_by_reason"]
+    assert all(set(json.loads(r)) >= {"instruction", "output"} for r in records)
+    assert "心房細動" in records[0]  # ensure_ascii=False: Japanese is stored as text
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the W&B run (offline) exists
+
+
+def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpus: Path, tmp_path: Path) -> None:
+    with OpenAIServer(qa_responder, latency_s=0.1) as server:
+        whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+        common = ("generator.concurrency=2", "wandb.mode=disabled")
+        assert run_script("generate_data.py", *_overrides(server, corpus, whole, *common), cwd=tmp_path).returncode == 0
+        killed = subprocess.Popen(
+            [sys.executable, str(REPO / "generate_data.py"), *_overrides(server, corpus, resumed, *common)],
+            cwd=tmp_path,
+            env=script_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while (
+            time.monotonic() < deadline
+            and len(_ok_keys(resumed) if (resumed / "raw_responses.jsonl").exists() else ()) < 6
+        ):
+            time.sleep(0.02)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        paid = _ok_keys(resumed)
+        assert 6 <= len(paid) < CHUNKS and not (resumed / "records.jsonl").exists()
+        before = server.request_count
+        proc = run_script("generate_data.py", *_overrides(server, corpus, resumed, *common), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        asked_again = {c.body["messages"][0]["content"] for c in server.calls[before:]}
+    resumed_records = (resumed / "records.jsonl").read_bytes()
+    assert resumed_records == (whole / "records.jsonl").read_bytes()
+    ids = [json.loads(line)["id"] for line in resumed_records.decode().splitlines()]
+    assert len(ids) == len(set(ids))
+    chunk_rows = [json.loads(line) for line in (resumed / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+    paid_prompts = {row["text"] for row in chunk_rows if row["key"] in paid}
+    assert not any(text in prompt for prompt in asked_again for text in paid_prompts)  # nothing paid twice
+
+
+def test_exhausted_quota_exits_2_with_one_clear_line(corpus: Path, tmp_path: Path) -> None:
+    env_key = "MEDTUNE_TEST_KEY"
+    os.environ[env_key] = "sk-do-not-print-me"
+    try:
+        with OpenAIServer(qa_responder) as server:
+            server.fail_next(Fault.quota())
+            proc = run_script(
+                "generate_data.py",
+                *_overrides(
+                    server, corpus, tmp_path / "out", f"generator.api_key_env={env_key}", "wandb.mode=disabled"
+                ),
+                cwd=tmp_path,
+            )
+    finally:
+        del os.environ[env_key]
+    assert proc.returncode == 2
+    assert "medtune: error: stopped: the account's quota is exhausted" in proc.stderr
+    assert "Traceback" not in proc.stderr and "sk-do-not-print-me" not in proc.stderr + proc.stdout
+
+
+def test_generated_records_train_with_train_py(corpus: Path, tmp_path: Path, tiny_models: dict) -> None:
+    """The tiny models come from the session fixture (built once), so train.py only trains here."""
+    out = tmp_path / "out"
+    with OpenAIServer(qa_responder) as server:
+        proc = run_script("generate_data.py", *_overrides(server, corpus, out, "wandb.mode=disabled"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train = run_script(
+        "train.py",
+        "dataset=jsonl",
+        f"dataset.path={out / 'records.jsonl'}",
+        "trainer.max_steps=3",
+        "eval.at_end=false",
+        "wandb.mode=offline",
+        f"hydra.run.dir={tmp_path / 'train'}",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]

@@ -96,8 +96,17 @@ def script_env() -> dict[str, str]:
 
 def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run an entry script from a temp cwd (so nothing lands in the repo) and capture its output."""
+    return _run([str(REPO / script), *overrides], cwd, timeout)
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m module args...` from a temp cwd, with the test environment."""
+    return _run(["-m", module, *args], cwd, timeout)
+
+
+def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / script), *overrides],
+        [sys.executable, *argv],
         cwd=cwd,
         env=script_env(),
         capture_output=True,

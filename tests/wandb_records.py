@@ -65,11 +65,12 @@ def _key(item) -> str:
 
 
 def read_offline_run(run_file: Path) -> OfflineRun:
-    run = OfflineRun()
+    run = OfflineRun(run_id=run_file.stem.removeprefix("run-"))  # W&B names the file after the run id
     for record in iter_records(run_file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            run.run_id, run.group, run.tags = record.run.run_id, record.run.run_group, list(record.run.tags)
+            assert record.run.run_id == run.run_id
+            run.group, run.tags = record.run.run_group, list(record.run.tags)
             for item in record.run.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "config":

@@ -7,8 +7,9 @@ Code below the entry scripts receives these dataclasses via `to_train_config`, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -24,6 +25,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 EVAL_MODES = ("generate", "loglik")
 EVAL_PROMPTS = ("jmedlora", "igakuqa")
 DTYPES = ("float32", "bfloat16", "float16")
+T = TypeVar("T")
 
 
 @dataclass
@@ -179,12 +181,17 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"dataset.eval_fraction must be in [0, 1) (got {cfg.dataset.eval_fraction}).")
 
 
-def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    """Resolve a composed DictConfig into dataclasses and validate it."""
-    typed = cfg if isinstance(cfg, TrainConfig) else OmegaConf.to_object(cfg)
-    assert isinstance(typed, TrainConfig), type(typed)
-    validate(typed)
+def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None]) -> T:
+    """Resolve a composed DictConfig into its schema's dataclasses and run the schema's cross-group checks."""
+    typed = cfg if isinstance(cfg, schema) else OmegaConf.to_object(cfg)
+    if not isinstance(typed, schema):
+        raise ConfigError(f"expected a {schema.__name__} config, got {type(typed).__name__}")
+    check(typed)
     return typed
+
+
+def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
+    return to_typed(cfg, TrainConfig, validate)
 
 
 def to_plain_dict(cfg: Any) -> dict[str, Any]:

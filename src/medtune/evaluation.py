@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
 from medtune.config import (
     EVAL_MODES,
@@ -45,6 +45,7 @@ from medtune.config import (
     QuantizationConfig,
     WandbConfig,
     to_plain_dict,
+    to_typed,
 )
 from medtune.errors import ConfigError
 from medtune.metrics import (
@@ -123,10 +124,7 @@ def validate(cfg: EvaluateConfig) -> None:
 
 
 def to_evaluate_config(cfg: DictConfig | EvaluateConfig) -> EvaluateConfig:
-    typed = cfg if isinstance(cfg, EvaluateConfig) else OmegaConf.to_object(cfg)
-    assert isinstance(typed, EvaluateConfig), type(typed)
-    validate(typed)
-    return typed
+    return to_typed(cfg, EvaluateConfig, validate)
 
 
 # -------------------------------------------------------------------------------------------- prompts

@@ -564,14 +564,17 @@ def log_report_to_wandb(
     """Log the table and the plots as one W&B run (job_type "report"); returns its id."""
     import wandb
 
-    run = wandb.init(
-        project=project,
-        mode=mode,
-        job_type="report",
+    from medtune.config import WandbConfig
+    from medtune.tracking import start_wandb_run
+
+    run = start_wandb_run(
+        WandbConfig(mode=mode, project=project),
+        out_dir,
+        {"sources": report.sources, "n_boot": report.n_boot},
+        tags=["report"],
+        group="report",
         name="comparison-report",
-        dir=str(out_dir),
-        config={"sources": report.sources, "n_boot": report.n_boot},
-        reinit="finish_previous",
+        job_type="report",
     )
     try:
         rows = table_rows(report)

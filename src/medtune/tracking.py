@@ -1,4 +1,6 @@
-"""Weights & Biases for every run: offline by default, never untracked, one run per job, resumable.
+"""Weights & Biases for every medtune run (training, evaluation, data generation, reports).
+
+Offline by default, never untracked, one run per job, resumable.
 
 The run id is stored in the run dir, so a resumed run (`resume=<run dir>`) continues the same W&B run.
 Offline runs write real run files under `<run dir>/wandb/` that `wandb sync` uploads later.
@@ -9,13 +11,10 @@ from __future__ import annotations
 import logging
 import resource
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import wandb
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from medtune.config import WandbConfig
 
@@ -80,6 +79,8 @@ def memory_metrics() -> dict[str, float]:
 
     Both peaks are reset on each read, so a multirun's jobs sharing one process report their own peaks.
     """
+    import torch  # lazily: generate_data and the report track runs without loading torch
+
     if torch.cuda.is_available():
         metrics = {
             "memory/cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
@@ -101,30 +102,7 @@ def _peak_rss_mb_and_reset() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
-class WandbMetricsCallback(TrainerCallback):
-    """Logs Trainer logs under medtune's names, plus tokens/s and memory, at each logging step."""
-
-    def __init__(self, run: Any) -> None:
-        self.run = run
-        self._mark: tuple[float, int] = (time.perf_counter(), 0)
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        self._mark = (time.perf_counter(), state.num_input_tokens_seen)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        metrics = {_metric_name(key): value for key, value in logs.items() if isinstance(value, int | float)}
-        if "loss" in logs:
-            now, tokens = time.perf_counter(), state.num_input_tokens_seen
-            then, tokens_before = self._mark
-            metrics["perf/tokens_per_s"] = (tokens - tokens_before) / max(now - then, 1e-9)
-            self._mark = (now, tokens)
-            metrics.update(memory_metrics())
-        self.run.log(metrics, step=state.global_step)
-
-
-def _metric_name(key: str) -> str:
+def metric_name(key: str) -> str:
     if key in METRIC_NAMES:
         return METRIC_NAMES[key]
     if key.startswith("eval_"):

@@ -22,14 +22,15 @@ from typing import Any
 
 from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.config import TrainConfig, to_plain_dict, to_train_config
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
 from medtune.models import MODEL_SUBDIR, RESOLVED_CONFIG, attach_adapter, count_parameters, load_base_model
-from medtune.tracking import WandbMetricsCallback, memory_metrics, start_wandb_run
+from medtune.tracking import memory_metrics, metric_name, start_wandb_run
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,29 @@ def _build_trainer(
     )
 
 
+class WandbMetricsCallback(TrainerCallback):
+    """Logs Trainer logs under medtune's names, plus tokens/s and memory, at each logging step."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self._mark: tuple[float, int] = (time.perf_counter(), 0)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self._mark = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        metrics = {metric_name(key): value for key, value in logs.items() if isinstance(value, int | float)}
+        if "loss" in logs:
+            now, tokens = time.perf_counter(), state.num_input_tokens_seen
+            then, tokens_before = self._mark
+            metrics["perf/tokens_per_s"] = (tokens - tokens_before) / max(now - then, 1e-9)
+            self._mark = (now, tokens)
+            metrics.update(memory_metrics())
+        self.run.log(metrics, step=state.global_step)
+
+
 class QAEvalCallback(TrainerCallback):
     """Cheap QA accuracy during training: log-likelihood scoring every `eval.every_steps` steps."""
 
@@ -220,7 +244,7 @@ class QAEvalCallback(TrainerCallback):
 
 
 def _train(trainer: Trainer, out: Path) -> dict[str, float]:
-    checkpoint = get_last_checkpoint(str(out / CHECKPOINT_SUBDIR)) if (out / CHECKPOINT_SUBDIR).is_dir() else None
+    checkpoint = last_complete_checkpoint(out / CHECKPOINT_SUBDIR)
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     started = time.perf_counter()
@@ -234,6 +258,15 @@ def _train(trainer: Trainer, out: Path) -> dict[str, float]:
         "perf/train_runtime_s": seconds,
         "perf/train_tokens_per_s": state.num_input_tokens_seen / seconds,
     }
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose save finished: the Trainer writes trainer_state.json last, so a run killed
+    while saving leaves a newer but incomplete directory behind, which must be skipped."""
+    if not checkpoints.is_dir():
+        return None
+    complete = [p for p in checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
+    return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if complete else None
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

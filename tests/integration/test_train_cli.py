@@ -35,7 +35,7 @@ def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
     assert {"train/loss", "train/learning_rate", "train/grad_norm", "perf/tokens_per_s", "memory/peak_rss_mb"} <= logged
     for key in ("params/trainable", "params/trainable_pct", "perf/train_runtime_s", "eval/loss"):
         assert wb.summary[key] == pytest.approx(results[key])
-    assert 0 < results["params/trainable_pct"] < 10
+    assert 0 < results["params/trainable_pct"] < 50  # LoRA: a fraction of the weights train
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()  # nothing in the CWD
 
 
@@ -66,7 +66,8 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     first, second = offline_runs(run_dir)
     assert first.run_id == second.run_id == results["wandb_run_id"]
     resumed_steps = [row["_step"] for row in second.history if "train/loss" in row]
-    assert resumed_steps and min(resumed_steps) > 20  # continued from a checkpoint, not from scratch
+    # Continued from a checkpoint (10, or 20 if its save had finished before the kill), not from scratch (step 5).
+    assert resumed_steps and min(resumed_steps) > 10
     assert second.exit_code == 0
 
     again = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)  # finished: nothing to redo

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from medtune.config import WandbConfig
-from medtune.tracking import _metric_name, memory_metrics, start_wandb_run
+from medtune.tracking import memory_metrics, metric_name, start_wandb_run
 
 from wandb_records import offline_runs
 
 
-def test_trainer_log_keys_map_to_medtune_metric_names():
-    assert _metric_name("loss") == "train/loss"
-    assert _metric_name("grad_norm") == "train/grad_norm"
-    assert _metric_name("eval_loss") == "eval/loss"
-    assert _metric_name("eval_runtime") == "eval/runtime"
-    assert _metric_name("train_runtime") == "train/runtime"
+def test_trainer_log_keys_map_to_medtunemetric_names():
+    assert metric_name("loss") == "train/loss"
+    assert metric_name("grad_norm") == "train/grad_norm"
+    assert metric_name("eval_loss") == "eval/loss"
+    assert metric_name("eval_runtime") == "eval/runtime"
+    assert metric_name("train_runtime") == "train/runtime"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak reset uses /proc/self/clear_refs")
@@ -31,10 +33,34 @@ def test_peak_rss_is_reset_on_each_read():
     assert with_block - after > 300
 
 
-def test_failed_online_init_falls_back_to_offline_with_the_same_run(tmp_path, monkeypatch, caplog):
+class RejectingWandbServer(BaseHTTPRequestHandler):
+    """A W&B server on 127.0.0.1 that refuses every request, as the real one does with a bad key."""
+
+    def _reject(self) -> None:
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"errors": [{"message": "unauthorized"}]}')
+
+    do_GET = do_POST = _reject
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def rejecting_wandb_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RejectingWandbServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_failed_online_init_falls_back_to_offline_with_the_same_run(
+    tmp_path, monkeypatch, caplog, rejecting_wandb_server
+):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: online init must fail
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "10")
+    monkeypatch.setenv("WANDB_BASE_URL", rejecting_wandb_server)
     wb = WandbConfig(mode="online", project="medtune-test")
     run = start_wandb_run(wb, tmp_path, {"a": 1}, tags=["t"], group="g", name="n", job_type="train")
     run.log({"train/loss": 1.0}, step=1)

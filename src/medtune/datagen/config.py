@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 
-from medtune.config import WANDB_MODES, EvalConfig, WandbConfig
+from medtune.config import WANDB_MODES, EvalConfig, WandbConfig, to_typed
 from medtune.errors import ConfigError
 
 CHUNK_METHODS = ("lines", "sentences")
@@ -175,11 +175,7 @@ def validate(cfg: GenerateConfig) -> None:
 
 
 def to_generate_config(cfg: DictConfig | GenerateConfig) -> GenerateConfig:
-    """Resolve a composed DictConfig into dataclasses and validate it."""
-    typed = cfg if isinstance(cfg, GenerateConfig) else OmegaConf.to_object(cfg)
-    assert isinstance(typed, GenerateConfig), type(typed)
-    validate(typed)
-    return typed
+    return to_typed(cfg, GenerateConfig, validate)
 
 
 def register_configs() -> None:

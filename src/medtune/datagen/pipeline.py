@@ -36,6 +36,7 @@ from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.datagen.ratelimit import RateLimiter
 from medtune.errors import DataError
+from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
 
@@ -374,18 +375,14 @@ def _print_funnel(funnel: dict[str, int], manifest: dict[str, Any], out: Path) -
 # -- W&B -------------------------------------------------------------------------------------------
 def _start_wandb(gen: GenerateConfig, out: Path) -> Any:
     """A dataset-generation run; the config holds the key's variable name only, never the key."""
-    wb = gen.wandb
-    return wandb.init(
-        mode=wb.mode,  # type: ignore[arg-type]  # validated against WANDB_MODES
-        project=wb.project,
-        entity=wb.entity,
-        group=wb.group or "generate_data",
-        name=wb.name or f"generate-{out.name}",
-        tags=sorted({"generate_data", *wb.tags}),
+    return start_wandb_run(
+        gen.wandb,
+        out,
+        to_plain_dict(gen),
+        tags=["generate_data"],
+        group="generate_data",
+        name=f"generate-{out.name}",
         job_type="generate_data",
-        config=to_plain_dict(gen),
-        dir=str(out),
-        reinit="finish_previous",
     )
 
 

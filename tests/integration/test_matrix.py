@@ -1,0 +1,59 @@
+"""The study's matrix in miniature: every cell of experiment=demo_matrix runs, and the report shows each one."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import run_module, run_script
+from wandb_records import offline_runs
+
+pytestmark = pytest.mark.slow
+SMALL = ["trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=1000", "eval.limit=12"]
+
+
+def report_rows(sweep, tmp_path) -> list[dict]:
+    proc = run_module("medtune.report", str(sweep), "--wandb-mode", "offline", "--n-boot", "200", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (sweep / "report" / "report.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_demo_matrix_runs_every_cell_and_the_report_shows_them(tmp_path, tiny_models):
+    sweep = tmp_path / "matrix"
+    proc = run_script("train.py", "-m", "experiment=demo_matrix", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(list(sweep.glob("*/results.json"))) == 9
+    runs = [run for job in sweep.glob("*/") for run in offline_runs(job)]
+    assert len({r.run_id for r in runs}) == 9 and all(r.exit_code == 0 for r in runs)
+    rows = report_rows(sweep, tmp_path)
+    cells = {(row["base_model"], row["tuning"]): row for row in rows}
+    bases, methods = ("tiny_gptneox", "tiny_llama", "tiny_medcalm"), ("untuned", "lora", "qlora")
+    assert set(cells) == {(b, m) for b in bases for m in methods}
+    assert all(row["status"] == "finished" and 0 <= float(row["accuracy"]) <= 1 for row in rows)
+    assert all(row["mcnemar_p"] != "" for (_, method), row in cells.items() if method != "untuned")
+    assert (sweep / "report" / "report.md").read_text().count("tiny_medcalm") >= 1
+
+
+def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_models):
+    """GPT-NeoX has query_key_value, Llama does not: the Llama cell fails after its W&B run started."""
+    sweep = tmp_path / "sweep"
+    proc = run_script(
+        "train.py",
+        "-m",
+        "base_model=tiny_gptneox,tiny_llama",
+        "adapter.target_modules=[query_key_value]",
+        *SMALL,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.glob("*/run_status.json"))
+    assert statuses == ["failed", "finished"]
+    exit_codes = sorted(run.exit_code for job in sweep.glob("*/") for run in offline_runs(job))
+    assert exit_codes == [0, 1]  # the failed cell is marked failed in W&B
+    rows = {row["base_model"]: row for row in report_rows(sweep, tmp_path)}
+    assert rows["tiny_gptneox"]["status"] == "finished" and rows["tiny_llama"]["status"] == "failed"

@@ -441,8 +441,8 @@ def legend(n_boot: int) -> str:
         "p = two-sided exact McNemar test of the tuned model against the same run's model before tuning "
         "(for QLoRA that is the 4-bit base), on the same questions, with +gains / −losses = questions it "
         "newly answers right / newly answers wrong; memory = peak CUDA memory allocated (cuda) or the "
-        "process's peak resident set (rss, a lifetime peak: in a single-process multirun it includes "
-        "earlier jobs); s = training wall time; tok/s = training tokens per second."
+        "process's peak resident set since the job's previous reading (rss; reset per reading, so each job of a "
+        "single-process multirun reports its own); s = training wall time; tok/s = training tokens per second."
     )
 
 

@@ -78,19 +78,25 @@ def _check_resumable(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] 
         raise ConfigError(f"resume={out} is not a medtune run dir ({RESOLVED_CONFIG} is missing).")
     saved = OmegaConf.to_container(OmegaConf.load(saved_path))
     assert isinstance(saved, dict)
-    changed = sorted(
-        f"{group}.{key}"
-        for group, section in plain_config.items()
-        if group != "resume" and isinstance(section, dict)
-        for key in section
-        if section[key] != saved.get(group, {}).get(key)
-    )
+    changed = [key for key in changed_keys(plain_config, saved) if key != "resume"]
     if changed:
         raise ConfigError(f"resume={out} was started with a different config; changed: {', '.join(changed)}.")
     if (out / RESULTS_FILE).exists():
         log.info("run %s already finished; nothing to resume", out)
         return json.loads((out / RESULTS_FILE).read_text())
     return None
+
+
+def changed_keys(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = []
+    for key in sorted(new.keys() | old.keys()):
+        a, b = new.get(key), old.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def _run_tracked(
@@ -149,10 +155,10 @@ def _run_tracked(
 
 
 def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str) -> dict:
-    from medtune.evaluation import evaluate_model, log_eval_to_wandb
+    from medtune.evaluation import PREDICTIONS_FILE, evaluate_model, log_eval_to_wandb
 
     metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir)
-    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / "predictions.jsonl", prefix=prefix)
+    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix)
     return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
 
 

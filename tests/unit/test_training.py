@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medtune.training import last_complete_checkpoint
+from medtune.training import changed_keys, last_complete_checkpoint
 
 
 def test_resume_skips_a_checkpoint_whose_save_was_interrupted(tmp_path):
@@ -14,3 +14,10 @@ def test_resume_skips_a_checkpoint_whose_save_was_interrupted(tmp_path):
             (checkpoint / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_changed_keys_are_found_at_any_depth():
+    old = {"stage": "sft", "trainer": {"max_steps": 5, "lr": 1.0}, "resume": None}
+    new = {"stage": "pretrain", "trainer": {"max_steps": 6, "lr": 1.0}, "resume": "/run", "extra": 1}
+    assert changed_keys(new, old) == ["extra", "resume", "stage", "trainer.max_steps"]
+    assert changed_keys(old, old) == []

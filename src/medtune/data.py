@@ -8,9 +8,7 @@ restart per example, which transformers turns into a block-diagonal causal mask 
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from medtune import demo_assets
 from medtune.config import DatasetConfig
 from medtune.errors import DataError
+from medtune.jsonl import nonblank_lines, read_jsonl_objects
 from medtune.prompts import PromptTemplate, get_template
 
 IGNORE_INDEX = -100  # label value the loss skips
@@ -44,30 +43,10 @@ class Splits:
 def read_jsonl_records(path: str | Path) -> list[Record]:
     """Parse and validate an instruction JSONL file; the first bad line stops with its location."""
     path = Path(path).expanduser()
-    records = [_parse_record(line, path, number) for number, line in _nonblank_lines(path)]
+    records = [record_from_mapping(obj, path=path, line=number) for number, obj in read_jsonl_objects(path)]
     if not records:
         raise DataError("no records: the file is empty", path=path)
     return records
-
-
-def _nonblank_lines(path: Path) -> Iterable[tuple[int, str]]:
-    if not path.is_file():
-        raise DataError("file does not exist", path=path)
-    with path.open(encoding="utf-8") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield number, line
-        except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number + 1) from err
-
-
-def _parse_record(line: str, path: Path, number: int) -> Record:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path, line=number) from err
-    return record_from_mapping(obj, path=path, line=number)
 
 
 def record_from_mapping(obj: Any, path: str | Path | None = None, line: int | None = None) -> Record:
@@ -88,7 +67,7 @@ def record_from_mapping(obj: Any, path: str | Path | None = None, line: int | No
 def read_text_documents(path: str | Path) -> list[str]:
     """Raw text for continual pretraining: one document per non-blank line."""
     path = Path(path).expanduser()
-    documents = [line.strip() for _, line in _nonblank_lines(path)]
+    documents = [line.strip() for _, line in nonblank_lines(path)]
     if not documents:
         raise DataError("no text: the file is empty", path=path)
     return documents

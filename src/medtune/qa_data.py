@@ -10,7 +10,6 @@ Japanese). Bad records stop loading with a `DataError` naming file, line and fie
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 from medtune.config import EvalConfig
 from medtune.errors import ConfigError, DataError
+from medtune.jsonl import read_jsonl_objects
 
 QA_SOURCES = ("demo", "igakuqa", "jjsimqa", "jsonl")
 LETTERS = string.ascii_lowercase  # choice labels: a, b, c, ... (some questions have more than 5 choices)
@@ -133,7 +133,7 @@ def _read_categories(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     categories = {}
-    for line_no, record in _read_jsonl(path):
+    for line_no, record in read_jsonl_objects(path):
         problem_id = _require(record, "problem_id", str, path, line_no)
         if record.get("category"):
             categories[problem_id] = str(record["category"])
@@ -142,22 +142,8 @@ def _read_categories(path: Path) -> dict[str, str]:
 
 def read_questions_jsonl(path: Path, year: int | None = None, exam: str | None = None) -> Iterator[Question]:
     """Questions of one JSONL file; `year`/`exam` default to the record's own fields when present."""
-    for line_no, record in _read_jsonl(path):
+    for line_no, record in read_jsonl_objects(path):
         yield parse_question(record, path, line_no, year=year, exam=exam)
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"not valid JSON ({err.msg})", path=path, line=line_no) from None
-            if not isinstance(record, dict):
-                raise DataError("each line must be a JSON object", path=path, line=line_no)
-            yield line_no, record
 
 
 def parse_question(

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 
 from medtune.cli import exit_on_user_error
 from medtune.errors import ConfigError, DataError
+from medtune.jsonl import read_jsonl_objects
 from medtune.stats import DEFAULT_N_BOOT, McNemarResult, bootstrap_ci, mcnemar_by_question
 
 RESOLVED_CONFIG = "resolved_config.yaml"  # written by medtune.training (medtune.models.RESOLVED_CONFIG)
@@ -191,13 +192,7 @@ def read_correct(path: Path) -> dict[str, bool] | None:
     if not path.is_file():
         return None
     correct = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
+    for number, row in read_jsonl_objects(path):
         for key in ("problem_id", "correct"):
             if key not in row:
                 raise DataError("missing field", path=path, line=number, field=key)

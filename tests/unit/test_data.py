@@ -146,3 +146,10 @@ def test_demo_dataset_has_training_and_heldout_records():
     splits = load_splits(DatasetConfig(source="demo"), "sft", seed=0)
     assert len(splits.train) >= 100 and len(splits.heldout) >= 10
     assert not {r.instruction for r in splits.heldout} & {r.instruction for r in splits.train}
+
+
+def test_undecodable_first_line_is_located(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"instruction": "caf\u00e9", "output": "a"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.jsonl:1: not UTF-8 text"):
+        read_jsonl_records(path)

@@ -93,7 +93,7 @@ def test_jsonl_and_jjsimqa_files_read_the_same_record_shape(tmp_path):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "malformed JSON"),
         ('{"problem_id": "Q2", "choices": ["a", "b"], "answer": ["a"]}', "'problem_text'"),
         ('{"problem_id": "Q2", "problem_text": "?", "choices": ["x", "y"], "answer": ["c"]}', "not among the 2"),
         ('{"problem_id": "Q2", "problem_text": "?", "choices": ["x"], "answer": ["a"], "points": "三"}', "'points'"),

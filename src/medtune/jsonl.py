@@ -1,0 +1,39 @@
+"""Line-located reading of the project's text and JSONL files (records, questions, predictions).
+
+Kept free of heavy imports so the report and the loaders can use it without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from medtune.errors import DataError
+
+
+def nonblank_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) for every non-blank line; a missing file or bad UTF-8 is a located DataError."""
+    if not path.is_file():
+        raise DataError("file does not exist", path=path)
+    number = 0
+    with path.open(encoding="utf-8") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number + 1) from err
+
+
+def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line; malformed JSON or a non-object is a DataError at its line."""
+    for number, line in nonblank_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path, line=number) from err
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=number)
+        yield number, obj

@@ -9,7 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from medtune.config import register_configs
+from medtune.config import register_configs, to_train_config
 
 register_configs()
 
@@ -17,9 +17,14 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from medtune.cli import run_job
-    from medtune.training import run
 
-    results = run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
+    def job() -> dict:
+        config = to_train_config(cfg)  # config mistakes show here, before torch is imported
+        from medtune.training import run
+
+        return run(config, HydraConfig.get().runtime.output_dir)
+
+    results = run_job(job)
     return results.get("objective") if results else None
 
 

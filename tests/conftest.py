@@ -74,19 +74,29 @@ def tiny_models(cache_dir: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def compose_train(cache_dir: Path, tmp_path: Path) -> Callable[..., object]:
-    """Compose the real train config in-process with overrides (Hydra's compose API)."""
+def compose_config(cache_dir: Path) -> Callable[..., object]:
+    """Compose a primary config (train | evaluate | generate_data) in-process with overrides (Hydra's compose API)."""
     from hydra import compose, initialize_config_dir
 
     from medtune.config import register_configs
+    from medtune.datagen.config import register_configs as register_generate
+    from medtune.evaluation import register_configs as register_evaluate
 
-    register_configs()
+    for register in (register_configs, register_evaluate, register_generate):
+        register()
 
-    def _compose(*overrides: str):
+    def _compose(name: str, *overrides: str):
+        cache = [] if name == "generate_data" else [f"cache_dir={cache_dir}"]
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name="train", overrides=[f"cache_dir={cache_dir}", *overrides])
+            return compose(config_name=name, overrides=[*cache, *overrides])
 
     return _compose
+
+
+@pytest.fixture
+def compose_train(compose_config: Callable[..., object]) -> Callable[..., object]:
+    """Compose the real train config in-process with overrides."""
+    return lambda *overrides: compose_config("train", *overrides)
 
 
 def script_env() -> dict[str, str]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 from medtune.errors import ConfigError
 
@@ -25,6 +27,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 EVAL_MODES = ("generate", "loglik")
 EVAL_PROMPTS = ("jmedlora", "igakuqa")
 DTYPES = ("float32", "bfloat16", "float16")
+TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
 T = TypeVar("T")
 
 
@@ -91,7 +94,10 @@ class TrainerConfig:
     eval_steps: int = 0  # held-out loss every N steps; 0 = only at the end
     save_steps: int = 50  # checkpoint cadence; a killed run resumes from the last one
     save_total_limit: int = 2
-    seed: int = 42
+    seed: int = 42  # adapter init, dropout, data order and the held-out split; sweep it like any key
+    # The libraries' deterministic algorithms (torch.use_deterministic_algorithms, cuDNN/cuBLAS settings): identical
+    # runs also on GPUs, at some speed; on CPUs runs are reproducible from the seed alone.
+    deterministic: bool = False
     dataloader_workers: int = 0
 
 
@@ -142,8 +148,33 @@ def _require(value: str, allowed: tuple[str, ...], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
 
 
+def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
+    """A tiny model is built only in medtune's cache, in a folder that is empty or that medtune made itself, so a
+    path meant for a real model (`base_model.path=/data/my-model` on a tiny base) never gets overwritten or
+    silently replaced by a toy."""
+    if not base.tiny:
+        return
+    path = Path(base.path).expanduser()
+    if (path / TINY_MARKER).is_file():
+        return
+    how = "load your own model with a base_model group of its architecture (e.g. base_model=opencalm_7b) and "
+    how += f"base_model.path={base.path}, or set base_model.tiny=false"
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise ConfigError(
+            f"base_model.path={base.path} holds files medtune did not create (no {TINY_MARKER}), and "
+            f"base_model={base.name} would build a tiny model there; nothing was changed. To {how}."
+        )
+    cache = Path(cache_dir).expanduser().resolve()
+    if not path.resolve().is_relative_to(cache):
+        raise ConfigError(
+            f"base_model.path={base.path} is not a tiny model, and base_model={base.name} builds tiny models only "
+            f"inside cache_dir ({cache}); to {how}."
+        )
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject combinations that cannot work, before any weights load."""
+    check_tiny_model_path(cfg.base_model, cfg.cache_dir)
     _require(cfg.base_model.arch, ARCHITECTURES, "base_model.arch")
     _require(cfg.base_model.dtype, DTYPES, "base_model.dtype")
     _require(cfg.adapter.method, ADAPTER_METHODS, "adapter.method")
@@ -183,11 +214,23 @@ def validate(cfg: TrainConfig) -> None:
 
 def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None]) -> T:
     """Resolve a composed DictConfig into its schema's dataclasses and run the schema's cross-group checks."""
+    if isinstance(cfg, DictConfig):
+        _reject_unknown_keys(cfg, schema)
     typed = cfg if isinstance(cfg, schema) else OmegaConf.to_object(cfg)
     if not isinstance(typed, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(typed).__name__}")
     check(typed)
     return typed
+
+
+def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
+    """A key added with `+` bypasses Hydra's schema check and would be dropped silently (`+trainer.max_stepz=3`
+    trains the default steps): merging into the bare schema finds it."""
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(cfg))  # plain: no flags carried over
+    except ConfigKeyError as err:
+        key = getattr(err, "full_key", None) or str(err)
+        raise ConfigError(f"unknown config key {key!r} (a typo, or a key added with '+' that no schema has).") from err
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
@@ -202,7 +245,16 @@ def to_plain_dict(cfg: Any) -> dict[str, Any]:
     return plain
 
 
+def register_resolvers() -> None:
+    """Resolvers the YAMLs use; every entry script registers them before Hydra composes."""
+    # `${medtune.first_set:a,b}`: a unless it is null. (`oc.select` falls back only for a *missing* key, and
+    # `resume` exists with the value null, so the run dir needs this.)
+    OmegaConf.register_new_resolver(
+        "medtune.first_set", lambda value, fallback: fallback if value is None else value, replace=True
+    )
+
+
 def register_configs() -> None:
     """Register the schemas; primary YAMLs name them first in their defaults lists."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
+    register_resolvers()
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

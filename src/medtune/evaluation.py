@@ -44,6 +44,8 @@ from medtune.config import (
     EvalConfig,
     QuantizationConfig,
     WandbConfig,
+    check_tiny_model_path,
+    register_resolvers,
     to_plain_dict,
     to_typed,
 )
@@ -98,6 +100,7 @@ class EvaluateConfig:
 
 def register_configs() -> None:
     """Register the evaluate.py schema; conf/evaluate.yaml names it first in its defaults list."""
+    register_resolvers()
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 
@@ -116,6 +119,8 @@ def validate(cfg: EvaluateConfig) -> None:
             f"adapter={cfg.adapter.method} has no trained weights to evaluate: pass run_dir=<a train.py run dir> "
             "for a tuned model, or adapter=none for the untuned base."
         )
+    if cfg.backend == "local" and cfg.run_dir is None:
+        check_tiny_model_path(cfg.base_model, cfg.cache_dir)
     check_source(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")

@@ -14,11 +14,15 @@ from medtune.errors import DataError
 
 
 def nonblank_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) for every non-blank line; a missing file or bad UTF-8 is a located DataError."""
+    """(line number, line) for every non-blank line; a missing file or bad UTF-8 is a located DataError.
+
+    A UTF-8 byte-order mark (as Windows editors write) is accepted and dropped."""
+    if path.is_dir():
+        raise DataError("is a directory; a file was expected here", path=path)
     if not path.is_file():
         raise DataError("file does not exist", path=path)
     number = 0
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         try:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
@@ -33,7 +37,14 @@ def read_jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", path=path, line=number) from err
+            raise DataError(f"malformed JSON: {err.msg} at {_where(line, err.pos)}", path=path, line=number) from err
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=number)
         yield number, obj
+
+
+def _where(line: str, pos: int) -> str:
+    """`column N (character, 1-based), near '...'`: the excerpt shows where the parser stopped, since editors
+    count columns differently for full-width Japanese characters and tabs."""
+    excerpt = line[max(0, pos - 15) : pos + 15].rstrip("\n")
+    return f"column {pos + 1}, near {excerpt!r}"

@@ -16,9 +16,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from medtune.config import AdapterConfig, BaseModelConfig, QuantizationConfig, TrainConfig, to_train_config
 from medtune.errors import ConfigError
-
-MODEL_SUBDIR = "model"  # in a run dir: adapter (or full weights) + tokenizer
-RESOLVED_CONFIG = "resolved_config.yaml"  # in a run dir: the config that produced it
+from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -31,12 +31,17 @@ from matplotlib.figure import Figure
 from medtune.cli import exit_on_user_error
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
-from medtune.stats import DEFAULT_N_BOOT, McNemarResult, bootstrap_ci, mcnemar_by_question
+from medtune.run_dir import RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
+from medtune.stats import (
+    DEFAULT_N_BOOT,
+    PairedResult,
+    bootstrap_ci,
+    paired_test,
+    seed_bootstrap_ci,
+    seed_flips,
+)
 
-RESOLVED_CONFIG = "resolved_config.yaml"  # written by medtune.training (medtune.models.RESOLVED_CONFIG)
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
-STATUS_FILE = "run_status.json"
-RESULTS_FILE = "results.json"
 PREDICTIONS = {"base": "eval/base/predictions.jsonl", "tuned": "eval/tuned/predictions.jsonl"}
 METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full")  # matrix column order
 WandbMode = Literal["offline", "online", "disabled"]
@@ -56,7 +61,12 @@ CSV_COLUMNS = [
     "official_accuracy",
     "n_questions",
     "base_accuracy",
-    "mcnemar_p",
+    "n_seeds",
+    "seed_accuracies",
+    "accuracy_std",
+    "seed_flips",
+    "paired_test",
+    "p_value",
     "gains",
     "losses",
     "peak_memory_mb",
@@ -80,6 +90,7 @@ class RunRecord:
     suite: str
     stage: str
     status: str  # finished | failed | running | not started
+    seed: int = 0  # trainer.seed: runs of one cell with different seeds are replicates
     error: str = ""
     results: dict[str, Any] = field(default_factory=dict)
     base_correct: dict[str, bool] | None = None  # problem_id → correct, before tuning
@@ -118,6 +129,7 @@ def record_from_config(config: dict[str, Any], **fields: Any) -> RunRecord:
         steps=0 if method.startswith("untuned") else int(max_steps),
         suite=str(suite),
         stage=str(config.get("stage", "sft")),
+        seed=int((config.get("trainer") or {}).get("seed", 0)),
         **fields,
     )
 
@@ -219,7 +231,10 @@ class Cell:
     official_accuracy: float | None = None
     n_questions: int | None = None
     base_accuracy: float | None = None
-    mcnemar: McNemarResult | None = None
+    seeds: list[int] = field(default_factory=list)  # the finished replicates behind the figures
+    seed_accuracies: list[float] = field(default_factory=list)
+    seed_flips: int | None = None  # questions right in some seeds' runs and wrong in others
+    paired: PairedResult | None = None
     peak_memory_mb: float | None = None
     memory_kind: str = ""  # cuda (peak allocated) | rss (process peak resident set)
     train_time_s: float | None = None
@@ -229,10 +244,15 @@ class Cell:
     def column_label(self) -> str:
         return column_label((self.method, self.steps))
 
+    @property
+    def accuracy_std(self) -> float | None:
+        """Sample standard deviation of the accuracy over seeds (None with fewer than two)."""
+        return float(np.std(self.seed_accuracies, ddof=1)) if len(self.seed_accuracies) > 1 else None
+
     def as_row(self) -> dict[str, Any]:
         """A flat dict keyed by CSV_COLUMNS (None where there is no figure)."""
         low, high = self.ci or (None, None)
-        test = self.mcnemar
+        test = self.paired
         return {
             "suite": self.suite,
             "base_model": self.base_model,
@@ -247,7 +267,12 @@ class Cell:
             "official_accuracy": self.official_accuracy,
             "n_questions": self.n_questions,
             "base_accuracy": self.base_accuracy,
-            "mcnemar_p": test.p_value if test else None,
+            "n_seeds": len(self.seeds) or None,
+            "seed_accuracies": " ".join(f"{s}:{a:.4f}" for s, a in zip(self.seeds, self.seed_accuracies, strict=True)),
+            "accuracy_std": self.accuracy_std,
+            "seed_flips": self.seed_flips,
+            "paired_test": test.test if test else None,
+            "p_value": test.p_value if test else None,
             "gains": test.gains if test else None,
             "losses": test.losses if test else None,
             "peak_memory_mb": self.peak_memory_mb,
@@ -264,27 +289,63 @@ def column_label(column: tuple[str, int]) -> str:
     return method if method.startswith("untuned") else f"{method} · {steps} steps"
 
 
-def build_cell(run: RunRecord, n_boot: int = DEFAULT_N_BOOT) -> Cell:
-    cell = Cell(run.suite, run.base_model, run.method, run.steps, run.status, run.error, run.source)
-    if run.status != "finished":
-        return cell
-    cell.accuracy, cell.exact_match, cell.gestalt, cell.official_accuracy, cell.base_accuracy = (
-        _suite_metric(run.results, run.suite, name)
-        for name in ("accuracy", "exact_match", "gestalt", "official_accuracy", "base_accuracy")
+def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
+    """A cell from its runs, one per seed: figures averaged over the finished seeds, uncertainty over both seeds
+    and questions, and the paired test against each run's own base model on the same questions."""
+    runs = sorted(runs, key=lambda r: r.seed)
+    done = [r for r in runs if r.status == "finished"]
+    first = runs[-1] if not done else done[0]
+    problems = "; ".join(
+        f"seed {r.seed}: {r.status}" + (f": {r.error}" if r.error else "") for r in runs if r not in done
     )
-    scored = run.base_correct if run.untuned else run.tuned_correct  # an untuned run's model is its base
-    if scored:
-        cell.n_questions = len(scored)
-        cell.ci = bootstrap_ci(list(scored.values()), n_boot=n_boot)
-    if run.tuned_correct is not None and run.base_correct is not None:
-        try:
-            cell.mcnemar = mcnemar_by_question(run.base_correct, run.tuned_correct)
-        except ValueError as err:
-            raise DataError(f"base and tuned predictions do not pair up: {err}", path=run.source) from None
-    cell.peak_memory_mb, cell.memory_kind = _peak_memory(run.results)
-    cell.train_time_s = run.results.get("perf/train_runtime_s")
-    cell.tokens_per_s = run.results.get("perf/train_tokens_per_s")
+    status = "finished" if done else first.status
+    error = problems if done else first.error
+    cell = Cell(first.suite, first.base_model, first.method, first.steps, status, error, _sources(runs))
+    if not done:
+        return cell
+    cell.seeds = [r.seed for r in done]
+    for name in ("accuracy", "exact_match", "gestalt", "official_accuracy", "base_accuracy"):
+        setattr(cell, name, _mean([_suite_metric(r.results, r.suite, name) for r in done]))
+    cell.seed_accuracies = [a for r in done if (a := _suite_metric(r.results, r.suite, "accuracy")) is not None]
+    if len(cell.seed_accuracies) != len(done):
+        cell.seed_accuracies = []
+    scored = _correct_matrix([r.base_correct if r.untuned else r.tuned_correct for r in done], cell.source)
+    if scored is not None:
+        cell.n_questions = scored.shape[1]
+        cell.ci = bootstrap_ci(scored[0], n_boot=n_boot) if len(done) == 1 else seed_bootstrap_ci(scored, n_boot=n_boot)
+        cell.seed_flips = seed_flips(scored) if len(done) > 1 else None
+    base = _correct_matrix([r.base_correct for r in done], cell.source)
+    tuned = _correct_matrix([r.tuned_correct for r in done], cell.source)
+    if base is not None and tuned is not None:
+        if base.shape[1] != tuned.shape[1]:
+            raise DataError("base and tuned predictions do not pair up: different questions", path=cell.source)
+        cell.paired = paired_test(base, tuned, n_perm=n_boot)
+    memories = [_peak_memory(r.results) for r in done]
+    cell.peak_memory_mb = max((m for m, _ in memories if m is not None), default=None)
+    cell.memory_kind = next((kind for _, kind in memories if kind), "")
+    cell.train_time_s = _mean([r.results.get("perf/train_runtime_s") for r in done])
+    cell.tokens_per_s = _mean([r.results.get("perf/train_tokens_per_s") for r in done])
     return cell
+
+
+def _sources(runs: Sequence[RunRecord]) -> str:
+    return ", ".join(r.source for r in runs)
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    numbers = [float(v) for v in values if isinstance(v, int | float)]
+    return float(np.mean(numbers)) if numbers and len(numbers) == len(values) else None
+
+
+def _correct_matrix(per_run: Sequence[dict[str, bool] | None], source: str) -> np.ndarray | None:
+    """Seeds × questions correctness, questions in id order; every seed must have answered the same questions."""
+    if not per_run or any(run is None for run in per_run):
+        return None
+    ids = sorted(per_run[0])  # type: ignore[arg-type]
+    for run in per_run:
+        if sorted(run) != ids:  # type: ignore[arg-type]
+            raise DataError("the seeds of this cell were scored on different questions", path=source)
+    return np.array([[run[i] for i in ids] for run in per_run], dtype=bool)  # type: ignore[index]
 
 
 def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | None:
@@ -337,11 +398,11 @@ def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: i
 
 
 def choose_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
-    """One run per cell: a finished run beats an unfinished one, then the latest wins (a re-run replaces)."""
+    """One run per cell and seed: a finished run beats an unfinished one, then the latest wins (a re-run replaces)."""
     best: dict[tuple, RunRecord] = {}
     superseded = []
     for run in sorted(records, key=lambda r: (r.status == "finished", r.started)):
-        key = (run.suite, run.base_model, run.column)
+        key = (run.suite, run.base_model, run.column, run.seed)
         if key in best:
             superseded.append(best[key])
         best[key] = run
@@ -352,7 +413,10 @@ def build_matrix(suite: str, runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_
     """Cells for every row × column that appears anywhere; a combination no run covers is `missing`."""
     rows = sorted({r.base_model for r in runs})
     columns = sorted({r.column for r in runs}, key=_column_order)
-    cells = {(r.base_model, r.column): build_cell(r, n_boot) for r in runs}
+    by_cell: dict[tuple[str, tuple[str, int]], list[RunRecord]] = {}
+    for run in runs:
+        by_cell.setdefault((run.base_model, run.column), []).append(run)
+    cells = {key: build_cell(seeds, n_boot) for key, seeds in by_cell.items()}
     for row in rows:
         for column in columns:
             if (row, column) not in cells:
@@ -407,9 +471,14 @@ def render_cell(cell: Cell) -> str:
     if cell.status != "finished":
         return f"**{cell.status.upper()}**<br>{_md(cell.error, 80)}" if cell.error else f"**{cell.status.upper()}**"
     ci = f" [{_fmt(cell.ci[0])}, {_fmt(cell.ci[1])}]" if cell.ci else ""
-    lines = [f"**{_fmt(cell.accuracy)}**{ci}", f"EM {_fmt(cell.exact_match)} · gestalt {_fmt(cell.gestalt)}"]
-    if cell.mcnemar:
-        test = cell.mcnemar
+    spread = f" ± {_fmt(cell.accuracy_std)} sd" if cell.accuracy_std is not None else ""
+    lines = [f"**{_fmt(cell.accuracy)}**{spread}{ci}"]
+    if len(cell.seeds) > 1:
+        per_seed = " / ".join(_fmt(a) for a in cell.seed_accuracies)
+        lines.append(f"{len(cell.seeds)} seeds: {per_seed} · {cell.seed_flips} questions flip")
+    lines.append(f"EM {_fmt(cell.exact_match)} · gestalt {_fmt(cell.gestalt)}")
+    if cell.paired:
+        test = cell.paired
         lines.append(f"p = {test.p_value:.3g} (+{test.gains} / −{test.losses})")
     perf = [f"{_fmt(cell.peak_memory_mb, ',.0f')} MB {cell.memory_kind}".rstrip()]
     if cell.train_time_s is not None:
@@ -435,7 +504,11 @@ def legend(n_boot: int) -> str:
         "EM = exact match; gestalt = mean difflib similarity of response and answer; "
         "p = two-sided exact McNemar test of the tuned model against the same run's model before tuning "
         "(for QLoRA that is the 4-bit base), on the same questions, with +gains / −losses = questions it "
-        "newly answers right / newly answers wrong; memory = peak CUDA memory allocated (cuda) or the "
+        "newly answers right / newly answers wrong. A cell run with several `trainer.seed`s shows the mean "
+        "accuracy ± its standard deviation over seeds, a two-level bootstrap CI (seeds, then questions), the "
+        "per-seed accuracies, how many questions flip between seeds, and p from a sign-flip permutation test "
+        "over questions of each question's accuracy averaged over seeds (which is McNemar's test for one seed); "
+        "memory = peak CUDA memory allocated (cuda) or the "
         "process's peak resident set since the job's previous reading (rss; reset per reading, so each job of a "
         "single-process multirun reports its own); s = training wall time; tok/s = training tokens per second."
     )
@@ -464,7 +537,7 @@ def _problem_lines(report: Report) -> list[str]:
         + (f" (`{c.source}`)" if c.source else "")
         for m in report.matrices
         for c in m.ordered_cells()
-        if c.status != "finished"
+        if c.status != "finished" or c.error  # a finished cell's error lists its seeds that did not finish
     ]
 
 

@@ -29,7 +29,8 @@ from transformers import (
 )
 
 from medtune import demo_assets
-from medtune.config import BaseModelConfig
+from medtune.config import TINY_MARKER, BaseModelConfig
+from medtune.errors import ConfigError
 from medtune.prompts import PROMPT_TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ PRETRAIN_BLOCK = 128  # tokens per training block
 PRETRAIN_BATCH = 16
 PRETRAIN_LR = 3e-3
 CONTINUAL_STEPS = 150  # tiny_medcalm: further steps of the real stage=pretrain on the same corpus
-MARKER = "medtune_tiny.json"
 
 
 def ensure_tiny_model(base: BaseModelConfig) -> Path:
@@ -70,8 +70,8 @@ def ensure_tiny_model(base: BaseModelConfig) -> Path:
             _build_by_continual_pretraining(base, staging)
         else:
             _build_from_scratch(base.arch, staging)
-        (staging / MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION, "arch": base.arch}))
-        shutil.rmtree(path, ignore_errors=True)
+        (staging / TINY_MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION, "arch": base.arch}))
+        _remove_own_build(path)
         os.replace(staging, path)
     return path
 
@@ -113,8 +113,20 @@ def _build_by_continual_pretraining(base: BaseModelConfig, staging: Path) -> Non
     shutil.copytree(run_dir / "model", staging)
 
 
+def _remove_own_build(path: Path) -> None:
+    """Clear the way for a new build: only an older build of ours (or an empty folder) is ever removed."""
+    if (path / TINY_MARKER).is_file():
+        shutil.rmtree(path)
+    elif path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+    elif path.exists():
+        raise ConfigError(
+            f"{path} holds files medtune did not create (no {TINY_MARKER}); no tiny model is built there."
+        )
+
+
 def _is_current(path: Path) -> bool:
-    marker = path / MARKER
+    marker = path / TINY_MARKER
     return marker.exists() and json.loads(marker.read_text()).get("recipe_version") == RECIPE_VERSION
 
 

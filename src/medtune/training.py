@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,21 +21,36 @@ from typing import Any
 
 from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.config import TrainConfig, to_plain_dict, to_train_config
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
-from medtune.models import MODEL_SUBDIR, RESOLVED_CONFIG, attach_adapter, count_parameters, load_base_model
+from medtune.models import attach_adapter, count_parameters, load_base_model
+from medtune.qa_data import check_questions
+from medtune.run_dir import (
+    CHECKPOINT_SUBDIR,
+    MODEL_SUBDIR,
+    RESOLVED_CONFIG,
+    RESULTS_FILE,
+    claimed,
+    write_json,
+    write_status,
+)
 from medtune.tracking import memory_metrics, metric_name, start_wandb_run
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
-STATUS_FILE = "run_status.json"
-CHECKPOINT_SUBDIR = "checkpoints"
 STEP_METRICS = ("accuracy", "official_accuracy")  # logged by the in-training (loglik) QA evaluation
 
 
@@ -55,19 +69,20 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
         if finished is not None:
             return finished
     splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before any weights load
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / STATUS_FILE, {"status": "running"})
+    if tc.stage == "sft" and (tc.eval.at_end or tc.eval.every_steps):
+        check_questions(tc.eval)  # so does a missing or empty evaluation set
+    if not main:
+        return _run_tracked(tc, plain_config, splits, out, main)
+    with claimed(out, resuming=bool(tc.resume)):
+        write_status(out, "running")
         OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
-    try:
-        results = _run_tracked(tc, plain_config, splits, out, main)
-    except BaseException as err:
-        if main:
-            _write_json(out / STATUS_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
-        raise
-    if main:
-        _write_json(out / RESULTS_FILE, results)
-        _write_json(out / STATUS_FILE, {"status": "finished"})
+        try:
+            results = _run_tracked(tc, plain_config, splits, out, main)
+        except BaseException as err:
+            write_status(out, "failed", err)
+            raise
+        write_json(out / RESULTS_FILE, results)
+        write_status(out, "finished")
     return results
 
 
@@ -119,6 +134,9 @@ def _run_tracked(
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
             results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_")
+        # Seeded here, right before the first draw (the adapter's initialisation), so nothing that ran before it
+        # (a first-use tiny-model build, the base scoring) shifts the random streams of one run against another.
+        set_seed(tc.trainer.seed, deterministic=tc.trainer.deterministic)
         if method == "none":
             model.requires_grad_(False)
         else:
@@ -191,6 +209,7 @@ def _build_trainer(
         save_total_limit=t.save_total_limit,
         seed=t.seed,
         data_seed=t.seed,
+        full_determinism=t.deterministic,
         dataloader_num_workers=t.dataloader_workers,
         include_num_input_tokens_seen="non_padding",
         report_to="none",  # medtune logs to W&B itself, under its own metric names
@@ -273,10 +292,3 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
         return None
     complete = [p for p in checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
     return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if complete else None
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-    os.replace(staging, path)

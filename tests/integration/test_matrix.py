@@ -33,7 +33,7 @@ def test_demo_matrix_runs_every_cell_and_the_report_shows_them(tmp_path, tiny_mo
     bases, methods = ("tiny_gptneox", "tiny_llama", "tiny_medcalm"), ("untuned", "lora", "qlora")
     assert set(cells) == {(b, m) for b in bases for m in methods}
     assert all(row["status"] == "finished" and 0 <= float(row["accuracy"]) <= 1 for row in rows)
-    assert all(row["mcnemar_p"] != "" for (_, method), row in cells.items() if method != "untuned")
+    assert all(row["p_value"] != "" for (_, method), row in cells.items() if method != "untuned")
     assert (sweep / "report" / "report.md").read_text().count("tiny_medcalm") >= 1
 
 

@@ -31,12 +31,12 @@ def _correct(n_right: int) -> list[bool]:
     return [True] * n_right + [False] * (N - n_right)
 
 
-def _config(base: str, adapter: str, quant: str, steps: int = 5, stage: str = "sft") -> dict:
+def _config(base: str, adapter: str, quant: str, steps: int = 5, stage: str = "sft", seed: int = 42) -> dict:
     return {
         "base_model": {"name": base, "path": f"/models/{base}", "arch": "gpt_neox"},
         "adapter": {"method": adapter, "r": 8},
         "quantization": {"mode": quant},
-        "trainer": {"max_steps": steps, "learning_rate": 2e-3},
+        "trainer": {"max_steps": steps, "learning_rate": 2e-3, "seed": seed},
         "eval": {"suite": "demo"},
         "experiment_name": "demo_matrix",
         "stage": stage,
@@ -143,12 +143,12 @@ def test_csv_figures_carry_ci_and_paired_test(report_dir: Path):
     assert float(lora["n_questions"]) == N
     expected = mcnemar_exact(_correct(12), _correct(30))
     assert (int(lora["gains"]), int(lora["losses"])) == (18, 0)
-    assert float(lora["mcnemar_p"]) == pytest.approx(expected.p_value)
-    assert float(rows["tiny_gptneox", "qlora"]["mcnemar_p"]) == pytest.approx(0.5)  # 2 gains, 0 losses
+    assert float(lora["p_value"]) == pytest.approx(expected.p_value)
+    assert float(rows["tiny_gptneox", "qlora"]["p_value"]) == pytest.approx(0.5)  # 2 gains, 0 losses
     assert (lora["train_time_s"], lora["tokens_per_s"], lora["memory_kind"]) == ("12.5", "4321.0", "rss")
     untuned = rows["tiny_llama", "untuned"]
     assert float(untuned["accuracy"]) == pytest.approx(10 / N)
-    assert untuned["ci_low"] != "" and untuned["mcnemar_p"] == "" and untuned["train_time_s"] == ""
+    assert untuned["ci_low"] != "" and untuned["p_value"] == "" and untuned["train_time_s"] == ""
 
 
 def test_markdown_shows_matrix_failures_and_tests(report_dir: Path):
@@ -215,10 +215,8 @@ def test_tuning_method_names_the_matrix_columns():
 
 def test_file_names_agree_with_the_writers():
     """The report keeps its own names (importing training would load torch); they must not drift."""
-    from medtune import evaluation, models, training
+    from medtune import evaluation
 
-    assert rep.RESOLVED_CONFIG == models.RESOLVED_CONFIG
-    assert (rep.STATUS_FILE, rep.RESULTS_FILE) == (training.STATUS_FILE, training.RESULTS_FILE)
     assert rep.PREDICTIONS["tuned"].endswith("/" + evaluation.PREDICTIONS_FILE)
 
 
@@ -272,3 +270,37 @@ def test_columns_follow_the_study_order_then_steps():
         "dora-nf4 · 5 steps",
         "full · 5 steps",
     ]
+
+
+def _shifted(n_right: int, shift: int) -> list[bool]:
+    """n_right correct answers starting at question `shift` (so seeds get some questions right differently)."""
+    return [(i - shift) % N < n_right for i in range(N)]
+
+
+def test_seeds_of_a_cell_are_grouped_with_spread_flips_and_one_paired_test(tmp_path: Path):
+    root = tmp_path / "sweep"
+    for seed, (n_right, shift) in zip((1, 2, 3), ((20, 0), (24, 2), (22, 4)), strict=True):
+        lora = _config("tiny_gptneox", "lora", "none", seed=seed)
+        make_run(root / f"lora_s{seed}", lora, base=_correct(8), tuned=_shifted(n_right, shift))
+        make_run(root / f"untuned_s{seed}", _config("tiny_gptneox", "none", "none", seed=seed), base=_correct(8))
+    make_run(root / "lora_s4", _config("tiny_gptneox", "lora", "none", seed=4), "failed", error=OOM)
+    rep.main([str(root), "--wandb-mode", "disabled", "--n-boot", "2000"])
+    rows = {row["tuning"]: row for row in csv.DictReader((root / "report" / "report.csv").open())}
+    lora = rows["lora"]
+    assert lora["n_seeds"] == "3" and lora["seed_accuracies"] == "1:0.5000 2:0.6000 3:0.5500"
+    assert float(lora["accuracy"]) == pytest.approx(0.55) and float(lora["accuracy_std"]) == pytest.approx(0.05)
+    assert lora["seed_flips"] == "10"  # right in all seeds: 4-19; in some: 0-3 and 20-25
+    assert lora["paired_test"] == "sign-flip" and float(lora["p_value"]) < 0.001
+    assert float(lora["ci_low"]) < 0.5 < 0.6 < float(lora["ci_high"])  # wider than any seed's own spread
+    assert "seed 4: failed" in lora["error"] and lora["status"] == "finished"
+    assert rows["untuned"]["seed_flips"] == "0"
+    markdown = (root / "report" / "report.md").read_text()
+    assert "3 seeds: 0.500 / 0.600 / 0.550 · 10 questions flip" in markdown
+
+
+def test_one_seed_keeps_the_exact_mcnemar_test(tmp_path: Path):
+    root = build_sweep(tmp_path / "sweep")
+    rep.main([str(root), "--wandb-mode", "disabled", "--n-boot", "200"])
+    rows = list(csv.DictReader((root / "report" / "report.csv").open()))
+    assert {row["paired_test"] for row in rows if row["p_value"]} == {"mcnemar"}
+    assert {row["n_seeds"] for row in rows if row["status"] == "finished"} == {"1"}

@@ -94,3 +94,26 @@ def test_ci_degenerate_and_invalid_inputs():
         bootstrap_ci([])
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_ci([True], confidence=95)
+
+
+def test_sign_flip_test_with_one_seed_is_mcnemars_test():
+    from medtune.stats import paired_test
+
+    rng = np.random.default_rng(3)
+    base, tuned = rng.random((1, 60)) < 0.3, rng.random((1, 60)) < 0.5
+    one = paired_test(base, tuned)
+    assert one.test == "mcnemar" and one.p_value == mcnemar_exact(base[0], tuned[0]).p_value
+    # the permutation test over the same one-seed differences approximates the exact test
+    two = paired_test(np.repeat(base, 2, axis=0), np.repeat(tuned, 2, axis=0), n_perm=20_000)
+    assert two.test == "sign-flip" and two.p_value == pytest.approx(one.p_value, abs=0.01)
+    assert (two.gains, two.losses) == (one.gains, one.losses)
+
+
+def test_seed_bootstrap_widens_with_seed_spread():
+    from medtune.stats import seed_bootstrap_ci
+
+    same = np.tile(np.arange(100) < 50, (3, 1))  # three identical seeds
+    spread = np.stack([np.arange(100) < n for n in (35, 50, 65)])  # same mean, seeds disagree
+    low_same, high_same = seed_bootstrap_ci(same, n_boot=4000)
+    low_spread, high_spread = seed_bootstrap_ci(spread, n_boot=4000)
+    assert low_same < 0.5 < high_same and high_spread - low_spread > (high_same - low_same) * 1.3

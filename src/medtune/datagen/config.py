@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from medtune.config import WANDB_MODES, EvalConfig, WandbConfig, to_typed
+from medtune.config import WANDB_MODES, EvalConfig, WandbConfig, register_resolvers, to_typed
 from medtune.errors import ConfigError
 
 CHUNK_METHODS = ("lines", "sentences")
@@ -180,4 +180,5 @@ def to_generate_config(cfg: DictConfig | GenerateConfig) -> GenerateConfig:
 
 def register_configs() -> None:
     """Register the schema; conf/generate_data.yaml names it first in its defaults list."""
+    register_resolvers()
     ConfigStore.instance().store(name="generate_data_schema", node=GenerateConfig)

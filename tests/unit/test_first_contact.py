@@ -1,0 +1,128 @@
+"""What a new user meets first: typos, folders they own, a shared run dir, a missing evaluation set, odd files.
+
+Each mistake stops with one clear line before anything is written, any weights load or W&B starts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medtune.config import TINY_MARKER, to_train_config
+from medtune.errors import ConfigError, DataError
+from medtune.jsonl import read_jsonl_objects
+from medtune.run_dir import RESOLVED_CONFIG, claimed
+
+from conftest import REPO, run_script
+
+
+def test_a_key_added_with_plus_is_checked_like_any_other(compose_train):
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_stepz'"):
+        to_train_config(compose_train("+trainer.max_stepz=3"))
+
+
+def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path, cache_dir: Path):
+    mine = tmp_path / "my-model"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    proc = run_script("train.py", f"base_model.path={mine}", f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds files medtune did not create" in proc.stderr
+    assert [p.name for p in mine.iterdir()] == ["config.json"]
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob(RESOLVED_CONFIG))
+
+
+def test_a_tiny_model_is_not_built_outside_the_cache(compose_train, tmp_path: Path):
+    with pytest.raises(ConfigError, match="builds tiny models only inside cache_dir"):
+        to_train_config(compose_train(f"base_model.path={tmp_path / 'not-there'}"))
+    assert not (tmp_path / "not-there").exists()
+
+
+def test_a_build_of_ours_or_an_empty_folder_may_be_replaced(compose_train, cache_dir: Path):
+    ours = cache_dir / "models" / "old-build"
+    ours.mkdir(parents=True, exist_ok=True)
+    (ours / TINY_MARKER).write_text(json.dumps({"recipe_version": 0}))
+    to_train_config(compose_train(f"base_model.path={ours}"))  # accepted: medtune made it
+    empty = Path(str(ours) + "-empty")
+    empty.mkdir(exist_ok=True)
+    to_train_config(compose_train(f"base_model.path={empty}"))
+
+
+def test_a_second_process_on_the_same_run_dir_stops(tmp_path: Path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN_DIR, str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with (
+            pytest.raises(ConfigError, match="in use by another running medtune process"),
+            claimed(tmp_path / "run", resuming=False),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with claimed(tmp_path / "run", resuming=True):  # the dead holder's lock is gone with its process
+        pass
+
+
+HOLD_RUN_DIR = """
+import sys, time
+from pathlib import Path
+from medtune.run_dir import claimed
+with claimed(Path(sys.argv[1]), resuming=False):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_new_run_never_writes_into_a_dir_that_holds_one(tmp_path: Path):
+    (tmp_path / RESOLVED_CONFIG).write_text("stage: sft\n")
+    with pytest.raises(ConfigError, match=f"continue it with resume={tmp_path}"), claimed(tmp_path, False):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["eval=igakuqa"], "needs eval.path"), (["eval=igakuqa", "eval.path={empty}"], "holds no <year>/ folders")],
+)
+def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
+    compose_train, tmp_path: Path, monkeypatch, overrides, message
+):
+    from medtune import training
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were loaded before the evaluation set was checked")
+
+    monkeypatch.setattr(training, "load_base_model", no_weights)
+    (tmp_path / "empty").mkdir()
+    cfg = compose_train(*(o.format(empty=tmp_path / "empty") for o in overrides))
+    with pytest.raises((ConfigError, DataError), match=message):
+        training.run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "wandb").exists() and not (tmp_path / "run" / RESOLVED_CONFIG).exists()
+
+
+def test_json_errors_name_the_line_and_show_where(tmp_path: Path):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "糖尿病の薬", "output": }\n')
+    with pytest.raises(DataError) as err:
+        list(read_jsonl_objects(path))
+    assert str(err.value).startswith(f"{path}:2: malformed JSON: Expecting value at column 36")
+    assert "near '" in str(err.value) and '"output": }' in str(err.value)
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path):
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"instruction": "a", "output": "b"}\n')
+    assert list(read_jsonl_objects(path)) == [(1, {"instruction": "a", "output": "b"})]
+
+
+def test_a_folder_given_as_a_file_is_called_a_folder(tmp_path: Path):
+    with pytest.raises(DataError, match="is a directory; a file was expected"):
+        list(read_jsonl_objects(tmp_path))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from medtune.api_client import ApiStopped, RetryConfig
 from medtune.config import EvalConfig
-from medtune.errors import ConfigError
 from medtune.evaluation import API_ANSWERS_FILE, OpenAIConfig, evaluate_openai
 from medtune.testing.openai_server import Fault, OpenAIServer
 
@@ -51,15 +51,17 @@ def api_key(monkeypatch) -> str:
 
 
 def openai_cfg(server: OpenAIServer, **overrides) -> OpenAIConfig:
+    fast = RetryConfig(backoff_initial_s=0.01)
     return OpenAIConfig(
-        **{"model": "test-model", "base_url": server.base_url, "api_key_env": "MEDTUNE_TEST_KEY", **overrides}
+        **{"model": "test-model", "base_url": server.base_url, "api_key_env": "MEDTUNE_TEST_KEY", "retry": fast}
+        | overrides
     )
 
 
 def test_rate_limit_and_server_error_are_retried(eval_cfg, api_key, tmp_path):
     with OpenAIServer(responder) as server:
         server.fail_next(Fault.rate_limit(retry_after=0.01), Fault.server_error())
-        metrics = evaluate_openai(openai_cfg(server, max_retries=2), eval_cfg, tmp_path / "out")
+        metrics = evaluate_openai(openai_cfg(server), eval_cfg, tmp_path / "out")
         calls = server.calls
     assert [c.fault for c in calls[:2]] == ["rate_limit", "server_error"]
     assert len(calls) == len(QUESTIONS) + 2  # both faults were retried, nothing else was
@@ -74,11 +76,12 @@ def test_failed_questions_are_counted_and_a_rerun_pays_only_for_them(eval_cfg, a
     out = tmp_path / "out"
     always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731
     with OpenAIServer(responder, fault_for=always_fail_q3) as server:
-        first = evaluate_openai(openai_cfg(server, max_retries=1), eval_cfg, out)
+        two_tries = RetryConfig(max_attempts=2, backoff_initial_s=0.01)
+        first = evaluate_openai(openai_cfg(server, retry=two_tries, max_failed_share=1.0), eval_cfg, out)
         assert server.request_count == len(QUESTIONS) + 1  # Q3: first try + one retry
     assert first["n_failed"] == 1 and first["n_questions"] == 5
-    failed_row = next(json.loads(line) for line in (out / API_ANSWERS_FILE).read_text().splitlines() if "Q3" in line)
-    assert failed_row["response"] is None and "InternalServerError" in failed_row["error"]
+    q3 = [json.loads(line) for line in (out / API_ANSWERS_FILE).read_text().splitlines() if '"Q3"' in line]
+    assert [row["status"] for row in q3] == ["retry", "gave_up"] and "InternalServerError" in q3[-1]["error"]
 
     with OpenAIServer(responder) as server:
         second = evaluate_openai(openai_cfg(server), eval_cfg, out)
@@ -132,5 +135,6 @@ def test_concurrency_limit_is_respected_and_used(eval_cfg, api_key, tmp_path):
 def test_rejected_credentials_stop_the_run_with_a_clear_error(eval_cfg, api_key, tmp_path):
     with OpenAIServer(responder) as server:
         server.fail_next(*[Fault.unauthorized()] * len(QUESTIONS))
-        with pytest.raises(ConfigError, match="refused 'test-model'"):
+        with pytest.raises(ApiStopped, match=r"refused the key in \$MEDTUNE_TEST_KEY"):
             evaluate_openai(openai_cfg(server), eval_cfg, tmp_path)
+        assert server.request_count == 1  # the preflight request alone

@@ -178,6 +178,7 @@ class ApiFailed(MedtuneError):
 @dataclass(frozen=True)
 class Failure:
     kind: str  # retry (try again) | connect (try again, counts toward stopping) | refused (item fails) | stop
+    # logged as: ok | retry | refused (the server refused this item) | gave_up (retries spent) | stopped
     message: str
     http_status: int | None = None
     retry_after: float | None = None
@@ -335,10 +336,13 @@ class _Run:
                 self.connect_streak = self.failure_streak = 0
                 return None
             wait = backoff_seconds(failure, attempt, retry)
+            self.connect_streak = self.connect_streak + 1 if failure.kind == "connect" else 0
+            if failure.kind == "stop" or self.connect_streak >= retry.connect_failures_to_stop:
+                self._write(_error_entry(request, attempt, failure, "stopped", time.monotonic() - started))
+                raise ApiStopped(await self._stop_message(failure))
             final = attempt == retry.max_attempts or time.monotonic() + wait >= deadline
-            status = _status(failure, final)
+            status = "refused" if failure.kind == "refused" else "gave_up" if final else "retry"
             self._write(_error_entry(request, attempt, failure, status, time.monotonic() - started))
-            await self._stop_if_needed(failure)
             if status != "retry":
                 return failure
             await asyncio.sleep(wait)
@@ -347,13 +351,6 @@ class _Run:
     def _write(self, entry: dict[str, Any]) -> None:
         self.log.append(entry)
         self.on_entry(entry)
-
-    async def _stop_if_needed(self, failure: Failure) -> None:
-        self.connect_streak = self.connect_streak + 1 if failure.kind == "connect" else 0
-        if failure.kind == "stop":
-            raise ApiStopped(await self._stop_message(failure))
-        if self.connect_streak >= self.cfg.retry.connect_failures_to_stop:
-            raise ApiStopped(f"nothing answers at {address(self.cfg)} — is the server running? ({failure.message})")
 
     def count_failed_item(self, failure: Failure) -> None:
         """A refused item (context length, 400) says nothing about the server; a run of given-up ones does."""
@@ -369,6 +366,8 @@ class _Run:
 
     async def _stop_message(self, failure: Failure) -> str:
         where, env, model = address(self.cfg), self.cfg.api_key_env, self.cfg.model
+        if failure.kind == "connect":
+            return f"nothing answers at {where} — is the server running? ({failure.message})"
         if failure.http_status in (401, 403):
             if self.secret == PLACEHOLDER_KEY:
                 return f"{where} wants an API key and ${env} is not set ({failure.message})"
@@ -385,15 +384,6 @@ class _Run:
         except Exception as err:
             return f"its model list did not answer either ({type(err).__name__}): is base_url right?"
         return f"it serves: {', '.join(models)}" if models else "it lists no models"
-
-
-def _status(failure: Failure, final: bool) -> str:
-    """ok | retry | refused (the server refused this item) | gave_up (retries spent) | stopped (run stopped)."""
-    if failure.kind == "stop":
-        return "stopped"
-    if failure.kind == "refused":
-        return "refused"
-    return "gave_up" if final else "retry"
 
 
 def _ok_entry(request: Request, attempt: int, reply: Any, seconds: float) -> dict[str, Any]:

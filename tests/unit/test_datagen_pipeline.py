@@ -12,11 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from medtune.api_client import ApiStopped, TokenBucket
+from medtune.api_client import ApiFailed, ApiStopped, TokenBucket
 from medtune.datagen.config import register_configs
 from medtune.datagen.pipeline import run
 from medtune.errors import ConfigError, DataError
-from medtune.testing import Fault, OpenAIServer
+from medtune.testing import Fault, OpenAIServer, unused_base_url
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
 from conftest import REPO
@@ -121,6 +121,23 @@ def test_a_refused_key_stops_with_a_message_naming_the_variable(compose_gen, ser
         run(compose_gen("generator.concurrency=1"), tmp_path / "hydra")
     assert server.request_count == 1 and SECRET not in repr(stopped.value)
     assert json.loads((tmp_path / "out" / "run_status.json").read_text())["status"] == "failed"
+
+
+def test_nothing_listening_stops_in_seconds_and_marks_the_run_failed(compose_gen, tmp_path) -> None:
+    url = unused_base_url()
+    started = time.monotonic()
+    with pytest.raises(ApiStopped, match=f"nothing answers at {url} — is the server running"):
+        run(compose_gen(f"generator.base_url={url}"), tmp_path / "hydra")
+    assert time.monotonic() - started < 10  # generous; about 0.1 s here
+    status = json.loads((tmp_path / "out" / "run_status.json").read_text())
+    assert status["status"] == "failed" and "nothing answers" in status["error"]
+
+
+def test_every_chunk_refused_keeps_nothing_and_fails_with_the_reason(compose_gen, server, tmp_path) -> None:
+    server.responder = lambda request: Fault.context_length()
+    with pytest.raises(ApiFailed, match=f"kept nothing: all {CHUNKS} chunks failed .*context length exceeded"):
+        run(compose_gen(), tmp_path / "hydra")
+    assert server.request_count == CHUNKS  # a refusal is not retried, and does not stop the others
 
 
 def test_dry_run_counts_requests_and_cost_without_calls(compose_gen, server, tmp_path) -> None:

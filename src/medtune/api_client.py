@@ -431,6 +431,7 @@ def call_all(
     log: RequestLog,
     *,
     label: str = "requests",
+    unit: str = "request",
     progress: bool = True,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
     postfix: Callable[[], str] | None = None,
@@ -448,14 +449,14 @@ def call_all(
         print(summary.line(label), file=sys.stderr)
         return summary
     secret = api_key(cfg)
-    bar = tqdm(total=len(pending), desc=label, disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=len(pending), desc=label, unit=unit, disable=not progress, dynamic_ncols=True, file=sys.stderr)
     started = time.perf_counter()
     try:
         asyncio.run(_call_pending(cfg, pending, log, secret, summary, bar, on_entry, postfix))
     except ApiStopped as stopped:
-        raise ApiStopped(
-            f"{stopped}. Finished requests are kept in {log.path}; rerun the same command to continue."
-        ) from None
+        kept = len(log.answered())
+        kept_line = f" {kept} answers are kept in {log.path}; rerun the same command to continue." if kept else ""
+        raise ApiStopped(f"{stopped}.{kept_line}") from None
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - started

@@ -34,7 +34,16 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from medtune.api_client import ApiConfig, ApiFailed, Request, RequestLog, call_all, request_key, validate_api
+from medtune.api_client import (
+    ApiConfig,
+    ApiFailed,
+    Request,
+    RequestLog,
+    RetryConfig,
+    call_all,
+    request_key,
+    validate_api,
+)
 from medtune.config import (
     EVAL_MODES,
     EVAL_PROMPTS,
@@ -76,6 +85,8 @@ class OpenAIConfig(ApiConfig):
     """The server and model (fields shared with generate_data.py in medtune.api_client.ApiConfig) and sampling."""
 
     model: str = "gpt-4o"
+    # a one-line answer: a request still failing after 2 minutes fails (a hung server stops the run then)
+    retry: RetryConfig = field(default_factory=lambda: RetryConfig(budget_s=120.0))
     temperature: float = 0.0
     max_tokens: int | None = None  # None: the server's default
     # A share of questions failed after their retries above this fails the run, with no score recorded.
@@ -494,7 +505,7 @@ def evaluate_openai(
     requests = [_api_request(openai_cfg, q, p) for q, p in zip(questions, prompts, strict=True)]
     answer_log = RequestLog(output_dir / API_ANSWERS_FILE)
     try:
-        call_all(openai_cfg, requests, answer_log, label="questions", progress=progress)
+        call_all(openai_cfg, requests, answer_log, label="questions", unit="question", progress=progress)
     finally:
         answer_log.close()
     answered, errors = answer_log.answered(), answer_log.errors()

@@ -238,6 +238,7 @@ def generate(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, tracker:
         requests,
         raw,
         label="chunks",
+        unit="chunk",
         progress=gen.progress,
         on_entry=progress.record,
         postfix=progress.postfix,

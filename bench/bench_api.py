@@ -45,7 +45,10 @@ def time_to_error(script: str, overrides: list[str], cwd: Path) -> dict:
 
 def questions_per_s(tmp: Path, base_url: str, n: int, concurrency: int) -> float:
     path = tmp / "questions.jsonl"
-    rows = [{"problem_id": f"B{i}", "problem_text": f"問題{i}", "choices": list("甲乙丙丁戊"), "answer": ["a"]} for i in range(n)]
+    rows = [
+        {"problem_id": f"B{i}", "problem_text": f"問題{i}", "choices": list("甲乙丙丁戊"), "answer": ["a"]}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     suite = EvalConfig(suite="bench", source="jsonl", path=str(path), prompt="igakuqa", shots=0)
     cfg = OpenAIConfig(model="bench", base_url=base_url, concurrency=concurrency)
@@ -68,16 +71,12 @@ def main() -> None:
         corpus.write_text(synthetic_corpus(args.items), encoding="utf-8")
         dead = unused_base_url()
         common = ["wandb.mode=disabled", "progress=false"]
+        evaluate = ["backend=openai", f"openai.base_url={dead}", f"hydra.run.dir={tmp / 'e'}", *common]
+        generate = [f"source.paths=[{corpus}]", "generator=local", "generator.model=m", f"generator.base_url={dead}",
+                    "decontamination.eval_sets=[]", f"hydra.run.dir={tmp / 'g'}", *common]  # fmt: skip
         errors = {
-            "evaluate.py": time_to_error(
-                "evaluate.py", ["backend=openai", f"openai.base_url={dead}", f"hydra.run.dir={tmp / 'e'}", *common], tmp
-            ),
-            "generate_data.py": time_to_error(
-                "generate_data.py",
-                [f"source.paths=[{corpus}]", "generator=local", "generator.model=m", f"generator.base_url={dead}",
-                 "decontamination.eval_sets=[]", f"hydra.run.dir={tmp / 'g'}", *common],
-                tmp,
-            ),  # fmt: skip
+            "evaluate.py": time_to_error("evaluate.py", evaluate, tmp),
+            "generate_data.py": time_to_error("generate_data.py", generate, tmp),
         }
         ideal = args.concurrency / args.latency
         with server_process(args.latency) as base_url:

@@ -43,7 +43,8 @@ def time_to_error(script: str, overrides: list[str], cwd: Path) -> dict:
     return {"seconds": round(seconds, 2), "exit_status": proc.returncode, "error": line}
 
 
-def questions_per_s(tmp: Path, base_url: str, n: int, concurrency: int) -> float:
+def questions_per_s(tmp: Path, base_url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """(questions/s, this process's CPU ms per question): the CPU figure does not depend on machine load."""
     path = tmp / "questions.jsonl"
     rows = [
         {"problem_id": f"B{i}", "problem_text": f"問題{i}", "choices": list("甲乙丙丁戊"), "answer": ["a"]}
@@ -52,9 +53,9 @@ def questions_per_s(tmp: Path, base_url: str, n: int, concurrency: int) -> float
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     suite = EvalConfig(suite="bench", source="jsonl", path=str(path), prompt="igakuqa", shots=0)
     cfg = OpenAIConfig(model="bench", base_url=base_url, concurrency=concurrency)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     evaluate_openai(cfg, suite, tmp / "eval")
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / n
 
 
 def main() -> None:
@@ -80,8 +81,10 @@ def main() -> None:
         }
         ideal = args.concurrency / args.latency
         with server_process(args.latency) as base_url:
-            eval_rate = questions_per_s(tmp, base_url, args.items, args.concurrency)
+            eval_rate, eval_cpu_ms = questions_per_s(tmp, base_url, args.items, args.concurrency)
+            cpu = time.process_time()
             chunk_seconds = generation_seconds(corpus, tmp / "gen", base_url, args.concurrency)
+            gen_cpu_ms = (time.process_time() - cpu) * 1000 / args.items
     chunk_rate = args.items / chunk_seconds
     figures = {
         "time_to_error": errors,
@@ -90,8 +93,10 @@ def main() -> None:
         "ideal_per_s": ideal,
         "evaluate_questions_per_s": round(eval_rate, 2),
         "evaluate_share_of_ideal": round(eval_rate / ideal, 3),
+        "evaluate_cpu_ms_per_question": round(eval_cpu_ms, 2),
         "generate_chunks_per_s": round(chunk_rate, 2),
         "generate_share_of_ideal": round(chunk_rate / ideal, 3),
+        "generate_cpu_ms_per_chunk": round(gen_cpu_ms, 2),  # the whole run: calls, parsing, dedup, outputs
     }
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     if args.json:

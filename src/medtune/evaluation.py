@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -67,7 +68,7 @@ from medtune.metrics import (
 )
 from medtune.prompts import get_template
 from medtune.qa_data import Question, check_source, load_questions
-from medtune.run_status import run_status, write_text_atomic
+from medtune.run_dir import write_status
 
 log = logging.getLogger(__name__)
 
@@ -438,15 +439,22 @@ def finish_evaluation(
     metrics["eval_seconds"] = seconds
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = [_prediction_row(q, p, a, s) for q, p, a, s in zip(questions, prompts, answers, scores, strict=True)]
-    write_text_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    _write_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     n_failed = int(metrics["n_failed"])
     if n_failed > max_failed_share * len(questions):
         failed = {"status": "failed", "n_questions": len(questions), "n_failed": n_failed}
-        write_text_atomic(output_dir / METRICS_FILE, json.dumps(failed, indent=2) + "\n")
+        _write_atomic(output_dir / METRICS_FILE, json.dumps(failed, indent=2) + "\n")
         raise ApiFailed(_failed_message(questions, answers, n_failed, max_failed_share, output_dir))
-    write_text_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    _write_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     log.info("QA accuracy %.3f on %d questions (%d failed)", metrics["accuracy"], len(questions), n_failed)
     return metrics
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers never see half a file: write beside it, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _failed_message(
@@ -583,18 +591,21 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     typed = to_evaluate_config(cfg)
     output_dir = Path(output_dir)
     load_questions(typed.eval)  # a bad data file fails here, before any weights load or any W&B run starts
-    with run_status(output_dir):
-        run_ = _start_wandb(typed, output_dir)
-        try:
-            metrics = _evaluate(typed, output_dir)
-            if run_ is not None:
-                log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
-                run_.finish(exit_code=0)
-        except BaseException:
-            if run_ is not None:
-                _log_failure(run_, typed.eval.suite, output_dir)
-                run_.finish(exit_code=1)
-            raise
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_status(output_dir, "running")
+    run_ = _start_wandb(typed, output_dir)
+    try:
+        metrics = _evaluate(typed, output_dir)
+        if run_ is not None:
+            log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
+            run_.finish(exit_code=0)
+    except BaseException as err:
+        write_status(output_dir, "failed", err)
+        if run_ is not None:
+            _log_failure(run_, typed.eval.suite, output_dir)
+            run_.finish(exit_code=1)
+        raise
+    write_status(output_dir, "finished")
     print(json.dumps({k: metrics[k] for k in ("accuracy", "official_accuracy", "gestalt", "n_questions")}))
     return metrics
 

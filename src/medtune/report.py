@@ -31,11 +31,11 @@ from matplotlib.figure import Figure
 from medtune.cli import exit_on_user_error
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
-from medtune.run_status import STATUS_FILE
 from medtune.stats import DEFAULT_N_BOOT, McNemarResult, bootstrap_ci, mcnemar_by_question
 
 RESOLVED_CONFIG = "resolved_config.yaml"  # written by medtune.training (medtune.models.RESOLVED_CONFIG)
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
+STATUS_FILE = "run_status.json"
 RESULTS_FILE = "results.json"
 PREDICTIONS = {"base": "eval/base/predictions.jsonl", "tuned": "eval/tuned/predictions.jsonl"}
 METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full")  # matrix column order

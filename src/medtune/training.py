@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,12 +30,12 @@ from medtune.config import TrainConfig, to_plain_dict, to_train_config
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
 from medtune.models import MODEL_SUBDIR, RESOLVED_CONFIG, attach_adapter, count_parameters, load_base_model
-from medtune.run_status import write_json, write_status
 from medtune.tracking import memory_metrics, metric_name, start_wandb_run
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
+STATUS_FILE = "run_status.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 STEP_METRICS = ("accuracy", "official_accuracy")  # logged by the in-training (loglik) QA evaluation
 
@@ -56,17 +57,17 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
     splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before any weights load
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_status(out, "running")
+        _write_json(out / STATUS_FILE, {"status": "running"})
         OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
     try:
         results = _run_tracked(tc, plain_config, splits, out, main)
     except BaseException as err:
         if main:
-            write_status(out, "failed", f"{type(err).__name__}: {err}")
+            _write_json(out / STATUS_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
     if main:
-        write_json(out / RESULTS_FILE, results)
-        write_status(out, "finished")
+        _write_json(out / RESULTS_FILE, results)
+        _write_json(out / STATUS_FILE, {"status": "finished"})
     return results
 
 
@@ -272,3 +273,10 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
         return None
     complete = [p for p in checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
     return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if complete else None
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    staging = path.with_suffix(path.suffix + ".tmp")
+    staging.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    os.replace(staging, path)

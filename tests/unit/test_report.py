@@ -218,7 +218,7 @@ def test_file_names_agree_with_the_writers():
     from medtune import evaluation, models, training
 
     assert rep.RESOLVED_CONFIG == models.RESOLVED_CONFIG
-    assert rep.RESULTS_FILE == training.RESULTS_FILE
+    assert (rep.STATUS_FILE, rep.RESULTS_FILE) == (training.STATUS_FILE, training.RESULTS_FILE)
     assert rep.PREDICTIONS["tuned"].endswith("/" + evaluation.PREDICTIONS_FILE)
 
 

@@ -32,7 +32,7 @@ from medtune.datagen.dedup import QuestionText, deduplicate, find_contamination
 from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.errors import DataError
-from medtune.run_status import run_status, write_json
+from medtune.run_dir import write_status
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
@@ -64,8 +64,14 @@ def run(cfg: DictConfig | GenerateConfig, output_dir: str | Path) -> dict[str, A
     if not gen.reparse:
         storage.write_jsonl(out / storage.CHUNKS, [_chunk_row(c, p) for c, p in zip(chunks, plan, strict=True)])
     questions = eval_questions(gen)  # fail on a bad eval set before paying for any call
-    with run_status(out):
-        return _generate_tracked(plan, raw, gen, questions, out)
+    write_status(out, "running")
+    try:
+        manifest = _generate_tracked(plan, raw, gen, questions, out)
+    except BaseException as err:
+        write_status(out, "failed", err)
+        raise
+    write_status(out, "finished")
+    return manifest
 
 
 def _generate_tracked(
@@ -173,7 +179,7 @@ def dry_run(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, out: Path
         "model": gen.generator.model,
         "base_url": gen.generator.base_url,
     }
-    write_json(out / storage.PLAN, summary)
+    storage.write_json(out / storage.PLAN, summary)
     print("dry run (no calls made):", file=sys.stderr)
     for key, value in summary.items():
         print(f"  {key}: {value}", file=sys.stderr)
@@ -337,7 +343,7 @@ def build_outputs(
         "versions": _versions(),
         "config": to_plain_dict(gen),
     }
-    write_json(out / storage.MANIFEST, manifest)
+    storage.write_json(out / storage.MANIFEST, manifest)
     _print_funnel(funnel, manifest, out)
     return manifest
 

@@ -5,17 +5,17 @@ chunks.jsonl         the plan: every chunk with its request key (reparse needs n
 records.jsonl        the training set (`train.py dataset=jsonl dataset.path=...`), rebuilt from the two above
 rejects.jsonl        every pair or fragment not kept, with its reason
 manifest.json        funnel, tokens, cost, decontamination matches, versions
-run_status.json      running | finished | failed (+ error)
+run_status.json      running | finished | failed (+ error), as in every medtune run dir (medtune.run_dir)
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from medtune.errors import DataError
-from medtune.run_status import write_text_atomic
 
 RAW_LOG = "raw_responses.jsonl"
 CHUNKS = "chunks.jsonl"
@@ -31,7 +31,17 @@ def json_line(obj: Any) -> str:
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write-then-rename, so a reader (or a crash) never sees half a file."""
-    write_text_atomic(path, "".join(json_line(row) for row in rows))
+    write_text(path, "".join(json_line(row) for row in rows))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,68 @@
+"""What a run dir holds, and the only code that writes its bookkeeping files.
+
+Torch-free, so the report and the entry scripts read run dirs without loading any model code.
+    resolved_config.yaml   the config that produced the run (evaluate.py, resume and the report read it)
+    run_status.json        running | finished | failed (+ error), so a crash never looks finished
+    results.json           the final figures, written last
+    model/                 the adapter (or full weights) + tokenizer
+    checkpoints/           Trainer checkpoints for resume
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from medtune.errors import ConfigError
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+STATUS_FILE = "run_status.json"
+RESULTS_FILE = "results.json"
+MODEL_SUBDIR = "model"
+CHECKPOINT_SUBDIR = "checkpoints"
+LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    staging = path.with_suffix(path.suffix + ".tmp")
+    staging.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(staging, path)
+
+
+def write_status(run_dir: Path, status: str, error: BaseException | None = None) -> None:
+    payload: dict[str, Any] = {"status": status}
+    if error is not None:
+        payload["error"] = f"{type(error).__name__}: {error}"
+    write_json(run_dir / STATUS_FILE, payload)
+
+
+@contextmanager
+def claimed(run_dir: Path, resuming: bool) -> Iterator[None]:
+    """Hold the run dir for one run: a second process on the same dir stops at once instead of sharing its files
+    and W&B run, and a new run never writes over a finished or interrupted one (that one is continued with
+    `resume=<dir>`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(
+            f"{run_dir} is in use by another running medtune process; wait for it, or give this run its own "
+            "hydra.run.dir."
+        ) from None
+    try:
+        if not resuming and (run_dir / RESOLVED_CONFIG).exists():
+            raise ConfigError(
+                f"{run_dir} already holds a run ({RESOLVED_CONFIG} is there); continue it with resume={run_dir}, "
+                "or give this run its own hydra.run.dir."
+            )
+        yield
+    finally:
+        lock.release()

@@ -173,6 +173,7 @@ def test_a_question_failed_after_its_retries_fails_the_run_and_records_no_score(
     [wb] = offline_runs(out)
     assert wb.exit_code == 1 and wb.summary["eval/api/n_failed"] == 1
     assert not any("accuracy" in key for key in wb.summary)
+    assert not any(api_key.encode() in path.read_bytes() for path in out.rglob("*") if path.is_file())  # W&B too
 
 
 def test_max_failed_share_lets_a_few_failures_through_as_a_score(eval_cfg, api_key, tmp_path):

@@ -3,6 +3,7 @@
 python evaluate.py run_dir=outputs/2026-01-01/12-00-00-000000                   # a trained run (base + adapter)
 python evaluate.py base_model=opencalm_7b eval=igakuqa eval.path=/data/IgakuQA   # an untuned base
 python evaluate.py backend=openai openai.model=gpt-4o eval=igakuqa eval.path=/data/IgakuQA   # an API model
+python evaluate.py -m backend=openai openai.model=gpt-4o,gpt-4o-mini   # a failed job is recorded, the others go on
 """
 
 import hydra
@@ -15,13 +16,12 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> float:
-    from medtune.cli import exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    from medtune.cli import run_job
     from medtune.evaluation import run
 
-    with exit_on_user_error():
-        metrics = run(cfg, HydraConfig.get().runtime.output_dir)
-    return metrics["accuracy"]
+    metrics = run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
+    return metrics["accuracy"] if metrics else None
 
 
 if __name__ == "__main__":

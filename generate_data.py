@@ -16,11 +16,10 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate_data")
 def main(cfg: DictConfig) -> None:
-    from medtune.cli import exit_on_user_error
+    from medtune.cli import run_job
     from medtune.datagen.pipeline import run
 
-    with exit_on_user_error():
-        run(cfg, HydraConfig.get().runtime.output_dir)
+    run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -64,9 +64,10 @@ class MultirunFailures(Callback):
     """At the end of a multirun, list the jobs whose run_status.json says failed and exit non-zero."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed = sorted(
-            (path.parent.name, status.get("error", ""))
-            for path in Path(config.hydra.sweep.dir).glob("*/run_status.json")
+        sweep = Path(config.hydra.sweep.dir)
+        failed = sorted(  # rglob: an override holding a path (eval.path=/data/x) nests the job's dir
+            (path.relative_to(sweep).parts[0], status.get("error", ""))
+            for path in sweep.rglob("run_status.json")
             if (status := json.loads(path.read_text())).get("status") == "failed"
         )
         if failed:

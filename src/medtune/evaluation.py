@@ -12,15 +12,15 @@ Two local modes (`eval.mode`):
   question and its KV cache shared by all choices; the k best choices answer a k-answer question.
   Calculation questions (no choices) fall back to generation.
 
-The API backend asks any OpenAI-compatible server with the official async client (its own retries
-with backoff, a concurrency limit), appends every answer to `api_answers.jsonl` as it arrives, and on
-a re-run in the same directory pays only for questions without an answer yet.
+The API backend asks any OpenAI-compatible server through medtune.api_client (the policy, preflight,
+progress and resume it shares with generate_data.py): every attempt is appended to `api_answers.jsonl`
+as it arrives, and a re-run in the same directory pays only for questions without an answer yet. An
+evaluation is a score only when its questions were answered: when more than `openai.max_failed_share`
+of them failed, no accuracy is written and the run fails.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +35,16 @@ import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from medtune.api_client import (
+    ApiConfig,
+    ApiFailed,
+    Request,
+    RequestLog,
+    RetryConfig,
+    call_all,
+    request_key,
+    validate_api,
+)
 from medtune.config import (
     EVAL_MODES,
     EVAL_PROMPTS,
@@ -60,28 +70,30 @@ from medtune.metrics import (
 )
 from medtune.prompts import get_template
 from medtune.qa_data import Question, check_source, load_questions
+from medtune.run_dir import write_status
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "openai")
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-API_ANSWERS_FILE = "api_answers.jsonl"  # append-only: one line per API answer or failure, for resume
+API_ANSWERS_FILE = "api_answers.jsonl"  # append-only: one line per API attempt (medtune.api_client.RequestLog)
 IGAKUQA_SYSTEM = "医師国家試験を解きます。"  # the benchmark's system message
 STOP_STRINGS = ["\n"]  # an answer is one line: choice text(s), letters or a number
 
 
 # --------------------------------------------------------------------------------------------- config
 @dataclass
-class OpenAIConfig:
+class OpenAIConfig(ApiConfig):
+    """The server and model (fields shared with generate_data.py in medtune.api_client.ApiConfig) and sampling."""
+
     model: str = "gpt-4o"
-    base_url: str | None = None  # None: api.openai.com; any OpenAI-compatible server (vLLM, llama.cpp)
-    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
-    concurrency: int = 8  # requests in flight at once
-    max_retries: int = 5  # the client's retries (429, 5xx, timeouts) with exponential backoff
-    timeout_s: float = 60.0  # per request
+    # a one-line answer: a request still failing after 2 minutes fails (a hung server stops the run then)
+    retry: RetryConfig = field(default_factory=lambda: RetryConfig(budget_s=120.0))
     temperature: float = 0.0
     max_tokens: int | None = None  # None: the server's default
+    # A share of questions failed after their retries above this fails the run, with no score recorded.
+    max_failed_share: float = 0.0
 
 
 @dataclass
@@ -96,6 +108,7 @@ class EvaluateConfig:
     run_dir: str | None = None  # a finished train.py run: its base model + adapter are evaluated
     resume: str | None = None  # a previous evaluate.py run dir: continue there (API answers are reused)
     cache_dir: str = MISSING  # where offline tiny models are built
+    progress: bool = True  # backend=openai: a progress bar (rate, ETA, failures) on stderr
 
 
 def register_configs() -> None:
@@ -124,8 +137,10 @@ def validate(cfg: EvaluateConfig) -> None:
     check_source(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")
-    if cfg.backend == "openai" and cfg.openai.concurrency < 1:
-        raise ConfigError(f"openai.concurrency must be >= 1 (got {cfg.openai.concurrency}).")
+    if cfg.backend == "openai":
+        validate_api(cfg.openai, "openai")
+        if not 0.0 <= cfg.openai.max_failed_share <= 1.0:
+            raise ConfigError(f"openai.max_failed_share must be in [0, 1] (got {cfg.openai.max_failed_share}).")
 
 
 def to_evaluate_config(cfg: DictConfig | EvaluateConfig) -> EvaluateConfig:
@@ -369,6 +384,7 @@ class Answer:
     response: str | None
     interpretation: Interpretation | None = None  # set by loglik (no text to parse)
     choice_scores: list[float] | None = None
+    error: str | None = None  # why an API question has no response
 
 
 def answer_locally(
@@ -411,18 +427,50 @@ def evaluate_model(model, tokenizer, eval_cfg: EvalConfig, output_dir: str | Pat
 
 
 def finish_evaluation(
-    questions: list[Question], prompts: list[Prompt], answers: list[Answer], output_dir: Path, seconds: float
+    questions: list[Question],
+    prompts: list[Prompt],
+    answers: list[Answer],
+    output_dir: Path,
+    seconds: float,
+    max_failed_share: float = 1.0,
 ) -> dict[str, float]:
-    """Score every answer, write predictions.jsonl and metrics.json, return the flat metrics."""
+    """Score every answer, write predictions.jsonl and metrics.json, return the flat metrics.
+
+    More than `max_failed_share` of the questions without an answer: metrics.json holds the failure
+    counts only (no accuracy that could pass for a score) and ApiFailed is raised.
+    """
     scores = [_score(q, a) for q, a in zip(questions, answers, strict=True)]
     metrics = aggregate(questions, scores)
     metrics["eval_seconds"] = seconds
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = [_prediction_row(q, p, a, s) for q, p, a, s in zip(questions, prompts, answers, scores, strict=True)]
     _write_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    n_failed = int(metrics["n_failed"])
+    if n_failed > max_failed_share * len(questions):
+        failed = {"status": "failed", "n_questions": len(questions), "n_failed": n_failed}
+        _write_atomic(output_dir / METRICS_FILE, json.dumps(failed, indent=2) + "\n")
+        raise ApiFailed(_failed_message(questions, answers, n_failed, max_failed_share, output_dir))
     _write_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
-    log.info("QA accuracy %.3f on %d questions (%d failed)", metrics["accuracy"], len(questions), metrics["n_failed"])
+    log.info("QA accuracy %.3f on %d questions (%d failed)", metrics["accuracy"], len(questions), n_failed)
     return metrics
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers never see half a file: write beside it, then rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _failed_message(
+    questions: list[Question], answers: list[Answer], n_failed: int, max_share: float, output_dir: Path
+) -> str:
+    first = next((q, a) for q, a in zip(questions, answers, strict=True) if a.response is None)
+    return (
+        f"{n_failed} of {len(questions)} questions failed after their retries (allowed: openai.max_failed_share="
+        f"{max_share:g}), e.g. {first[0].problem_id}: {first[1].error}; no score was recorded. "
+        f"Rerun with resume={output_dir} to ask only the failed questions."
+    )
 
 
 def _score(question: Question, answer: Answer) -> QuestionScore:
@@ -449,113 +497,46 @@ def _prediction_row(question: Question, prompt: Prompt, answer: Answer, score: Q
         "gestalt": round(score.gestalt, 4),
         "points": score.points,
         "failed": score.failed,
+        "error": answer.error,
         "choice_scores": answer.choice_scores,
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers never see half a file: write beside it, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------ API models
-def evaluate_openai(openai_cfg: OpenAIConfig, eval_cfg: EvalConfig, output_dir: str | Path) -> dict[str, float]:
-    """Score an API model; answers already in output_dir/api_answers.jsonl are reused, not paid for again."""
+def evaluate_openai(
+    openai_cfg: OpenAIConfig, eval_cfg: EvalConfig, output_dir: str | Path, progress: bool = False
+) -> dict[str, float]:
+    """Score an API model; answers already in output_dir/api_answers.jsonl are reused, not paid for again.
+
+    Raises ApiStopped when the server cannot serve the run, ApiFailed when too many questions failed.
+    """
     start = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     questions = load_questions(eval_cfg)
     prompts = build_prompts(questions, eval_cfg)
-    keys = [request_key(openai_cfg, p) for p in prompts]
-    answered = read_answer_log(output_dir / API_ANSWERS_FILE)
-    todo = [i for i, key in enumerate(keys) if key not in answered]
-    log.info("%d of %d questions already answered in %s", len(questions) - len(todo), len(questions), output_dir)
-    if todo:
-        asyncio.run(_ask_all(openai_cfg, [(keys[i], questions[i], prompts[i]) for i in todo], output_dir))
-        answered = read_answer_log(output_dir / API_ANSWERS_FILE)
-    answers = [Answer(answered.get(key)) for key in keys]
-    return finish_evaluation(questions, prompts, answers, output_dir, time.perf_counter() - start)
-
-
-def request_key(openai_cfg: OpenAIConfig, prompt: Prompt) -> str:
-    """Identifies one paid request: same model, sampling and messages → its answer is reused (the server's
-    address is left out, so a restarted local server on another port keeps its answers)."""
-    payload = [openai_cfg.model, openai_cfg.temperature, openai_cfg.max_tokens, prompt.messages]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
-
-
-def read_answer_log(path: Path) -> dict[str, str]:
-    """Successful answers by request key; failures are retried on resume, a torn last line is ignored."""
-    answered: dict[str, str] = {}
-    if not path.exists():
-        return answered
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a write cut short by a crash: that question is simply asked again
-            continue
-        if record.get("response") is not None:
-            answered[record["key"]] = record["response"]
-    return answered
-
-
-async def _ask_all(cfg: OpenAIConfig, jobs: list[tuple[str, Question, Prompt]], output_dir: Path) -> None:
-    import openai
-
-    client = openai.AsyncOpenAI(
-        base_url=cfg.base_url,
-        api_key=os.environ.get(cfg.api_key_env) or _missing_key(cfg),
-        max_retries=cfg.max_retries,
-        timeout=cfg.timeout_s,
-    )
-    limit = asyncio.Semaphore(cfg.concurrency)
-    with _open_log(output_dir / API_ANSWERS_FILE) as answer_log:
-
-        async def ask(key: str, question: Question, prompt: Prompt) -> None:
-            async with limit:
-                response, error = await _ask(client, cfg, prompt)
-            record = {"key": key, "problem_id": question.problem_id, "response": response, "error": error}
-            answer_log.write(json.dumps(record, ensure_ascii=False) + "\n")
-            answer_log.flush()  # on disk before the next answer: a crash loses nothing paid for
-
-        try:
-            await asyncio.gather(*(ask(*job) for job in jobs))
-        finally:
-            await client.close()
-
-
-def _open_log(path: Path):
-    """Append mode, after closing a line torn by a crash so the next record starts on its own line."""
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    handle = path.open("a", encoding="utf-8")
-    if torn:
-        handle.write("\n")
-    return handle
-
-
-def _missing_key(cfg: OpenAIConfig) -> str:
-    if cfg.base_url:  # local OpenAI-compatible servers usually accept any key
-        return "none"
-    raise ConfigError(f"backend=openai needs an API key in the environment variable {cfg.api_key_env}.")
-
-
-async def _ask(client, cfg: OpenAIConfig, prompt: Prompt) -> tuple[str | None, str | None]:
-    """(response, None) or (None, error) once the client's retries are spent; auth errors stop the run."""
-    import openai
-
-    extra = {"max_tokens": cfg.max_tokens} if cfg.max_tokens is not None else {}
+    requests = [_api_request(openai_cfg, q, p) for q, p in zip(questions, prompts, strict=True)]
+    answer_log = RequestLog(output_dir / API_ANSWERS_FILE)
     try:
-        completion = await client.chat.completions.create(
-            model=cfg.model, messages=prompt.messages, temperature=cfg.temperature, **extra
-        )
-    except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
-        raise ConfigError(f"the API refused {cfg.model!r} at {cfg.base_url or 'api.openai.com'}: {err}") from err
-    except openai.OpenAIError as err:
-        return None, f"{type(err).__name__}: {err}"
-    content = completion.choices[0].message.content if completion.choices else None
-    return (content, None) if content is not None else (None, "empty completion")
+        call_all(openai_cfg, requests, answer_log, label="questions", unit="question", progress=progress)
+    finally:
+        answer_log.close()
+    answered, errors = answer_log.answered(), answer_log.errors()
+    answers = [
+        Answer(answered[r.key]["content"]) if r.key in answered else Answer(None, error=errors.get(r.key, "not asked"))
+        for r in requests
+    ]
+    seconds = time.perf_counter() - start
+    return finish_evaluation(questions, prompts, answers, output_dir, seconds, openai_cfg.max_failed_share)
+
+
+def _api_request(cfg: OpenAIConfig, question: Question, prompt: Prompt) -> Request:
+    """The request body is the resume key's input: same model, sampling and messages → the answer is reused
+    (the server's address is left out, so a restarted local server on another port keeps its answers)."""
+    body: dict[str, Any] = {"model": cfg.model, "messages": prompt.messages, "temperature": cfg.temperature}
+    if cfg.max_tokens is not None:
+        body["max_tokens"] = cfg.max_tokens
+    return Request(request_key(body), question.problem_id, body)
 
 
 # ------------------------------------------------------------------------------------------------ W&B
@@ -608,24 +589,44 @@ def _category_accuracy(metrics: dict[str, float]) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------ evaluate.py
 def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, float]:
-    """evaluate.py: score a trained run, a base model or an API model, tracked in its own W&B run."""
+    """evaluate.py: score a trained run, a base model or an API model, tracked in its own W&B run.
+
+    run_status.json says failed, and the W&B run exits 1, when the run stopped or too many questions failed.
+    """
     typed = to_evaluate_config(cfg)
     output_dir = Path(output_dir)
     load_questions(typed.eval)  # a bad data file fails here, before any weights load or any W&B run starts
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_status(output_dir, "running")
     run_ = _start_wandb(typed, output_dir)
     try:
-        if typed.backend == "openai":
-            metrics = evaluate_openai(typed.openai, typed.eval, output_dir)
-        else:
-            model, tokenizer = _load_local(typed)
-            metrics = evaluate_model(model, tokenizer, typed.eval, output_dir)
+        metrics = _evaluate(typed, output_dir)
         if run_ is not None:
             log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
-    finally:
+            run_.finish(exit_code=0)
+    except BaseException as err:
+        write_status(output_dir, "failed", err)
         if run_ is not None:
-            run_.finish()
+            _log_failure(run_, typed.eval.suite, output_dir)
+            run_.finish(exit_code=1)
+        raise
+    write_status(output_dir, "finished")
     print(json.dumps({k: metrics[k] for k in ("accuracy", "official_accuracy", "gestalt", "n_questions")}))
     return metrics
+
+
+def _evaluate(cfg: EvaluateConfig, output_dir: Path) -> dict[str, float]:
+    if cfg.backend == "openai":
+        return evaluate_openai(cfg.openai, cfg.eval, output_dir, progress=cfg.progress)
+    model, tokenizer = _load_local(cfg)
+    return evaluate_model(model, tokenizer, cfg.eval, output_dir)
+
+
+def _log_failure(run_: Any, suite: str, output_dir: Path) -> None:
+    """A failed evaluation's counts (never an accuracy) in the W&B summary."""
+    path = output_dir / METRICS_FILE
+    counts = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    run_.summary.update({f"eval/{suite}/{k}": v for k, v in counts.items() if k in ("n_questions", "n_failed")})
 
 
 def _load_local(cfg: EvaluateConfig):

@@ -7,16 +7,24 @@ recorded and counted; a re-run in the same directory pays only for what is missi
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from medtune.config import EvalConfig
-from medtune.errors import ConfigError
-from medtune.evaluation import API_ANSWERS_FILE, OpenAIConfig, evaluate_openai
-from medtune.testing.openai_server import Fault, OpenAIServer
+from medtune import evaluation
+from medtune.api_client import ApiFailed, ApiStopped, RequestLog, RetryConfig, request_key
+from medtune.config import EvalConfig, WandbConfig
+from medtune.evaluation import API_ANSWERS_FILE, EvaluateConfig, OpenAIConfig, evaluate_openai
+from medtune.testing.openai_server import Fault, OpenAIServer, unused_base_url
+
+from conftest import REPO, run_script, script_env
+from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
 
@@ -51,15 +59,17 @@ def api_key(monkeypatch) -> str:
 
 
 def openai_cfg(server: OpenAIServer, **overrides) -> OpenAIConfig:
+    fast = RetryConfig(backoff_initial_s=0.01)
     return OpenAIConfig(
-        **{"model": "test-model", "base_url": server.base_url, "api_key_env": "MEDTUNE_TEST_KEY", **overrides}
+        **{"model": "test-model", "base_url": server.base_url, "api_key_env": "MEDTUNE_TEST_KEY", "retry": fast}
+        | overrides
     )
 
 
 def test_rate_limit_and_server_error_are_retried(eval_cfg, api_key, tmp_path):
     with OpenAIServer(responder) as server:
         server.fail_next(Fault.rate_limit(retry_after=0.01), Fault.server_error())
-        metrics = evaluate_openai(openai_cfg(server, max_retries=2), eval_cfg, tmp_path / "out")
+        metrics = evaluate_openai(openai_cfg(server), eval_cfg, tmp_path / "out")
         calls = server.calls
     assert [c.fault for c in calls[:2]] == ["rate_limit", "server_error"]
     assert len(calls) == len(QUESTIONS) + 2  # both faults were retried, nothing else was
@@ -74,11 +84,12 @@ def test_failed_questions_are_counted_and_a_rerun_pays_only_for_them(eval_cfg, a
     out = tmp_path / "out"
     always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731
     with OpenAIServer(responder, fault_for=always_fail_q3) as server:
-        first = evaluate_openai(openai_cfg(server, max_retries=1), eval_cfg, out)
+        two_tries = RetryConfig(max_attempts=2, backoff_initial_s=0.01)
+        first = evaluate_openai(openai_cfg(server, retry=two_tries, max_failed_share=1.0), eval_cfg, out)
         assert server.request_count == len(QUESTIONS) + 1  # Q3: first try + one retry
     assert first["n_failed"] == 1 and first["n_questions"] == 5
-    failed_row = next(json.loads(line) for line in (out / API_ANSWERS_FILE).read_text().splitlines() if "Q3" in line)
-    assert failed_row["response"] is None and "InternalServerError" in failed_row["error"]
+    q3 = [json.loads(line) for line in (out / API_ANSWERS_FILE).read_text().splitlines() if '"Q3"' in line]
+    assert [row["status"] for row in q3] == ["retry", "gave_up"] and "InternalServerError" in q3[-1]["error"]
 
     with OpenAIServer(responder) as server:
         second = evaluate_openai(openai_cfg(server), eval_cfg, out)
@@ -132,5 +143,99 @@ def test_concurrency_limit_is_respected_and_used(eval_cfg, api_key, tmp_path):
 def test_rejected_credentials_stop_the_run_with_a_clear_error(eval_cfg, api_key, tmp_path):
     with OpenAIServer(responder) as server:
         server.fail_next(*[Fault.unauthorized()] * len(QUESTIONS))
-        with pytest.raises(ConfigError, match="refused 'test-model'"):
+        with pytest.raises(ApiStopped, match=r"refused the key in \$MEDTUNE_TEST_KEY"):
             evaluate_openai(openai_cfg(server), eval_cfg, tmp_path)
+        assert server.request_count == 1  # the preflight request alone
+
+
+# --------------------------------------------------------------- a failed evaluation never looks like a score
+def evaluate_config(server: OpenAIServer, eval_cfg: EvalConfig, tmp_path: Path) -> EvaluateConfig:
+    return EvaluateConfig(
+        backend="openai",
+        eval=eval_cfg,
+        openai=openai_cfg(server, retry=RetryConfig(max_attempts=2, backoff_initial_s=0.01)),
+        wandb=WandbConfig(mode="offline"),
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
+
+
+def test_a_question_failed_after_its_retries_fails_the_run_and_records_no_score(eval_cfg, api_key, tmp_path):
+    out = tmp_path / "run"
+    always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731
+    failed = pytest.raises(ApiFailed, match=r"1 of 5 questions failed .* Q3: InternalServerError.*no score")
+    with OpenAIServer(responder, fault_for=always_fail_q3) as server, failed:
+        evaluation.run(evaluate_config(server, eval_cfg, tmp_path), out)
+    assert json.loads((out / "run_status.json").read_text())["status"] == "failed"
+    assert json.loads((out / "metrics.json").read_text()) == {"status": "failed", "n_questions": 5, "n_failed": 1}
+    rows = {row["problem_id"]: row for row in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
+    assert rows["Q3"]["failed"] and "InternalServerError" in rows["Q3"]["error"] and rows["Q1"]["correct"]
+    [wb] = offline_runs(out)
+    assert wb.exit_code == 1 and wb.summary["eval/api/n_failed"] == 1
+    assert not any("accuracy" in key for key in wb.summary)
+    assert not any(api_key.encode() in path.read_bytes() for path in out.rglob("*") if path.is_file())  # W&B too
+
+
+def test_max_failed_share_lets_a_few_failures_through_as_a_score(eval_cfg, api_key, tmp_path):
+    always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731
+    with OpenAIServer(responder, fault_for=always_fail_q3) as server:
+        cfg = openai_cfg(server, retry=RetryConfig(max_attempts=1), max_failed_share=0.2)
+        metrics = evaluate_openai(cfg, eval_cfg, tmp_path / "run")
+    assert metrics["n_failed"] == 1 and metrics["official_accuracy"] == pytest.approx(3 / 5)
+
+
+def test_server_down_exits_2_quickly_with_one_line(eval_cfg, api_key, tmp_path):
+    url = unused_base_url()
+    started = time.monotonic()
+    proc = run_script(
+        "evaluate.py", "backend=openai", f"openai.base_url={url}", "eval=jsonl", f"eval.path={eval_cfg.path}",
+        "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert time.monotonic() - started < 60  # generous: interpreter start-up and imports included
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
+    assert len(errors) == 1 and f"nothing answers at {url} — is the server running?" in errors[0]
+    assert json.loads((tmp_path / "run" / "run_status.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_multirun_records_a_failed_job_and_goes_on(eval_cfg, api_key, tmp_path):
+    sweep = tmp_path / "sweep"
+    with OpenAIServer(responder) as server:
+        proc = run_script(
+            "evaluate.py", "-m", "backend=openai", f"openai.base_url={unused_base_url()},{server.base_url}",
+            "eval=jsonl", f"eval.path={eval_cfg.path}", "eval.prompt=igakuqa", "eval.shots=0", "wandb.mode=disabled",
+            "progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        )  # fmt: skip
+    assert proc.returncode == 1 and "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.rglob("run_status.json"))
+    assert statuses == ["failed", "finished"]
+
+
+def test_kill9_mid_run_then_resume_never_asks_an_answered_question_again(eval_cfg, tmp_path):
+    path = tmp_path / "many.jsonl"
+    many = [dict(QUESTIONS[0], problem_id=f"M{i}", problem_text=f"問題{i}: 正しいのはどれか。") for i in range(40)]
+    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in many), encoding="utf-8")
+    run_dir, log = tmp_path / "run", tmp_path / "run" / API_ANSWERS_FILE
+    with OpenAIServer(lambda request: "a", latency_s=0.1) as server:
+        args = ["backend=openai", f"openai.base_url={server.base_url}", "openai.concurrency=2", "eval=jsonl",
+                f"eval.path={path}", "eval.prompt=igakuqa", "eval.shots=0", "wandb.mode=disabled",
+                "progress=false"]  # fmt: skip
+        killed = subprocess.Popen(
+            [sys.executable, str(REPO / "evaluate.py"), *args, f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not log.exists() or log.read_text().count('"status": "ok"') < 6):
+            time.sleep(0.02)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        paid = set(RequestLog(log).answered())
+        before = server.request_count
+        assert 6 <= len(paid) < len(many) and not (run_dir / "metrics.json").exists()
+        proc = run_script("evaluate.py", *args, f"resume={run_dir}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        asked_again = {request_key(c.body) for c in server.calls[before:]}
+    assert not asked_again & paid and len(asked_again) == len(many) - len(paid)
+    assert json.loads((run_dir / "metrics.json").read_text())["n_failed"] == 0
+    assert f"{len(many) - len(paid)} done, 0 failed, {len(paid)} resumed" in proc.stderr

@@ -1,4 +1,4 @@
-"""The real evaluate.py as a subprocess: a base model, a trained run, an API model with resume, bad input."""
+"""The real evaluate.py as a subprocess: a base model, a trained run, bad input (API models: test_evaluate_api.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from medtune.testing.openai_server import OpenAIServer
 
 from conftest import run_script
 from wandb_records import offline_runs
@@ -79,22 +77,6 @@ def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, 
     base_scores = [row["choice_scores"] for row in predictions(tmp_path / "base")]
     tuned_scores = [row["choice_scores"] for row in predictions(tuned_dir)]
     assert base_scores != tuned_scores  # the adapter's weights changed the model's log-likelihoods
-
-
-def test_api_model_via_cli_resumes_without_paying_twice(tmp_path, questions):
-    run_dir = tmp_path / "api"
-    args = ["backend=openai", "eval=jsonl", f"eval.path={questions}", "eval.prompt=igakuqa", "wandb.mode=disabled"]
-    with OpenAIServer(lambda request: "e") as server:
-        first = run_script("evaluate.py", *args, f"openai.base_url={server.base_url}", f"hydra.run.dir={run_dir}",
-                           cwd=tmp_path)  # fmt: skip
-        assert first.returncode == 0, first.stderr[-3000:]
-        assert server.request_count == 3
-        again = run_script("evaluate.py", *args, f"openai.base_url={server.base_url}", f"resume={run_dir}",
-                           cwd=tmp_path)  # fmt: skip
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert server.request_count == 3  # every answer came from the run's answer log
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["official_accuracy"] == pytest.approx(2 / 3) and metrics["points"] == 2
 
 
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, questions):

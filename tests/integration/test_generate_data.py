@@ -122,7 +122,8 @@ def test_exhausted_quota_exits_2_with_one_clear_line(corpus: Path, tmp_path: Pat
     finally:
         del os.environ[env_key]
     assert proc.returncode == 2
-    assert "medtune: error: stopped: the account's quota is exhausted" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
+    assert len(errors) == 1 and "the account behind $MEDTUNE_TEST_KEY has no quota left" in errors[0]
     assert "Traceback" not in proc.stderr and "sk-do-not-print-me" not in proc.stderr + proc.stdout
 
 
@@ -143,3 +144,19 @@ def test_generated_records_train_with_train_py(corpus: Path, tmp_path: Path, tin
         cwd=tmp_path,
     )
     assert train.returncode == 0, train.stderr[-3000:]
+
+
+def test_multirun_records_a_failed_job_and_goes_on(corpus: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    unknown = lambda request, attempt: Fault.unknown_model() if request["model"] != "test-model" else None  # noqa: E731
+    with OpenAIServer(qa_responder, fault_for=unknown) as server:
+        proc = run_script(
+            "generate_data.py", "-m", f"source.paths=[{corpus}]", "chunking.lines_per_chunk=3", "generator=local",
+            "generator.model=test-model,no-such-model", f"generator.base_url={server.base_url}",
+            "decontamination.eval_sets=[]", "progress=false", "wandb.mode=disabled", f"hydra.sweep.dir={sweep}",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert proc.returncode == 1 and "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert "does not serve model 'no-such-model'" in proc.stderr and "it serves: medtune-test" in proc.stderr
+    statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.rglob("run_status.json"))
+    assert statuses == ["failed", "finished"] and len(list(sweep.rglob("records.jsonl"))) == 2

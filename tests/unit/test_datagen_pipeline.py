@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,12 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from medtune.datagen.client import GenerationStopped
+from medtune.api_client import ApiFailed, ApiStopped, TokenBucket
 from medtune.datagen.config import register_configs
 from medtune.datagen.pipeline import run
-from medtune.datagen.ratelimit import TokenBucket
 from medtune.errors import ConfigError, DataError
-from medtune.testing import Fault, OpenAIServer
+from medtune.testing import Fault, OpenAIServer, unused_base_url
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
 from conftest import REPO
@@ -76,8 +76,8 @@ def test_transient_faults_are_retried_and_every_attempt_is_logged(compose_gen, s
     manifest = run(compose_gen("generator.timeout_s=0.5", "generator.concurrency=1"), tmp_path / "hydra")
     assert manifest["funnel"]["chunks_answered"] == CHUNKS
     assert manifest["calls"] == {"attempts": CHUNKS + 4, "ok": CHUNKS, "retry": 4, "gave_up": 0} | {
-        "chunk_failed": 0,
-        "fatal": 0,
+        "refused": 0,
+        "stopped": 0,
     }
     assert manifest["rejected_by_reason"].get("truncated") == 1
     first, second = server.calls[0], server.calls[1]
@@ -105,7 +105,7 @@ def test_exhausted_quota_stops_cleanly_keeps_finished_work_and_never_leaks_the_k
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     server.responder = lambda req: Fault.quota() if server.request_count > 3 else qa_responder(req)
-    with pytest.raises(GenerationStopped, match="quota") as stopped:
+    with pytest.raises(ApiStopped, match="quota") as stopped:
         run(compose_gen("generator.concurrency=1"), tmp_path / "hydra")
     out = tmp_path / "out"
     assert len((out / "records.jsonl").read_text(encoding="utf-8").splitlines()) > 0  # 3 chunks' pairs kept
@@ -114,11 +114,30 @@ def test_exhausted_quota_stops_cleanly_keeps_finished_work_and_never_leaks_the_k
     assert SECRET not in str(stopped.value) and SECRET not in _all_output_text(out)  # ...and written nowhere
 
 
-def test_a_refused_key_stops_with_a_message_naming_the_variable(compose_gen, server, tmp_path) -> None:
+def test_a_refused_key_stops_with_a_message_naming_the_variable(compose_gen, server, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     server.fail_next(Fault.unauthorized())
-    with pytest.raises(GenerationStopped, match=r"\$OPENAI_API_KEY was refused"):
+    with pytest.raises(ApiStopped, match=r"refused the key in \$OPENAI_API_KEY") as stopped:
         run(compose_gen("generator.concurrency=1"), tmp_path / "hydra")
-    assert server.request_count == 1
+    assert server.request_count == 1 and SECRET not in repr(stopped.value)
+    assert json.loads((tmp_path / "out" / "run_status.json").read_text())["status"] == "failed"
+
+
+def test_nothing_listening_stops_in_seconds_and_marks_the_run_failed(compose_gen, tmp_path) -> None:
+    url = unused_base_url()
+    started = time.monotonic()
+    with pytest.raises(ApiStopped, match=f"nothing answers at {url} — is the server running"):
+        run(compose_gen(f"generator.base_url={url}"), tmp_path / "hydra")
+    assert time.monotonic() - started < 10  # generous; about 0.1 s here
+    status = json.loads((tmp_path / "out" / "run_status.json").read_text())
+    assert status["status"] == "failed" and "nothing answers" in status["error"]
+
+
+def test_every_chunk_refused_keeps_nothing_and_fails_with_the_reason(compose_gen, server, tmp_path) -> None:
+    server.responder = lambda request: Fault.context_length()
+    with pytest.raises(ApiFailed, match=f"kept nothing: all {CHUNKS} chunks failed .*context length exceeded"):
+        run(compose_gen(), tmp_path / "hydra")
+    assert server.request_count == CHUNKS  # a refusal is not retried, and does not stop the others
 
 
 def test_dry_run_counts_requests_and_cost_without_calls(compose_gen, server, tmp_path) -> None:

@@ -187,6 +187,8 @@ def test_every_eval_suite_composes_into_a_valid_config(suite):
         (["backend=telepathy"], "backend='telepathy'"),
         (["eval.mode=beam"], "eval.mode='beam'"),
         (["backend=openai", "openai.concurrency=0"], "openai.concurrency"),
+        (["backend=openai", "openai.retry.budget_s=0"], "openai.retry.budget_s must be positive"),
+        (["backend=openai", "openai.max_failed_share=2"], "openai.max_failed_share must be in [0, 1]"),
         (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory>"),
     ],
 )

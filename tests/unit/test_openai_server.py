@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from medtune.testing import Fault, OpenAIServer
+from medtune.testing import Fault, OpenAIServer, unused_base_url
 
 
 def _client(server: OpenAIServer, timeout: float = 5.0) -> OpenAI:
@@ -47,6 +47,8 @@ def test_models_route_lists_the_served_model() -> None:
         (Fault.server_error(), openai.InternalServerError, None),
         (Fault.unauthorized(), openai.AuthenticationError, "invalid_api_key"),
         (Fault.forbidden(), openai.PermissionDeniedError, "model_not_allowed"),
+        (Fault.unknown_model(), openai.NotFoundError, "model_not_found"),
+        (Fault.context_length(), openai.BadRequestError, "context_length_exceeded"),
     ],
 )
 def test_queued_status_faults_raise_the_clients_typed_errors(fault: Fault, error: type, code: str | None) -> None:
@@ -73,6 +75,18 @@ def test_malformed_body_fails_json_decoding() -> None:
         server.fail_next(Fault.malformed())
         with pytest.raises(ValueError):
             _ask(_client(server))
+
+
+def test_empty_choices_is_a_well_formed_reply_without_an_answer() -> None:
+    with OpenAIServer() as server:
+        server.fail_next(Fault.empty_choices())
+        reply = _ask(_client(server))
+    assert reply.choices == [] and reply.usage is not None
+
+
+def test_unused_base_url_refuses_connections() -> None:
+    with pytest.raises(openai.APIConnectionError):
+        _ask(OpenAI(base_url=unused_base_url(), api_key="k", max_retries=0, timeout=5))
 
 
 def test_hang_outlasts_the_client_timeout_and_stop_wakes_it() -> None:

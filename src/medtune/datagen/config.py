@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from medtune.api_client import ApiConfig, validate_api
 from medtune.config import WANDB_MODES, EvalConfig, WandbConfig, register_resolvers, to_typed
 from medtune.errors import ConfigError
 
@@ -40,14 +41,6 @@ class PromptConfig:
 
 
 @dataclass
-class RetryConfig:
-    max_attempts: int = 6  # per chunk and run; a chunk still failing is retried by the next run
-    backoff_initial_s: float = 1.0  # 5xx / timeout / no Retry-After: initial × 2^attempt, jittered
-    backoff_max_s: float = 60.0
-    max_retry_after_s: float = 300.0  # a longer Retry-After is capped to this
-
-
-@dataclass
 class PricingConfig:
     # USD per 1M tokens (defaults: gpt-4o-mini list prices); 0 for a local server.
     input_per_1m: float = 0.15
@@ -58,19 +51,15 @@ class PricingConfig:
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(ApiConfig):
+    """The server and model (fields shared with evaluate.py in medtune.api_client.ApiConfig) and sampling."""
+
     model: str = MISSING  # generator=openai: gpt-4o-mini; generator=local: the name your server serves
-    base_url: str | None = None  # null: api.openai.com; any OpenAI-compatible server (vLLM, Ollama, ...)
-    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; the key itself is never stored
+    timeout_s: float = 120.0  # one HTTP attempt
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 4096  # per reply; 15 pairs need ~1500-3000 tokens of Japanese
     seed: int | None = None  # sent to the API when set (best-effort determinism)
-    concurrency: int = 8  # requests in flight
-    requests_per_minute: float = 0.0  # 0: no client-side limit (the server's 429s still apply)
-    tokens_per_minute: float = 0.0  # 0: no limit; counts estimated prompt + max reply tokens
-    timeout_s: float = 120.0  # one HTTP attempt
-    retry: RetryConfig = field(default_factory=RetryConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)  # the model's prices
 
 
@@ -161,14 +150,12 @@ def validate(cfg: GenerateConfig) -> None:
         ("chunking.lines_per_chunk", cfg.chunking.lines_per_chunk),
         ("chunking.max_chars", cfg.chunking.max_chars),
         ("prompt.pairs_per_chunk", cfg.prompt.pairs_per_chunk),
-        ("generator.concurrency", cfg.generator.concurrency),
         ("generator.max_tokens", cfg.generator.max_tokens),
-        ("generator.timeout_s", cfg.generator.timeout_s),
-        ("generator.retry.max_attempts", cfg.generator.retry.max_attempts),
         ("dedup.ngram", cfg.dedup.ngram),
         ("decontamination.shared_chars", cfg.decontamination.shared_chars),
     ):
         _positive(value, key)
+    validate_api(cfg.generator, "generator")
     _fraction(cfg.dedup.near_threshold, "dedup.near_threshold")
     _fraction(cfg.decontamination.threshold, "decontamination.threshold")
     _fraction(cfg.filters.min_japanese_ratio, "filters.min_japanese_ratio")

@@ -7,13 +7,11 @@ run made any calls at all (reparse=true): the same raw log gives the same record
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.metadata
 import platform
 import re
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,18 +22,17 @@ from typing import Any
 import openai
 import wandb
 from omegaconf import DictConfig
-from tqdm import tqdm
 
+from medtune.api_client import ApiFailed, ApiStopped, Request, RequestLog, Summary, call_all, request_key
 from medtune.config import to_plain_dict
 from medtune.datagen import storage
 from medtune.datagen.chunking import Chunk, chunk_sources
-from medtune.datagen.client import Caller, GenerationStopped, api_key, build_client, request_body, request_key
-from medtune.datagen.config import GenerateConfig, PricingConfig, PromptConfig, to_generate_config
+from medtune.datagen.config import GenerateConfig, GeneratorConfig, PricingConfig, PromptConfig, to_generate_config
 from medtune.datagen.dedup import QuestionText, deduplicate, find_contamination
 from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
-from medtune.datagen.ratelimit import RateLimiter
 from medtune.errors import DataError
+from medtune.run_dir import write_status
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
@@ -56,7 +53,7 @@ def run(cfg: DictConfig | GenerateConfig, output_dir: str | Path) -> dict[str, A
     gen = to_generate_config(cfg)
     out = Path(gen.output_dir or output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    raw = storage.RawLog(out / storage.RAW_LOG)
+    raw = RequestLog(out / storage.RAW_LOG)
     if gen.reparse:
         plan = [Planned(row["id"], row["key"], row["prompt_chars"]) for row in storage.read_jsonl(out / storage.CHUNKS)]
     else:
@@ -67,22 +64,46 @@ def run(cfg: DictConfig | GenerateConfig, output_dir: str | Path) -> dict[str, A
     if not gen.reparse:
         storage.write_jsonl(out / storage.CHUNKS, [_chunk_row(c, p) for c, p in zip(chunks, plan, strict=True)])
     questions = eval_questions(gen)  # fail on a bad eval set before paying for any call
+    write_status(out, "running")
+    try:
+        manifest = _generate_tracked(plan, raw, gen, questions, out)
+    except BaseException as err:
+        write_status(out, "failed", err)
+        raise
+    write_status(out, "finished")
+    return manifest
+
+
+def _generate_tracked(
+    plan: list[Planned], raw: RequestLog, gen: GenerateConfig, questions: list[QuestionText], out: Path
+) -> dict[str, Any]:
+    """Calls, then records from whatever the raw log holds (also when the server stopped the run)."""
     tracker = _start_wandb(gen, out)
     try:
-        stopped, seconds = None, None
+        stopped, summary = None, None
         if not gen.reparse:
             try:
-                seconds = generate(plan, raw, gen, tracker)
-            except GenerationStopped as err:
+                summary = generate(plan, raw, gen, tracker)
+            except ApiStopped as err:
                 stopped = err
-        manifest = build_outputs(plan, raw, gen, questions, out, seconds)
+        manifest = build_outputs(plan, raw, gen, questions, out, summary.seconds if summary else None)
         _log_dataset(tracker, manifest, out)
         if stopped is not None:
             raise stopped
+        if summary is not None and summary.failed and not manifest["funnel"]["chunks_answered"]:
+            raise ApiFailed(f"kept nothing: all {summary.failed} chunks failed ({_last_error(raw)})")
+        tracker.finish(exit_code=0)
         return manifest
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
     finally:
         raw.close()
-        tracker.finish()
+
+
+def _last_error(raw: RequestLog) -> str:
+    errors = list(raw.errors().values())
+    return f"last error: {errors[-1]}" if errors else "no error logged"
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -115,6 +136,20 @@ def make_plan(chunks: list[Chunk], template: str, gen: GenerateConfig) -> list[P
     return plan
 
 
+def request_body(passage_prompt: str, generator: GeneratorConfig) -> dict[str, Any]:
+    """The exact request; its hash is the resume key, so any change of text or parameters is a new call."""
+    body: dict[str, Any] = {
+        "model": generator.model,
+        "messages": [{"role": "user", "content": passage_prompt}],
+        "temperature": generator.temperature,
+        "top_p": generator.top_p,
+        "max_tokens": generator.max_tokens,
+    }
+    if generator.seed is not None:
+        body["seed"] = generator.seed
+    return body
+
+
 def _chunk_row(chunk: Chunk, planned: Planned) -> dict[str, Any]:
     return {
         "id": chunk.id,
@@ -127,7 +162,7 @@ def _chunk_row(chunk: Chunk, planned: Planned) -> dict[str, Any]:
     }
 
 
-def dry_run(plan: list[Planned], raw: storage.RawLog, gen: GenerateConfig, out: Path) -> dict[str, Any]:
+def dry_run(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, out: Path) -> dict[str, Any]:
     """Requests still to make and a rough token/cost estimate (characters × pricing.tokens_per_char)."""
     answered = raw.answered()
     pending = [p for p in plan if p.key not in answered]
@@ -157,81 +192,63 @@ def cost_usd(prompt_tokens: float, completion_tokens: float, pricing: PricingCon
 
 # -- calls -----------------------------------------------------------------------------------------
 class Progress:
-    """Tokens and cost so far (every attempt in the raw log, earlier runs included), on a bar and in W&B."""
+    """Tokens and cost so far (every attempt in the raw log, earlier runs included), for the bar and W&B."""
 
-    def __init__(
-        self, plan: list[Planned], pending: int, raw: storage.RawLog, gen: GenerateConfig, tracker: Any
-    ) -> None:
-        self.pricing, self.tracker, self.total = gen.generator.pricing, tracker, len(plan)
+    def __init__(self, plan: list[Planned], raw: RequestLog, pricing: PricingConfig, tracker: Any) -> None:
+        self.pricing, self.tracker, self.total = pricing, tracker, len(plan)
         self.tokens = Counter[str]()
         for entry in raw.entries:
             self._add_usage(entry)
         self.answered = len({p.key for p in plan} & raw.answered().keys())
-        self.bar = tqdm(total=pending, desc="chunks", unit="chunk", disable=not gen.progress, dynamic_ncols=True)
 
     def _add_usage(self, entry: dict[str, Any]) -> None:
         for name, value in (entry.get("usage") or {}).items():
             self.tokens[name] += value or 0
+
+    def figures(self) -> dict[str, float]:
+        cost = cost_usd(self.tokens["prompt_tokens"], self.tokens["completion_tokens"], self.pricing)
+        return {
+            "chunks_answered": self.answered,
+            "tokens": self.tokens["prompt_tokens"] + self.tokens["completion_tokens"],
+            "cost_usd": cost,
+            "projected_cost_usd": cost / self.answered * self.total if self.answered else 0.0,
+        }
 
     def record(self, entry: dict[str, Any]) -> None:
         self._add_usage(entry)
         if entry["status"] == "retry":
             return
         self.answered += entry["status"] == "ok"
-        cost = cost_usd(self.tokens["prompt_tokens"], self.tokens["completion_tokens"], self.pricing)
-        projected = cost / self.answered * self.total if self.answered else 0.0
-        tokens = self.tokens["prompt_tokens"] + self.tokens["completion_tokens"]
-        self.bar.set_postfix_str(f"tokens={tokens:,} cost=${cost:.3f} projected=${projected:.3f}", refresh=False)
-        self.bar.update(1)
-        figures = {
-            "chunks_answered": self.answered,
-            "tokens": tokens,
-            "cost_usd": cost,
-            "projected_cost_usd": projected,
-        }
-        self.tracker.log({f"gen/{name}": value for name, value in figures.items()})
+        self.tracker.log({f"gen/{name}": value for name, value in self.figures().items()})
+
+    def postfix(self) -> str:
+        figures = self.figures()
+        return (
+            f"tokens={figures['tokens']:,} cost=${figures['cost_usd']:.3f} "
+            f"projected=${figures['projected_cost_usd']:.3f}"
+        )
 
 
-def generate(plan: list[Planned], raw: storage.RawLog, gen: GenerateConfig, tracker: Any) -> float:
-    """Call the API for every chunk without a logged reply; returns the wall seconds spent calling."""
-    answered = raw.answered()
-    pending = list({p.key: p for p in plan if p.key not in answered}.values())  # identical chunks: one call
-    progress = Progress(plan, len(pending), raw, gen, tracker)
-    secret = api_key(gen.generator)
-
-    def log(entry: dict[str, Any]) -> None:
-        raw.append(entry)
-        progress.record(entry)
-
-    started = time.perf_counter()
-    try:
-        asyncio.run(_call_all(pending, gen, secret, log))
-    finally:
-        progress.bar.close()
-    return time.perf_counter() - started
-
-
-async def _call_all(pending: list[Planned], gen: GenerateConfig, secret: str, log: Any) -> None:
-    """`concurrency` workers share one queue; the first GenerationStopped cancels the others."""
+def generate(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, tracker: Any) -> Summary:
+    """Call the API for every chunk without a logged reply (identical chunks once)."""
     g = gen.generator
-    limiter = RateLimiter(g.requests_per_minute, g.tokens_per_minute)
-    work = iter(pending)
-    async with build_client(g, secret) as client:
-        caller = Caller(client, g, limiter, secret, log)
-
-        async def worker() -> None:
-            for item in work:  # one event loop thread: the shared iterator needs no lock
-                assert item.body is not None
-                # OpenAI's limiter counts max_tokens, not the reply's length, against the token rate
-                tokens = item.prompt_chars * gen.generator.pricing.tokens_per_char + g.max_tokens
-                await caller.complete(item.key, item.chunk_id, item.body, tokens)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(g.concurrency, len(pending))):
-                    group.create_task(worker())
-        except* GenerationStopped as stopped:
-            raise stopped.exceptions[0] from None
+    progress = Progress(plan, raw, g.pricing, tracker)
+    # OpenAI's limiter counts max_tokens, not the reply's length, against the token rate
+    requests = [
+        Request(p.key, p.chunk_id, p.body, p.prompt_chars * g.pricing.tokens_per_char + g.max_tokens)
+        for p in plan
+        if p.body is not None
+    ]
+    return call_all(
+        g,
+        requests,
+        raw,
+        label="chunks",
+        unit="chunk",
+        progress=gen.progress,
+        on_entry=progress.record,
+        postfix=progress.postfix,
+    )
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -278,7 +295,7 @@ def eval_questions(gen: GenerateConfig) -> list[QuestionText]:
 
 def build_outputs(
     plan: list[Planned],
-    raw: storage.RawLog,
+    raw: RequestLog,
     gen: GenerateConfig,
     questions: list[QuestionText],
     out: Path,
@@ -336,15 +353,13 @@ def _contaminated(match: dict[str, Any]) -> dict[str, Any]:
     return {"id": match["id"], "reason": "contaminated", "detail": f"{match['question']} ({how})", "content": match}
 
 
-def _call_figures(raw: storage.RawLog) -> dict[str, int]:
-    """Attempts by outcome: ok, retry (tried again), gave_up (retries exhausted), chunk_failed (400), fatal."""
+def _call_figures(raw: RequestLog) -> dict[str, int]:
+    """Attempts by outcome (medtune.api_client): ok, retry, gave_up (retries spent), refused (400), stopped."""
     statuses = Counter(entry["status"] for entry in raw.entries)
-    return {"attempts": len(raw.entries)} | {
-        s: statuses[s] for s in ("ok", "retry", "gave_up", "chunk_failed", "fatal")
-    }
+    return {"attempts": len(raw.entries)} | {s: statuses[s] for s in ("ok", "retry", "gave_up", "refused", "stopped")}
 
 
-def _usage_figures(raw: storage.RawLog, pricing: PricingConfig) -> dict[str, Any]:
+def _usage_figures(raw: RequestLog, pricing: PricingConfig) -> dict[str, Any]:
     prompt = sum((e.get("usage") or {}).get("prompt_tokens") or 0 for e in raw.entries)
     completion = sum((e.get("usage") or {}).get("completion_tokens") or 0 for e in raw.entries)
     return {

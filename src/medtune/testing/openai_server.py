@@ -25,10 +25,12 @@ How a request is answered; the first hook that yields a fault wins:
 2. The queue filled by `fail_next(*faults)`: the next requests, in arrival order, get these faults.
 3. `responder(request) -> str | Fault`: the assistant's reply text, or a fault for this request.
 
-Faults (see `Fault`): 429 with Retry-After, 429 `insufficient_quota`, 500, 401, 403, a reply that
-hangs past the client's timeout, a malformed (non-JSON) 200 body, and a truncated reply
-(`finish_reason: "length"`, the responder's text cut short). Every reply carries a `usage` block;
-its "tokens" are characters (no tokenizer offline). `calls` is a thread-safe log of every request.
+Faults (see `Fault`): 429 with or without Retry-After, 429 `insufficient_quota`, 500, 401, 403, 404
+unknown model, 400 context length exceeded, a reply that hangs past the client's timeout, a malformed
+(non-JSON) 200 body, a 200 with an empty `choices` list, and a truncated reply (`finish_reason: "length"`,
+the responder's text cut short). `unused_base_url()` is an address where nothing listens. Every reply
+carries a `usage` block; its "tokens" are characters (no tokenizer offline). `calls` is a thread-safe log
+of every request.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -81,6 +84,21 @@ class Fault:
         return cls("forbidden", 403)
 
     @classmethod
+    def unknown_model(cls) -> Fault:
+        """404 model_not_found, as the API answers a model it does not serve."""
+        return cls("unknown_model", 404)
+
+    @classmethod
+    def context_length(cls) -> Fault:
+        """400 context_length_exceeded: this request can never succeed, others can."""
+        return cls("context_length", 400)
+
+    @classmethod
+    def empty_choices(cls) -> Fault:
+        """HTTP 200 with a well-formed body whose `choices` list is empty."""
+        return cls("empty_choices")
+
+    @classmethod
     def hang(cls, seconds: float = 30.0) -> Fault:
         """Withhold the reply (then send a normal one) so a client with a shorter timeout gives up."""
         return cls("hang", seconds=seconds)
@@ -106,7 +124,25 @@ _ERROR_BODIES = {
     "server_error": ("The server had an error while processing your request.", "server_error", None),
     "unauthorized": ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
     "forbidden": ("You are not allowed to use this model.", "invalid_request_error", "model_not_allowed"),
+    "unknown_model": (
+        "The model does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
+    "context_length": (
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+        "invalid_request_error",
+        "context_length_exceeded",
+    ),
 }
+
+
+def unused_base_url() -> str:
+    """An OpenAI-style base URL on 127.0.0.1 where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
 
 
 @dataclass(frozen=True)
@@ -299,6 +335,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, _completion(server, body, "", "stop"))
             elif fault.kind == "malformed":
                 self._send_bytes(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "')
+            elif fault.kind == "empty_choices":
+                self._send_json(200, _completion(server, body, "", "stop") | {"choices": []})
             else:
                 headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
                 self._send_json(fault.status, _error_body(fault.kind), headers)

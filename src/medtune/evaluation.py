@@ -444,6 +444,7 @@ def _prediction_row(question: Question, prompt: Prompt, answer: Answer, score: Q
         "gestalt": round(score.gestalt, 4),
         "points": score.points,
         "failed": score.failed,
+        "unparsed": score.unparsed,
         "choice_scores": answer.choice_scores,
     }
 

@@ -10,7 +10,10 @@ Paper metrics compare the response text R with the correct choice text C*:
 Official IgakuQA scoring (its scripts/evaluate_main.py) compares letter sets exactly, no partial
 credit, with its special cases: "a or d" golds accept either letter, question 116A71 (withdrawn)
 credits every answer, points come as strings and may be 0 (counted in accuracy, not in points),
-and calculation questions without choices compare numbers.
+and calculation questions without choices compare numbers. The official score credits only the
+letters (or number) a response actually names: a reply naming none is wrong and counted
+(`n_unparsed`), while the paper's accuracy still maps it to its most similar choice, as the
+authors' code does.
 A k-answer response is the choice texts joined by ANSWER_SEPARATOR, the form the exemplars show.
 """
 
@@ -37,6 +40,7 @@ class Interpretation:
 
     letters: tuple[str, ...]  # sorted choice letters, or (number,) for calculation questions
     text: str  # the response as answer text; letters-only responses become their choice texts
+    parsed: bool = True  # False: no letter or number in the response; `letters` is the similarity mapping
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class QuestionScore:
     official_correct: bool  # IgakuQA scorer
     points: int  # points awarded by the official scorer
     failed: bool = False  # no response at all (e.g. an API call that failed after retries)
+    unparsed: bool = False  # a response that names no letter / number: officially wrong
 
 
 def gestalt(a: str, b: str) -> float:
@@ -73,6 +78,19 @@ def parse_letters(response: str, labels: str) -> tuple[str, ...] | None:
     return letters if set(letters) <= set(labels) else None
 
 
+def parse_choice_texts(text: str, question: Question) -> tuple[str, ...] | None:
+    """Letters of a response that is exactly choice texts (the jmedlora answer form), else None."""
+    by_text = {_canonical(choice): label for label, choice in zip(question.labels, question.choices, strict=True)}
+    parts = [_canonical(part) for part in text.split(ANSWER_SEPARATOR)]
+    if not parts or any(part not in by_text for part in parts):
+        return None
+    return tuple(sorted({by_text[part] for part in parts}))
+
+
+def _canonical(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip().rstrip("。.").strip()
+
+
 def parse_number(response: str) -> str | None:
     match = _NUMBER.search(normalize(response).replace(",", ""))
     return match.group(0) if match else None
@@ -89,12 +107,15 @@ def interpret(response: str, question: Question) -> Interpretation:
     text = normalize_response_text(response)
     if question.is_calculation:
         number = parse_number(response)
-        return Interpretation(letters=(number,) if number else (), text=text)
+        return Interpretation(letters=(number,) if number else (), text=text, parsed=number is not None)
     letters = parse_letters(response, question.labels)
     if letters:
         return Interpretation(letters=letters, text=ANSWER_SEPARATOR.join(map(question.choice_text, letters)))
+    named = parse_choice_texts(text, question)
+    if named:
+        return Interpretation(letters=named, text=text)
     picked = most_similar(text, question.choices, question.n_answers)
-    return Interpretation(letters=tuple(question.labels[i] for i in picked), text=text)
+    return Interpretation(letters=tuple(question.labels[i] for i in picked), text=text, parsed=False)
 
 
 def normalize_response_text(response: str) -> str:
@@ -134,7 +155,7 @@ def score_interpretation(question: Question, answer: Interpretation) -> Question
     """All metrics of an answer already mapped to letters and text (loglik picks choices directly)."""
     golds = [gold_text(question, gold) for gold in question.gold_sets]
     correct = letters_match(question, answer.letters)
-    official = correct or question.problem_id in ALL_CORRECT_IDS
+    official = (correct and answer.parsed) or question.problem_id in ALL_CORRECT_IDS
     return QuestionScore(
         interpretation=answer,
         exact_match=answer.text in golds,
@@ -142,6 +163,7 @@ def score_interpretation(question: Question, answer: Interpretation) -> Question
         correct=correct,
         official_correct=official,
         points=question.points if official else 0,
+        unparsed=not answer.parsed,
     )
 
 
@@ -167,6 +189,7 @@ def _summary(questions: list[Question], scores: list[QuestionScore]) -> dict[str
         "points_total": float(sum(q.points for q in questions)),
         "n_questions": float(n),
         "n_failed": float(sum(s.failed for s in scores)),
+        "n_unparsed": float(sum(s.unparsed for s in scores)),
     }
 
 

@@ -27,11 +27,27 @@ def test_gestalt_averages_both_difflib_argument_orders():
     assert gestalt("", "乳頭筋断裂") == 0.0
 
 
-def test_text_response_is_scored_by_its_most_similar_choice():
+def test_text_response_is_scored_by_its_most_similar_choice_for_the_paper_only():
     score = score_question(question(["d"]), "心室中隔の穿孔です")
     assert score.interpretation.letters == ("d",)
-    assert score.correct and score.official_correct and not score.exact_match
+    assert score.correct and not score.exact_match  # the paper's similarity-based accuracy
+    assert not score.official_correct and score.unparsed and score.points == 0  # names no answer
     assert 0.5 < score.gestalt < 1.0
+
+
+def test_a_non_answer_is_officially_wrong_even_when_the_similarity_tie_lands_on_the_gold():
+    q = question(["a"], points=3)
+    score = score_question(q, "わかりません")
+    assert score.interpretation.letters == ("a",) and score.correct  # all similarities 0: tie goes to a
+    assert not score.official_correct and score.points == 0 and score.unparsed
+    metrics = aggregate([q, q], [score, score_question(q, "a")])
+    assert metrics["n_unparsed"] == 1 and metrics["official_accuracy"] == 0.5 and metrics["accuracy"] == 1.0
+
+
+def test_a_response_that_is_exactly_the_choice_texts_names_its_answer():
+    score = score_question(question(["d", "e"]), "乳頭筋断裂、心室中隔穿孔。")
+    assert score.official_correct and not score.unparsed
+    assert score_question(question(["d"]), "ｄ").official_correct  # full-width letter
 
 
 def test_exact_match_needs_the_identical_choice_text():

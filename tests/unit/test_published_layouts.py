@@ -84,7 +84,7 @@ def test_an_unreadable_record_still_stops_with_file_line_field(tmp_path):
 
 JMLE = [
     {"question_id": "120A-1", "block": "A", "number": 1, "question_type": "multiple_choice",
-     "question_text": "1　適切なのはどれか。\n\na　緊急手術\n\nb　ドレナージ\n\nc　抗癌治療\n\nd　PPI投与\n\ne　クリッピング",
+     "question_text": "1　適切なのはどれか。\n\na　緊急手術\n\nb　ドレナージ\n\nc　抗癌治療\n\nd　PPI\n\ne　クリップ",
      "clinical_images": [], "requires_image": False, "num_choices_to_select": 1, "answer": ["a"]},
     {"question_id": "120A-74", "block": "A", "number": 74, "question_type": "calculation",
      "question_text": "74　推定１日尿蛋白量を求めよ。\n\n解答：①．②③ g/gCr", "clinical_images": [],
@@ -111,7 +111,7 @@ def write_jmle(path: Path, records: list[dict]) -> Path:
 def test_jmle2026_array_choices_inside_the_text_serial_context_and_points_by_block(tmp_path):
     questions = load(write_jmle(tmp_path / "jmle2026_dataset.json", JMLE), source="jmle")
     first, calc, image, serial, table = questions
-    assert first.choices == ["緊急手術", "ドレナージ", "抗癌治療", "PPI投与", "クリッピング"]
+    assert first.choices == ["緊急手術", "ドレナージ", "抗癌治療", "PPI", "クリップ"]
     assert first.problem_text == "適切なのはどれか。" and first.year == 2026 and first.exam == "120-A"
     assert calc.is_calculation and calc.answer == ["0.40"]
     assert not image.text_only and image.choices == ["気管短縮", "甲状腺腫", "正中頸嚢胞"]

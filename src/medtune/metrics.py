@@ -25,6 +25,11 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
 
 from medtune.qa_data import Question
 
@@ -175,7 +180,45 @@ def aggregate(questions: list[Question], scores: list[QuestionScore]) -> dict[st
             for metric, value in _summary(group_q, group_s).items():
                 if metric in ("accuracy", "official_accuracy", "points", "points_total", "n_questions"):
                     metrics[f"{prefix}/{name}/{metric}"] = value
+            if prefix == "year":
+                metrics.update({f"year/{name}/{k}": v for k, v in exam_result(int(name), group_q, group_s).items()})
     return metrics
+
+
+@cache
+def pass_lines() -> dict[int, dict[str, Any]]:
+    """The licensing exam's pass lines by year (src/medtune/assets/pass_lines.yaml, each with its source)."""
+    return yaml.safe_load(resources.files("medtune").joinpath("assets/pass_lines.yaml").read_text(encoding="utf-8"))
+
+
+def exam_result(year: int, questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:
+    """Would it pass? Section points and, where the year's line is known, pass (1.0) or fail (0.0).
+
+    `required_pass` needs the required section's 80 %; `general_pass` the year's general line
+    (as a share of its points); `passed` both. Keys are absent where the line is unknown.
+    """
+    result: dict[str, float] = {}
+    line = pass_lines().get(year, {})
+    rates: dict[str, float] = {}
+    for section in ("required", "general"):
+        pairs = [(q, s) for q, s in zip(questions, scores, strict=True) if q.section == section]
+        total = sum(q.points for q, _ in pairs)
+        if not total:
+            continue
+        got = sum(s.points for _, s in pairs)
+        result[f"{section}_points"], result[f"{section}_total"] = float(got), float(total)
+        rates[section] = got / total
+    needed = {"required": line.get("required"), "general": _share(line.get("general"), line.get("general_of"))}
+    for section, rate in rates.items():
+        if needed[section] is not None:
+            result[f"{section}_pass"] = float(rate >= needed[section])
+    if "required_pass" in result and "general_pass" in result:
+        result["passed"] = float(result["required_pass"] and result["general_pass"])
+    return result
+
+
+def _share(points: float | None, of: float | None) -> float | None:
+    return points / of if points is not None and of else None
 
 
 def _summary(questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:

@@ -187,9 +187,24 @@ def test_every_eval_suite_composes_into_a_valid_config(suite):
         (["backend=telepathy"], "backend='telepathy'"),
         (["eval.mode=beam"], "eval.mode='beam'"),
         (["backend=openai", "openai.concurrency=0"], "openai.concurrency"),
-        (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory>"),
+        (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
     ],
 )
 def test_configs_that_cannot_run_fail_before_loading_anything(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         to_evaluate_config(compose_evaluate(*overrides))
+
+
+def test_one_loglik_pass_gives_every_normalisation_and_rotations_measure_position_bias(trained, eval_cfg, tmp_path):
+    model, tokenizer = trained
+    metrics = evaluate_model(model, tokenizer, replace(eval_cfg, permutations=3), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["n_questions"] == 5 and len(rows) == 15  # headline metrics: the published order only
+    assert [row["rotation"] for row in rows] == [0] * 5 + [1] * 5 + [2] * 5
+    assert all(len(row["choice_tokens"]) == 5 and min(row["choice_tokens"]) >= 2 for row in rows)  # text + EOS
+    for name in ("accuracy_norm_chars", "accuracy_bytes", "accuracy_norm_tokens"):
+        assert 0.0 <= metrics[name] <= 1.0
+    orders = [metrics[f"permutation/{k}/accuracy"] for k in range(3)]
+    assert orders[0] == metrics["accuracy"] == 1.0  # trained on the published order
+    assert metrics["consistent_accuracy"] <= min(orders) and metrics["permutations"] == 3
+    assert metrics["n_excluded"] == 0

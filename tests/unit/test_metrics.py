@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 
 import pytest
 
@@ -144,3 +145,23 @@ def test_breakdowns_by_category_and_year():
     metrics = aggregate(questions, [score_question(q, r) for q, r in zip(questions, ["a", "a", "c"], strict=True)])
     assert metrics["category/循環器/accuracy"] == 0.5 and metrics["category/小児科/accuracy"] == 1.0
     assert metrics["year/2018/n_questions"] == 1 and metrics["year/2022/accuracy"] == 0.5
+
+
+def test_exam_pass_fail_per_year_from_section_points_and_the_pass_line_table():
+    from medtune.metrics import pass_lines
+
+    assert pass_lines()[2025]["general"] == 221 and pass_lines()[2018]["general"] is None
+    required = [question(["a"], problem_id=f"119B{i}", points=3, year=2025, section="required") for i in range(10)]
+    general = [question(["a"], problem_id=f"119A{i}", year=2025, section="general") for i in range(10)]
+    # required: 8 of 10 right (80 % exactly: passes); general: 7 of 10 (70 % < 221/300 = 73.7 %: fails)
+    responses = ["a"] * 8 + ["b"] * 2 + ["a"] * 7 + ["b"] * 3
+    qs = required + general
+    metrics = aggregate(qs, [score_question(q, r) for q, r in zip(qs, responses, strict=True)])
+    assert (metrics["year/2025/required_points"], metrics["year/2025/required_total"]) == (24, 30)
+    assert (metrics["year/2025/general_points"], metrics["year/2025/general_total"]) == (7, 10)
+    assert metrics["year/2025/required_pass"] == 1.0 and metrics["year/2025/general_pass"] == 0.0
+    assert metrics["year/2025/passed"] == 0.0
+    old = [replace(q, year=2018) for q in qs]
+    old_metrics = aggregate(old, [score_question(q, "a") for q in old])
+    assert old_metrics["year/2018/required_pass"] == 1.0  # 80 % rule known every year
+    assert "year/2018/general_pass" not in old_metrics and "year/2018/passed" not in old_metrics  # line unknown

@@ -174,10 +174,26 @@ def compose_evaluate(*overrides: str):
         return compose(config_name="evaluate", overrides=["cache_dir=/tmp/unused", *overrides])
 
 
-@pytest.mark.parametrize("suite", ["demo", "igakuqa", "jjsimqa", "jsonl"])
+@pytest.mark.parametrize("suite", sorted(p.stem for p in (CONF / "eval").glob("*.yaml")))
 def test_every_eval_suite_composes_into_a_valid_config(suite):
     cfg = to_evaluate_config(compose_evaluate(f"eval={suite}", "eval.path=/data/x"))
-    assert cfg.eval.source == suite and cfg.backend == "local" and cfg.adapter.method == "none"
+    assert cfg.eval.suite in (suite, "custom") and cfg.backend == "local" and cfg.adapter.method == "none"
+
+
+def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_path):
+    rows = [
+        {"problem_id": "109001", "problem_text": "どれか。", "choices": ["x", "y", "z"], "text_only": True,
+         "answer": ["2"], "comment": "", "num_images": 0},
+        {"problem_id": "109002", "problem_text": "2つ選べ。", "choices": ["x", "y", "z"], "text_only": False,
+         "answer": ["1", "3"], "comment": "", "num_images": 1},
+    ]  # fmt: skip
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = to_evaluate_config(compose_evaluate("eval=yakugakuqa", f"eval.hub.data_files={data}", "eval.text_only=false"))
+    questions = load_questions(cfg.eval)
+    assert [(q.problem_id, q.answer, q.text_only) for q in questions] == [
+        ("109001", ["b"], True), ("109002", ["a", "c"], False)
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

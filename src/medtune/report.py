@@ -56,6 +56,13 @@ CSV_COLUMNS = [
     "official_accuracy",
     "n_questions",
     "base_accuracy",
+    "n_unparsed",
+    "n_excluded",
+    "accuracy_norm_chars",
+    "accuracy_bytes",
+    "accuracy_norm_tokens",
+    "consistent_accuracy",
+    "exam",
     "mcnemar_p",
     "gains",
     "losses",
@@ -224,6 +231,8 @@ class Cell:
     memory_kind: str = ""  # cuda (peak allocated) | rss (process peak resident set)
     train_time_s: float | None = None
     tokens_per_s: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # EXTRA_METRICS present in the run's results
+    exam: str = ""  # per exam year: section points and pass/fail (medtune.metrics.exam_result)
 
     @property
     def column_label(self) -> str:
@@ -247,6 +256,8 @@ class Cell:
             "official_accuracy": self.official_accuracy,
             "n_questions": self.n_questions,
             "base_accuracy": self.base_accuracy,
+            **{name: self.extra.get(name) for name in EXTRA_METRICS},
+            "exam": self.exam,
             "mcnemar_p": test.p_value if test else None,
             "gains": test.gains if test else None,
             "losses": test.losses if test else None,
@@ -281,6 +292,8 @@ def build_cell(run: RunRecord, n_boot: int = DEFAULT_N_BOOT) -> Cell:
             cell.mcnemar = mcnemar_by_question(run.base_correct, run.tuned_correct)
         except ValueError as err:
             raise DataError(f"base and tuned predictions do not pair up: {err}", path=run.source) from None
+    cell.extra = {name: v for name in EXTRA_METRICS if (v := _suite_metric(run.results, run.suite, name)) is not None}
+    cell.exam = exam_summary(run.results, run.suite)
     cell.peak_memory_mb, cell.memory_kind = _peak_memory(run.results)
     cell.train_time_s = run.results.get("perf/train_runtime_s")
     cell.tokens_per_s = run.results.get("perf/train_tokens_per_s")
@@ -290,6 +303,39 @@ def build_cell(run: RunRecord, n_boot: int = DEFAULT_N_BOOT) -> Cell:
 def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | None:
     value = results.get(f"eval/{suite}/{name}")
     return float(value) if isinstance(value, int | float) else None
+
+
+EXTRA_METRICS = (  # shown when the run has them (evaluation.finish_evaluation)
+    "n_unparsed",
+    "n_excluded",
+    "accuracy_norm_chars",
+    "accuracy_bytes",
+    "accuracy_norm_tokens",
+    "consistent_accuracy",
+)
+_EXAM_KEY = re.compile(
+    r"eval/(?P<suite>[^/]+)/year/(?P<year>\d+)/(?P<name>required|general)_(?P<what>points|total|pass)$"
+)
+
+
+def exam_summary(results: dict[str, Any], suite: str) -> str:
+    """ "2025: required 170/200 pass · general 200/300 fail → FAIL" for each exam year the run was scored on."""
+    years: dict[str, dict[str, float]] = {}
+    for key, value in results.items():
+        match = _EXAM_KEY.match(key)
+        if match and match["suite"] == suite and isinstance(value, int | float):
+            years.setdefault(match["year"], {})[f"{match['name']}_{match['what']}"] = float(value)
+    parts = []
+    for year, got in sorted(years.items()):
+        sections = [
+            f"{name} {got[f'{name}_points']:.0f}/{got[f'{name}_total']:.0f}"
+            + {1.0: " pass", 0.0: " fail"}.get(got.get(f"{name}_pass", -1.0), "")
+            for name in ("required", "general")
+            if f"{name}_total" in got
+        ]
+        verdict = results.get(f"eval/{suite}/year/{year}/passed")
+        parts.append(f"{year}: " + " · ".join(sections) + {1.0: " → PASS", 0.0: " → FAIL"}.get(verdict, ""))
+    return "; ".join(parts)
 
 
 def _peak_memory(results: dict[str, Any]) -> tuple[float | None, str]:
@@ -408,6 +454,7 @@ def render_cell(cell: Cell) -> str:
         return f"**{cell.status.upper()}**<br>{_md(cell.error, 80)}" if cell.error else f"**{cell.status.upper()}**"
     ci = f" [{_fmt(cell.ci[0])}, {_fmt(cell.ci[1])}]" if cell.ci else ""
     lines = [f"**{_fmt(cell.accuracy)}**{ci}", f"EM {_fmt(cell.exact_match)} · gestalt {_fmt(cell.gestalt)}"]
+    lines += _extra_lines(cell)
     if cell.mcnemar:
         test = cell.mcnemar
         lines.append(f"p = {test.p_value:.3g} (+{test.gains} / −{test.losses})")
@@ -418,6 +465,25 @@ def render_cell(cell: Cell) -> str:
         perf.append(f"{cell.tokens_per_s:,.0f} tok/s")
     lines.append(" · ".join(perf))
     return "<br>".join(lines)
+
+
+def _extra_lines(cell: Cell) -> list[str]:
+    """Official score caveats, the other harnesses' normalisations, position bias and the exam verdict."""
+    extra, lines = cell.extra, []
+    if cell.official_accuracy is not None:
+        counts = [f"{extra[k]:.0f} {k[2:]}" for k in ("n_unparsed", "n_excluded") if extra.get(k)]
+        lines.append(f"official {_fmt(cell.official_accuracy)}" + (f" ({', '.join(counts)})" if counts else ""))
+    norms = [f"{label} {_fmt(extra[k])}" for k, label in _NORM_LABELS.items() if k in extra]
+    if norms:
+        lines.append(" · ".join(norms))
+    if "consistent_accuracy" in extra:
+        lines.append(f"consistent over rotations {_fmt(extra['consistent_accuracy'])}")
+    if cell.exam:
+        lines.append(_md(cell.exam))
+    return lines
+
+
+_NORM_LABELS = {"accuracy_norm_chars": "/char", "accuracy_bytes": "/byte", "accuracy_norm_tokens": "/token"}
 
 
 def render_matrix(matrix: Matrix) -> list[str]:
@@ -433,6 +499,11 @@ def legend(n_boot: int) -> str:
     return (
         f"How to read a cell: **accuracy** [95 % percentile-bootstrap CI over questions, {n_boot:,} resamples]; "
         "EM = exact match; gestalt = mean difflib similarity of response and answer; "
+        "official = the benchmark's own scorer (only answers the response names count; unparsed = responses "
+        "naming none, excluded = published questions without an official answer or with an image); "
+        "/char, /byte, /token = the same log-likelihood pass with each choice's log-probability divided by its "
+        "length (lm-evaluation-harness acc_norm, acc_bytes; JMedBench); consistent = right in every rotation of "
+        "the choices (eval.permutations); exam = points per section and pass/fail against the year's pass line; "
         "p = two-sided exact McNemar test of the tuned model against the same run's model before tuning "
         "(for QLoRA that is the 4-bit base), on the same questions, with +gains / −losses = questions it "
         "newly answers right / newly answers wrong; memory = peak CUDA memory allocated (cuda) or the "

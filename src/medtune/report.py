@@ -42,6 +42,14 @@ METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full")  # matr
 WandbMode = Literal["offline", "online", "disabled"]
 NOT_STARTED = "not started"
 MISSING = "missing"
+EXTRA_METRICS = (  # shown when the run has them (evaluation.finish_evaluation)
+    "n_unparsed",
+    "n_excluded",
+    "accuracy_norm_chars",
+    "accuracy_bytes",
+    "accuracy_norm_tokens",
+    "consistent_accuracy",
+)
 CSV_COLUMNS = [
     "suite",
     "base_model",
@@ -56,12 +64,7 @@ CSV_COLUMNS = [
     "official_accuracy",
     "n_questions",
     "base_accuracy",
-    "n_unparsed",
-    "n_excluded",
-    "accuracy_norm_chars",
-    "accuracy_bytes",
-    "accuracy_norm_tokens",
-    "consistent_accuracy",
+    *EXTRA_METRICS,
     "exam",
     "mcnemar_p",
     "gains",
@@ -305,14 +308,6 @@ def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | Non
     return float(value) if isinstance(value, int | float) else None
 
 
-EXTRA_METRICS = (  # shown when the run has them (evaluation.finish_evaluation)
-    "n_unparsed",
-    "n_excluded",
-    "accuracy_norm_chars",
-    "accuracy_bytes",
-    "accuracy_norm_tokens",
-    "consistent_accuracy",
-)
 _EXAM_KEY = re.compile(
     r"eval/(?P<suite>[^/]+)/year/(?P<year>\d+)/(?P<name>required|general)_(?P<what>points|total|pass)$"
 )

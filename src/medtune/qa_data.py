@@ -25,6 +25,7 @@ import string
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cache
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -290,7 +291,7 @@ def _parse_answer(record: dict[str, Any], path: Path | str, line_no: int) -> lis
         if answer.strip().lower() in NO_ANSWER:
             return None
         items = [item for item in _ANSWER_SPLIT.split(answer.strip()) if item]
-        log.warning("%s:%d: answer is a string, read as the list %s", path, line_no, items)
+        warn_once(f"{path}:{line_no}: answer is a string, read as the list {items}")
     else:
         items = answer if isinstance(answer, list) else [answer]
     if not all(isinstance(item, str | int | float) and not isinstance(item, bool) for item in items):
@@ -298,13 +299,19 @@ def _parse_answer(record: dict[str, Any], path: Path | str, line_no: int) -> lis
     cleaned = [str(item).strip().lower() for item in items]
     stray = [item for item in cleaned if _ANSWER_SPLIT.fullmatch(item) or not item]
     if stray:
-        log.warning("%s:%d: stray %s removed from answer", path, line_no, ", ".join(map(repr, stray)))
+        warn_once(f"{path}:{line_no}: stray {', '.join(map(repr, stray))} removed from answer")
         cleaned = [item for item in cleaned if item not in stray]
     if cleaned and all(item in NO_ANSWER for item in cleaned):
         return None
     if not cleaned:
         raise DataError("must be a non-empty list of letters (or a number)", path=path, line=line_no, field="answer")
     return cleaned
+
+
+@cache
+def warn_once(message: str) -> None:
+    """A quirk is reported once per process, though the suite is read again (config check, then evaluation)."""
+    log.warning(message)
 
 
 def _parse_points(record: dict[str, Any], path: Path | str, line_no: int) -> int:

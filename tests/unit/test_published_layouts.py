@@ -39,6 +39,7 @@ def test_jjsimqa_answer_list_with_a_separator_token_loads_with_one_located_warni
                                                     record("107_888-26", ["d", ",", "e"], points=1.0)])  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="medtune.qa_data"):
         questions = load(path, source="jjsimqa")
+        load(path, source="jjsimqa")  # evaluate.py reads a suite twice (config check, then evaluation)
     assert [q.answer for q in questions] == [["a"], ["d", "e"]] and questions[1].points == 1
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == [f"{path}:2: stray ',' removed from answer"]

@@ -636,6 +636,9 @@ def log_eval_to_wandb(
             "parsed_text",
             "gold_text",
             "correct",
+            "official_correct",
+            "unparsed",
+            "rotation",
             "gestalt",
         ]
         logged[f"eval/{suite}/{prefix}predictions"] = wandb.Table(

@@ -210,8 +210,9 @@ def exam_result(year: int, questions: list[Question], scores: list[QuestionScore
         rates[section] = got / total
     needed = {"required": line.get("required"), "general": _share(line.get("general"), line.get("general_of"))}
     for section, rate in rates.items():
-        if needed[section] is not None:
-            result[f"{section}_pass"] = float(rate >= needed[section])
+        line_rate = needed[section]
+        if line_rate is not None:
+            result[f"{section}_pass"] = float(rate >= line_rate)
     if "required_pass" in result and "general_pass" in result:
         result["passed"] = float(result["required_pass"] and result["general_pass"])
     return result

@@ -328,7 +328,7 @@ def exam_summary(results: dict[str, Any], suite: str) -> str:
             for name in ("required", "general")
             if f"{name}_total" in got
         ]
-        verdict = results.get(f"eval/{suite}/year/{year}/passed")
+        verdict = results.get(f"eval/{suite}/year/{year}/passed", -1.0)
         parts.append(f"{year}: " + " · ".join(sections) + {1.0: " → PASS", 0.0: " → FAIL"}.get(verdict, ""))
     return "; ".join(parts)
 

@@ -102,10 +102,26 @@ class TrainerConfig:
 
 
 @dataclass
+class HubFieldsConfig:
+    """How a `datasets` table maps onto a question (eval.source=hf): a new benchmark is a YAML file."""
+
+    name: str | None = None  # the dataset's config name (load_dataset's second argument)
+    split: str = "test"
+    data_files: str | None = None  # with eval.path=json (or csv, parquet): the local file(s) to read
+    id: str | None = None  # the question id column (None: the row number)
+    question: str = "question"
+    choices: list[str] = field(default_factory=lambda: ["choices"])  # one list column, or one column per choice
+    answer: str = "answer"
+    answer_format: str = "letter"  # letter ("a", "A", ["a","c"]) | index0 (0 = first choice) | index1 (1 = first)
+    text_only: str | None = None  # a boolean column; None: every question is text-only
+
+
+@dataclass
 class EvalConfig:
     suite: str = "demo"  # name used in metric keys: eval/<suite>/<metric>
-    source: str = "demo"  # demo | igakuqa | jjsimqa | jsonl
-    path: str | None = None  # IgakuQA clone or data/ dir; JJSIMQA / jsonl file
+    source: str = "demo"  # demo | igakuqa | jjsimqa | jsonl | jmle | hf
+    path: str | None = None  # IgakuQA clone, data/ dir or single file; JSONL / JSON file; hub dataset or saved dir
+    hub: HubFieldsConfig = field(default_factory=HubFieldsConfig)  # eval.source=hf only
     years: list[int] = field(default_factory=list)  # IgakuQA: keep these exam years (empty: all)
     text_only: bool = True  # skip questions that need an image
     prompt: str = "jmedlora"  # jmedlora | igakuqa
@@ -116,6 +132,7 @@ class EvalConfig:
     limit: int | None = None  # first N questions (smoke runs)
     at_end: bool = True  # train.py: score base and tuned model on this suite
     every_steps: int = 0  # train.py: loglik accuracy every N steps (0: off)
+    permutations: int = 1  # >1: ask every question again with its choices rotated 1..k-1 places (position bias)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,11 +66,12 @@ from medtune.metrics import (
     Interpretation,
     QuestionScore,
     aggregate,
+    letters_match,
     score_interpretation,
     score_question,
 )
 from medtune.prompts import get_template
-from medtune.qa_data import Question, check_source, load_questions
+from medtune.qa_data import Question, QuestionSet, check_source, load_questions
 from medtune.run_dir import write_status
 
 log = logging.getLogger(__name__)
@@ -296,9 +298,7 @@ def loglik_scores(
 ) -> list[list[float]]:
     """Summed log-probability of each candidate continuation (plus `terminator`, e.g. EOS) given its prompt."""
     device, pad_id = _device(model), _pad_id(tokenizer)
-    conts = [
-        [_encode(tokenizer, c) + ([terminator] if terminator is not None else []) for c in cs] for cs in candidates
-    ]
+    conts = encode_continuations(tokenizer, candidates, terminator)
     longest = max((len(c) for cs in conts for c in cs), default=1)
     limit = _context_limit(model, longest)
     encoded = [_fit(_encode(tokenizer, p), limit) for p in prompts]
@@ -308,6 +308,11 @@ def loglik_scores(
         for i, row in zip(batch, batch_scores, strict=True):
             scores[i] = row
     return scores
+
+
+def encode_continuations(tokenizer, candidates: list[list[str]], terminator: int | None) -> list[list[list[int]]]:
+    """Token ids of each candidate continuation, plus the terminator the model must also predict."""
+    return [[_encode(tokenizer, c) + ([terminator] if terminator is not None else []) for c in cs] for cs in candidates]
 
 
 def _score_batch(
@@ -383,8 +388,9 @@ class Answer:
 
     response: str | None
     interpretation: Interpretation | None = None  # set by loglik (no text to parse)
-    choice_scores: list[float] | None = None
+    choice_scores: list[float] | None = None  # summed log-probability of each choice
     error: str | None = None  # why an API question has no response
+    choice_tokens: list[int] | None = None  # tokens scored per choice (the per-token normalisation)
 
 
 def answer_locally(
@@ -398,17 +404,14 @@ def answer_locally(
             choice_idx = [i for i, q in enumerate(questions) if not q.is_calculation]
             generate_idx = [i for i, q in enumerate(questions) if q.is_calculation]
             terminator = tokenizer.eos_token_id if eval_cfg.prompt == "jmedlora" else None  # trained answers end in EOS
+            candidates = [prompts[i].continuations for i in choice_idx]
             scores = loglik_scores(
-                model,
-                tokenizer,
-                [prompts[i].text for i in choice_idx],
-                [prompts[i].continuations for i in choice_idx],
-                eval_cfg.batch_size,
-                terminator,
+                model, tokenizer, [prompts[i].text for i in choice_idx], candidates, eval_cfg.batch_size, terminator
             )
-            for i, row in zip(choice_idx, scores, strict=True):
+            tokens = encode_continuations(tokenizer, candidates, terminator)
+            for i, row, ids in zip(choice_idx, scores, tokens, strict=True):
                 picked = top_choices(questions[i], row)
-                answers[i] = Answer(picked.text, picked, row)
+                answers[i] = Answer(picked.text, picked, row, [len(c) for c in ids])
         if generate_idx:
             texts = [prompts[i].text for i in generate_idx]
             responses = generate_responses(model, tokenizer, texts, eval_cfg.batch_size, eval_cfg.max_new_tokens)
@@ -438,9 +441,16 @@ def finish_evaluation(
 
     More than `max_failed_share` of the questions without an answer: metrics.json holds the failure
     counts only (no accuracy that could pass for a score) and ApiFailed is raised.
+    The headline metrics cover the questions as published; rotated copies (eval.permutations) only
+    feed `permutation/<k>/accuracy` and `consistent_accuracy`.
     """
     scores = [_score(q, a) for q, a in zip(questions, answers, strict=True)]
-    metrics = aggregate(questions, scores)
+    published = [i for i, q in enumerate(questions) if q.rotation == 0]
+    metrics = aggregate([questions[i] for i in published], [scores[i] for i in published])
+    metrics.update(normalized_accuracies([questions[i] for i in published], [prompts[i] for i in published],
+                                         [answers[i] for i in published], [scores[i] for i in published]))  # fmt: skip
+    metrics.update(permutation_metrics(questions, scores))
+    metrics.update(exclusion_counts(questions))
     metrics["eval_seconds"] = seconds
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = [_prediction_row(q, p, a, s) for q, p, a, s in zip(questions, prompts, answers, scores, strict=True)]
@@ -473,6 +483,55 @@ def _failed_message(
     )
 
 
+NORMALIZATIONS = {  # metric → length a choice's summed log-probability is divided by
+    "accuracy_norm_chars": lambda text, tokens: len(text),  # lm-evaluation-harness acc_norm
+    "accuracy_bytes": lambda text, tokens: len(text.encode("utf-8")),  # lm-evaluation-harness acc_bytes
+    "accuracy_norm_tokens": lambda text, tokens: tokens,  # JMedBench's normalised accuracy
+}
+
+
+def normalized_accuracies(
+    questions: list[Question], prompts: list[Prompt], answers: list[Answer], scores: list[QuestionScore]
+) -> dict[str, float]:
+    """The same log-likelihood pass read the other harnesses' ways: each choice's log-probability per
+    character, UTF-8 byte or token; questions answered by generation keep their one result."""
+    if not any(a.choice_scores for a in answers):
+        return {}
+    metrics = {}
+    for name, length in NORMALIZATIONS.items():
+        correct = []
+        for question, prompt, answer, score in zip(questions, prompts, answers, scores, strict=True):
+            if answer.choice_scores is None or answer.choice_tokens is None:
+                correct.append(score.correct)
+                continue
+            per = zip(answer.choice_scores, prompt.continuations, answer.choice_tokens, strict=True)
+            normalized = [total / max(length(text, tokens), 1) for total, text, tokens in per]
+            correct.append(letters_match(question, top_choices(question, normalized).letters))
+        metrics[name] = sum(correct) / len(correct)
+    return metrics
+
+
+def permutation_metrics(questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:
+    """Accuracy per choice order and consistent accuracy (right in every order); {} without rotations."""
+    if all(q.rotation == 0 for q in questions):
+        return {}
+    by_order: dict[int, list[bool]] = defaultdict(list)
+    by_question: dict[str, list[bool]] = defaultdict(list)
+    for question, score in zip(questions, scores, strict=True):
+        by_order[question.rotation].append(score.correct)
+        by_question[question.problem_id].append(score.correct)
+    metrics = {f"permutation/{k}/accuracy": sum(v) / len(v) for k, v in sorted(by_order.items())}
+    metrics["consistent_accuracy"] = sum(all(v) for v in by_question.values()) / len(by_question)
+    metrics["permutations"] = float(len(by_order))
+    return metrics
+
+
+def exclusion_counts(questions: list[Question]) -> dict[str, float]:
+    """`n_excluded` and `n_excluded/<reason>`: published questions the suite left out (no official answer, image)."""
+    excluded = questions.excluded if isinstance(questions, QuestionSet) else {}
+    return {"n_excluded": float(sum(excluded.values()))} | {f"n_excluded/{k}": float(v) for k, v in excluded.items()}
+
+
 def _score(question: Question, answer: Answer) -> QuestionScore:
     if answer.interpretation is not None:
         return score_interpretation(question, answer.interpretation)
@@ -498,7 +557,10 @@ def _prediction_row(question: Question, prompt: Prompt, answer: Answer, score: Q
         "points": score.points,
         "failed": score.failed,
         "error": answer.error,
+        "unparsed": score.unparsed,
+        "rotation": question.rotation,
         "choice_scores": answer.choice_scores,
+        "choice_tokens": answer.choice_tokens,
     }
 
 
@@ -558,6 +620,9 @@ def log_eval_to_wandb(
             "parsed_text",
             "gold_text",
             "correct",
+            "official_correct",
+            "unparsed",
+            "rotation",
             "gestalt",
         ]
         logged[f"eval/{suite}/{prefix}predictions"] = wandb.Table(

@@ -48,3 +48,43 @@ def _where(line: str, pos: int) -> str:
     count columns differently for full-width Japanese characters and tabs."""
     excerpt = line[max(0, pos - 15) : pos + 15].rstrip("\n")
     return f"column {pos + 1}, near {excerpt!r}"
+
+
+def read_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each element of a JSON array file, so a bad element is located by its line."""
+    if not path.is_file():
+        raise DataError("file does not exist", path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text ({err.reason})", path=path) from err
+    decoder = json.JSONDecoder()
+    position = _skip_space(text, 0)
+    if not text.startswith("[", position):
+        raise DataError("expected a JSON array of objects", path=path, line=_line_at(text, position))
+    position = _skip_space(text, position + 1)
+    while not text.startswith("]", position):
+        try:
+            obj, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            raise DataError(f"malformed JSON ({err.msg})", path=path, line=err.lineno) from err
+        if not isinstance(obj, dict):
+            raise DataError(
+                f"expected a JSON object, got {type(obj).__name__}", path=path, line=_line_at(text, position)
+            )
+        yield _line_at(text, position), obj
+        position = _skip_space(text, end)
+        if text.startswith(",", position):
+            position = _skip_space(text, position + 1)
+        elif not text.startswith("]", position):
+            raise DataError("expected ',' or ']' after an array element", path=path, line=_line_at(text, position))
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position].isspace():
+        position += 1
+    return position
+
+
+def _line_at(text: str, position: int) -> int:
+    return text.count("\n", 0, position) + 1

@@ -10,7 +10,10 @@ Paper metrics compare the response text R with the correct choice text C*:
 Official IgakuQA scoring (its scripts/evaluate_main.py) compares letter sets exactly, no partial
 credit, with its special cases: "a or d" golds accept either letter, question 116A71 (withdrawn)
 credits every answer, points come as strings and may be 0 (counted in accuracy, not in points),
-and calculation questions without choices compare numbers.
+and calculation questions without choices compare numbers. The official score credits only the
+letters (or number) a response actually names: a reply naming none is wrong and counted
+(`n_unparsed`), while the paper's accuracy still maps it to its most similar choice, as the
+authors' code does.
 A k-answer response is the choice texts joined by ANSWER_SEPARATOR, the form the exemplars show.
 """
 
@@ -22,6 +25,11 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
 
 from medtune.qa_data import Question
 
@@ -37,6 +45,7 @@ class Interpretation:
 
     letters: tuple[str, ...]  # sorted choice letters, or (number,) for calculation questions
     text: str  # the response as answer text; letters-only responses become their choice texts
+    parsed: bool = True  # False: no letter or number in the response; `letters` is the similarity mapping
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class QuestionScore:
     official_correct: bool  # IgakuQA scorer
     points: int  # points awarded by the official scorer
     failed: bool = False  # no response at all (e.g. an API call that failed after retries)
+    unparsed: bool = False  # a response that names no letter / number: officially wrong
 
 
 def gestalt(a: str, b: str) -> float:
@@ -73,6 +83,19 @@ def parse_letters(response: str, labels: str) -> tuple[str, ...] | None:
     return letters if set(letters) <= set(labels) else None
 
 
+def parse_choice_texts(text: str, question: Question) -> tuple[str, ...] | None:
+    """Letters of a response that is exactly choice texts (the jmedlora answer form), else None."""
+    by_text = {_canonical(choice): label for label, choice in zip(question.labels, question.choices, strict=True)}
+    parts = [_canonical(part) for part in text.split(ANSWER_SEPARATOR)]
+    if not parts or any(part not in by_text for part in parts):
+        return None
+    return tuple(sorted({by_text[part] for part in parts}))
+
+
+def _canonical(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip().rstrip("。.").strip()
+
+
 def parse_number(response: str) -> str | None:
     match = _NUMBER.search(normalize(response).replace(",", ""))
     return match.group(0) if match else None
@@ -89,12 +112,15 @@ def interpret(response: str, question: Question) -> Interpretation:
     text = normalize_response_text(response)
     if question.is_calculation:
         number = parse_number(response)
-        return Interpretation(letters=(number,) if number else (), text=text)
+        return Interpretation(letters=(number,) if number else (), text=text, parsed=number is not None)
     letters = parse_letters(response, question.labels)
     if letters:
         return Interpretation(letters=letters, text=ANSWER_SEPARATOR.join(map(question.choice_text, letters)))
+    named = parse_choice_texts(text, question)
+    if named:
+        return Interpretation(letters=named, text=text)
     picked = most_similar(text, question.choices, question.n_answers)
-    return Interpretation(letters=tuple(question.labels[i] for i in picked), text=text)
+    return Interpretation(letters=tuple(question.labels[i] for i in picked), text=text, parsed=False)
 
 
 def normalize_response_text(response: str) -> str:
@@ -134,7 +160,7 @@ def score_interpretation(question: Question, answer: Interpretation) -> Question
     """All metrics of an answer already mapped to letters and text (loglik picks choices directly)."""
     golds = [gold_text(question, gold) for gold in question.gold_sets]
     correct = letters_match(question, answer.letters)
-    official = correct or question.problem_id in ALL_CORRECT_IDS
+    official = (correct and answer.parsed) or question.problem_id in ALL_CORRECT_IDS
     return QuestionScore(
         interpretation=answer,
         exact_match=answer.text in golds,
@@ -142,6 +168,7 @@ def score_interpretation(question: Question, answer: Interpretation) -> Question
         correct=correct,
         official_correct=official,
         points=question.points if official else 0,
+        unparsed=not answer.parsed,
     )
 
 
@@ -153,7 +180,46 @@ def aggregate(questions: list[Question], scores: list[QuestionScore]) -> dict[st
             for metric, value in _summary(group_q, group_s).items():
                 if metric in ("accuracy", "official_accuracy", "points", "points_total", "n_questions"):
                     metrics[f"{prefix}/{name}/{metric}"] = value
+            if prefix == "year":
+                metrics.update({f"year/{name}/{k}": v for k, v in exam_result(int(name), group_q, group_s).items()})
     return metrics
+
+
+@cache
+def pass_lines() -> dict[int, dict[str, Any]]:
+    """The licensing exam's pass lines by year (src/medtune/assets/pass_lines.yaml, each with its source)."""
+    return yaml.safe_load(resources.files("medtune").joinpath("assets/pass_lines.yaml").read_text(encoding="utf-8"))
+
+
+def exam_result(year: int, questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:
+    """Would it pass? Section points and, where the year's line is known, pass (1.0) or fail (0.0).
+
+    `required_pass` needs the required section's 80 %; `general_pass` the year's general line
+    (as a share of its points); `passed` both. Keys are absent where the line is unknown.
+    """
+    result: dict[str, float] = {}
+    line = pass_lines().get(year, {})
+    rates: dict[str, float] = {}
+    for section in ("required", "general"):
+        pairs = [(q, s) for q, s in zip(questions, scores, strict=True) if q.section == section]
+        total = sum(q.points for q, _ in pairs)
+        if not total:
+            continue
+        got = sum(s.points for _, s in pairs)
+        result[f"{section}_points"], result[f"{section}_total"] = float(got), float(total)
+        rates[section] = got / total
+    needed = {"required": line.get("required"), "general": _share(line.get("general"), line.get("general_of"))}
+    for section, rate in rates.items():
+        line_rate = needed[section]
+        if line_rate is not None:
+            result[f"{section}_pass"] = float(rate >= line_rate)
+    if "required_pass" in result and "general_pass" in result:
+        result["passed"] = float(result["required_pass"] and result["general_pass"])
+    return result
+
+
+def _share(points: float | None, of: float | None) -> float | None:
+    return points / of if points is not None and of else None
 
 
 def _summary(questions: list[Question], scores: list[QuestionScore]) -> dict[str, float]:
@@ -167,6 +233,7 @@ def _summary(questions: list[Question], scores: list[QuestionScore]) -> dict[str
         "points_total": float(sum(q.points for q in questions)),
         "n_questions": float(n),
         "n_failed": float(sum(s.failed for s in scores)),
+        "n_unparsed": float(sum(s.unparsed for s in scores)),
     }
 
 

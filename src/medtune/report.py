@@ -47,6 +47,14 @@ METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full")  # matr
 WandbMode = Literal["offline", "online", "disabled"]
 NOT_STARTED = "not started"
 MISSING = "missing"
+EXTRA_METRICS = (  # shown when the run has them (evaluation.finish_evaluation)
+    "n_unparsed",
+    "n_excluded",
+    "accuracy_norm_chars",
+    "accuracy_bytes",
+    "accuracy_norm_tokens",
+    "consistent_accuracy",
+)
 CSV_COLUMNS = [
     "suite",
     "base_model",
@@ -67,6 +75,8 @@ CSV_COLUMNS = [
     "seed_flips",
     "paired_test",
     "p_value",
+    *EXTRA_METRICS,
+    "exam",
     "gains",
     "losses",
     "peak_memory_mb",
@@ -239,6 +249,8 @@ class Cell:
     memory_kind: str = ""  # cuda (peak allocated) | rss (process peak resident set)
     train_time_s: float | None = None
     tokens_per_s: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)  # EXTRA_METRICS present in the run's results
+    exam: str = ""  # per exam year: section points and pass/fail (medtune.metrics.exam_result)
 
     @property
     def column_label(self) -> str:
@@ -273,6 +285,8 @@ class Cell:
             "seed_flips": self.seed_flips,
             "paired_test": test.test if test else None,
             "p_value": test.p_value if test else None,
+            **{name: self.extra.get(name) for name in EXTRA_METRICS},
+            "exam": self.exam,
             "gains": test.gains if test else None,
             "losses": test.losses if test else None,
             "peak_memory_mb": self.peak_memory_mb,
@@ -320,6 +334,10 @@ def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
         if base.shape[1] != tuned.shape[1]:
             raise DataError("base and tuned predictions do not pair up: different questions", path=cell.source)
         cell.paired = paired_test(base, tuned, n_perm=n_boot)
+    for name in EXTRA_METRICS:
+        if (value := _mean([_suite_metric(r.results, r.suite, name) for r in done])) is not None:
+            cell.extra[name] = value
+    cell.exam = exam_summary(done[0].results, done[0].suite)  # the exam verdict of the lowest seed's run
     memories = [_peak_memory(r.results) for r in done]
     cell.peak_memory_mb = max((m for m, _ in memories if m is not None), default=None)
     cell.memory_kind = next((kind for _, kind in memories if kind), "")
@@ -351,6 +369,31 @@ def _correct_matrix(per_run: Sequence[dict[str, bool] | None], source: str) -> n
 def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | None:
     value = results.get(f"eval/{suite}/{name}")
     return float(value) if isinstance(value, int | float) else None
+
+
+_EXAM_KEY = re.compile(
+    r"eval/(?P<suite>[^/]+)/year/(?P<year>\d+)/(?P<name>required|general)_(?P<what>points|total|pass)$"
+)
+
+
+def exam_summary(results: dict[str, Any], suite: str) -> str:
+    """ "2025: required 170/200 pass · general 200/300 fail → FAIL" for each exam year the run was scored on."""
+    years: dict[str, dict[str, float]] = {}
+    for key, value in results.items():
+        match = _EXAM_KEY.match(key)
+        if match and match["suite"] == suite and isinstance(value, int | float):
+            years.setdefault(match["year"], {})[f"{match['name']}_{match['what']}"] = float(value)
+    parts = []
+    for year, got in sorted(years.items()):
+        sections = [
+            f"{name} {got[f'{name}_points']:.0f}/{got[f'{name}_total']:.0f}"
+            + {1.0: " pass", 0.0: " fail"}.get(got.get(f"{name}_pass", -1.0), "")
+            for name in ("required", "general")
+            if f"{name}_total" in got
+        ]
+        verdict = results.get(f"eval/{suite}/year/{year}/passed", -1.0)
+        parts.append(f"{year}: " + " · ".join(sections) + {1.0: " → PASS", 0.0: " → FAIL"}.get(verdict, ""))
+    return "; ".join(parts)
 
 
 def _peak_memory(results: dict[str, Any]) -> tuple[float | None, str]:
@@ -477,6 +520,7 @@ def render_cell(cell: Cell) -> str:
         per_seed = " / ".join(_fmt(a) for a in cell.seed_accuracies)
         lines.append(f"{len(cell.seeds)} seeds: {per_seed} · {cell.seed_flips} questions flip")
     lines.append(f"EM {_fmt(cell.exact_match)} · gestalt {_fmt(cell.gestalt)}")
+    lines += _extra_lines(cell)
     if cell.paired:
         test = cell.paired
         lines.append(f"p = {test.p_value:.3g} (+{test.gains} / −{test.losses})")
@@ -487,6 +531,25 @@ def render_cell(cell: Cell) -> str:
         perf.append(f"{cell.tokens_per_s:,.0f} tok/s")
     lines.append(" · ".join(perf))
     return "<br>".join(lines)
+
+
+def _extra_lines(cell: Cell) -> list[str]:
+    """Official score caveats, the other harnesses' normalisations, position bias and the exam verdict."""
+    extra, lines = cell.extra, []
+    if cell.official_accuracy is not None:
+        counts = [f"{extra[k]:.0f} {k[2:]}" for k in ("n_unparsed", "n_excluded") if extra.get(k)]
+        lines.append(f"official {_fmt(cell.official_accuracy)}" + (f" ({', '.join(counts)})" if counts else ""))
+    norms = [f"{label} {_fmt(extra[k])}" for k, label in _NORM_LABELS.items() if k in extra]
+    if norms:
+        lines.append(" · ".join(norms))
+    if "consistent_accuracy" in extra:
+        lines.append(f"consistent over rotations {_fmt(extra['consistent_accuracy'])}")
+    if cell.exam:
+        lines.append(_md(cell.exam))
+    return lines
+
+
+_NORM_LABELS = {"accuracy_norm_chars": "/char", "accuracy_bytes": "/byte", "accuracy_norm_tokens": "/token"}
 
 
 def render_matrix(matrix: Matrix) -> list[str]:
@@ -502,6 +565,11 @@ def legend(n_boot: int) -> str:
     return (
         f"How to read a cell: **accuracy** [95 % percentile-bootstrap CI over questions, {n_boot:,} resamples]; "
         "EM = exact match; gestalt = mean difflib similarity of response and answer; "
+        "official = the benchmark's own scorer (only answers the response names count; unparsed = responses "
+        "naming none, excluded = published questions without an official answer or with an image); "
+        "/char, /byte, /token = the same log-likelihood pass with each choice's log-probability divided by its "
+        "length (lm-evaluation-harness acc_norm, acc_bytes; JMedBench); consistent = right in every rotation of "
+        "the choices (eval.permutations); exam = points per section and pass/fail against the year's pass line; "
         "p = two-sided exact McNemar test of the tuned model against the same run's model before tuning "
         "(for QLoRA that is the 4-bit base), on the same questions, with +gains / −losses = questions it "
         "newly answers right / newly answers wrong. A cell run with several `trainer.seed`s shows the mean "

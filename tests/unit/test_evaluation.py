@@ -174,10 +174,26 @@ def compose_evaluate(*overrides: str):
         return compose(config_name="evaluate", overrides=["cache_dir=/tmp/unused", *overrides])
 
 
-@pytest.mark.parametrize("suite", ["demo", "igakuqa", "jjsimqa", "jsonl"])
+@pytest.mark.parametrize("suite", sorted(p.stem for p in (CONF / "eval").glob("*.yaml")))
 def test_every_eval_suite_composes_into_a_valid_config(suite):
     cfg = to_evaluate_config(compose_evaluate(f"eval={suite}", "eval.path=/data/x"))
-    assert cfg.eval.source == suite and cfg.backend == "local" and cfg.adapter.method == "none"
+    assert cfg.eval.suite in (suite, "custom") and cfg.backend == "local" and cfg.adapter.method == "none"
+
+
+def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_path):
+    rows = [
+        {"problem_id": "109001", "problem_text": "どれか。", "choices": ["x", "y", "z"], "text_only": True,
+         "answer": ["2"], "comment": "", "num_images": 0},
+        {"problem_id": "109002", "problem_text": "2つ選べ。", "choices": ["x", "y", "z"], "text_only": False,
+         "answer": ["1", "3"], "comment": "", "num_images": 1},
+    ]  # fmt: skip
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    cfg = to_evaluate_config(compose_evaluate("eval=yakugakuqa", f"eval.hub.data_files={data}", "eval.text_only=false"))
+    questions = load_questions(cfg.eval)
+    assert [(q.problem_id, q.answer, q.text_only) for q in questions] == [
+        ("109001", ["b"], True), ("109002", ["a", "c"], False)
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -189,9 +205,24 @@ def test_every_eval_suite_composes_into_a_valid_config(suite):
         (["backend=openai", "openai.concurrency=0"], "openai.concurrency"),
         (["backend=openai", "openai.retry.budget_s=0"], "openai.retry.budget_s must be positive"),
         (["backend=openai", "openai.max_failed_share=2"], "openai.max_failed_share must be in [0, 1]"),
-        (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory>"),
+        (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
     ],
 )
 def test_configs_that_cannot_run_fail_before_loading_anything(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         to_evaluate_config(compose_evaluate(*overrides))
+
+
+def test_one_loglik_pass_gives_every_normalisation_and_rotations_measure_position_bias(trained, eval_cfg, tmp_path):
+    model, tokenizer = trained
+    metrics = evaluate_model(model, tokenizer, replace(eval_cfg, permutations=3), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert metrics["n_questions"] == 5 and len(rows) == 15  # headline metrics: the published order only
+    assert [row["rotation"] for row in rows] == [0] * 5 + [1] * 5 + [2] * 5
+    assert all(len(row["choice_tokens"]) == 5 and min(row["choice_tokens"]) >= 2 for row in rows)  # text + EOS
+    for name in ("accuracy_norm_chars", "accuracy_bytes", "accuracy_norm_tokens"):
+        assert 0.0 <= metrics[name] <= 1.0
+    orders = [metrics[f"permutation/{k}/accuracy"] for k in range(3)]
+    assert orders[0] == metrics["accuracy"] == 1.0  # trained on the published order
+    assert metrics["consistent_accuracy"] <= min(orders) and metrics["permutations"] == 3
+    assert metrics["n_excluded"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 
 import pytest
 
@@ -27,11 +28,27 @@ def test_gestalt_averages_both_difflib_argument_orders():
     assert gestalt("", "乳頭筋断裂") == 0.0
 
 
-def test_text_response_is_scored_by_its_most_similar_choice():
+def test_text_response_is_scored_by_its_most_similar_choice_for_the_paper_only():
     score = score_question(question(["d"]), "心室中隔の穿孔です")
     assert score.interpretation.letters == ("d",)
-    assert score.correct and score.official_correct and not score.exact_match
+    assert score.correct and not score.exact_match  # the paper's similarity-based accuracy
+    assert not score.official_correct and score.unparsed and score.points == 0  # names no answer
     assert 0.5 < score.gestalt < 1.0
+
+
+def test_a_non_answer_is_officially_wrong_even_when_the_similarity_tie_lands_on_the_gold():
+    q = question(["a"], points=3)
+    score = score_question(q, "わかりません")
+    assert score.interpretation.letters == ("a",) and score.correct  # all similarities 0: tie goes to a
+    assert not score.official_correct and score.points == 0 and score.unparsed
+    metrics = aggregate([q, q], [score, score_question(q, "a")])
+    assert metrics["n_unparsed"] == 1 and metrics["official_accuracy"] == 0.5 and metrics["accuracy"] == 1.0
+
+
+def test_a_response_that_is_exactly_the_choice_texts_names_its_answer():
+    score = score_question(question(["d", "e"]), "乳頭筋断裂、心室中隔穿孔。")
+    assert score.official_correct and not score.unparsed
+    assert score_question(question(["d"]), "ｄ").official_correct  # full-width letter
 
 
 def test_exact_match_needs_the_identical_choice_text():
@@ -128,3 +145,23 @@ def test_breakdowns_by_category_and_year():
     metrics = aggregate(questions, [score_question(q, r) for q, r in zip(questions, ["a", "a", "c"], strict=True)])
     assert metrics["category/循環器/accuracy"] == 0.5 and metrics["category/小児科/accuracy"] == 1.0
     assert metrics["year/2018/n_questions"] == 1 and metrics["year/2022/accuracy"] == 0.5
+
+
+def test_exam_pass_fail_per_year_from_section_points_and_the_pass_line_table():
+    from medtune.metrics import pass_lines
+
+    assert pass_lines()[2025]["general"] == 221 and pass_lines()[2018]["general"] is None
+    required = [question(["a"], problem_id=f"119B{i}", points=3, year=2025, section="required") for i in range(10)]
+    general = [question(["a"], problem_id=f"119A{i}", year=2025, section="general") for i in range(10)]
+    # required: 8 of 10 right (80 % exactly: passes); general: 7 of 10 (70 % < 221/300 = 73.7 %: fails)
+    responses = ["a"] * 8 + ["b"] * 2 + ["a"] * 7 + ["b"] * 3
+    qs = required + general
+    metrics = aggregate(qs, [score_question(q, r) for q, r in zip(qs, responses, strict=True)])
+    assert (metrics["year/2025/required_points"], metrics["year/2025/required_total"]) == (24, 30)
+    assert (metrics["year/2025/general_points"], metrics["year/2025/general_total"]) == (7, 10)
+    assert metrics["year/2025/required_pass"] == 1.0 and metrics["year/2025/general_pass"] == 0.0
+    assert metrics["year/2025/passed"] == 0.0
+    old = [replace(q, year=2018) for q in qs]
+    old_metrics = aggregate(old, [score_question(q, "a") for q in old])
+    assert old_metrics["year/2018/required_pass"] == 1.0  # 80 % rule known every year
+    assert "year/2018/general_pass" not in old_metrics and "year/2018/passed" not in old_metrics  # line unknown

@@ -304,3 +304,32 @@ def test_one_seed_keeps_the_exact_mcnemar_test(tmp_path: Path):
     rows = list(csv.DictReader((root / "report" / "report.csv").open()))
     assert {row["paired_test"] for row in rows if row["p_value"]} == {"mcnemar"}
     assert {row["n_seeds"] for row in rows if row["status"] == "finished"} == {"1"}
+
+
+def test_cells_show_official_caveats_normalisations_rotations_and_the_exam_verdict(tmp_path: Path):
+    run_dir = make_run(tmp_path / "r", _config("tiny_gptneox", "lora", "none"), base=_correct(12), tuned=_correct(30))
+    results = json.loads((run_dir / rep.RESULTS_FILE).read_text())
+    results |= {
+        "eval/demo/official_accuracy": 0.7,
+        "eval/demo/n_unparsed": 3.0,
+        "eval/demo/n_excluded": 2.0,
+        "eval/demo/accuracy_norm_chars": 0.71,
+        "eval/demo/accuracy_bytes": 0.72,
+        "eval/demo/accuracy_norm_tokens": 0.73,
+        "eval/demo/consistent_accuracy": 0.5,
+        "eval/demo/year/2025/required_points": 170.0,
+        "eval/demo/year/2025/required_total": 200.0,
+        "eval/demo/year/2025/required_pass": 1.0,
+        "eval/demo/year/2025/general_points": 200.0,
+        "eval/demo/year/2025/general_total": 300.0,
+        "eval/demo/year/2025/general_pass": 0.0,
+        "eval/demo/year/2025/passed": 0.0,
+    }
+    (run_dir / rep.RESULTS_FILE).write_text(json.dumps(results))
+    cell = rep.build_cell([rep.read_run_dir(run_dir)], n_boot=200)
+    text = rep.render_cell(cell)
+    assert "official 0.700 (3 unparsed, 2 excluded)" in text
+    assert "/char 0.710 · /byte 0.720 · /token 0.730" in text and "consistent over rotations 0.500" in text
+    assert cell.exam == "2025: required 170/200 pass · general 200/300 fail → FAIL" and cell.exam in text
+    row = cell.as_row()
+    assert row["n_unparsed"] == 3.0 and row["accuracy_bytes"] == 0.72 and row["exam"] == cell.exam

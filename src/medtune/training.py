@@ -7,7 +7,9 @@ Everything a run writes lands in its run dir:
     model/                 the adapter (safetensors) or full weights, plus the tokenizer
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
     results.json           the final figures (same keys as the W&B summary), written last
-    wandb/                 the W&B run files (offline by default)
+    metrics.jsonl          every figure logged to W&B, one flushed line per log call (survives kill -9)
+    train.log              the job log, including every logging step's figures
+    wandb/                 the W&B run files (offline by default; WANDB_DIR elsewhere)
 """
 
 from __future__ import annotations
@@ -20,19 +22,31 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.config import TrainConfig, to_plain_dict, to_train_config
+from medtune.console import bar, training_summary
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
+from medtune.lineage import (
+    MODEL_ARTIFACT_KEY,
+    RESULTS_ARTIFACT_KEY,
+    log_trained_model,
+    results_artifact,
+    use_training_inputs,
+)
 from medtune.models import MODEL_SUBDIR, RESOLVED_CONFIG, attach_adapter, count_parameters, load_base_model
-from medtune.tracking import memory_metrics, metric_name, start_wandb_run
+from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run
 
 log = logging.getLogger(__name__)
+steps_log = logging.getLogger("medtune.steps")  # every logging step's figures: job log file only, not the console
 
 RESULTS_FILE = "results.json"
 STATUS_FILE = "run_status.json"
@@ -66,7 +80,6 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
             _write_json(out / STATUS_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
     if main:
-        _write_json(out / RESULTS_FILE, results)
         _write_json(out / STATUS_FILE, {"status": "finished"})
     return results
 
@@ -113,12 +126,15 @@ def _run_tracked(
         group=tc.experiment_name,
         name=f"{tc.base_model.name}-{method}-{tc.quantization.mode}-{tc.trainer.max_steps}",
         job_type=tc.stage,
+        quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )
+    define_training_axes(run)
+    use_training_inputs(run, tc)
     results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
     try:
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
-            results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_")
+            results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_", step=0)
         if method == "none":
             model.requires_grad_(False)
         else:
@@ -143,22 +159,38 @@ def _run_tracked(
                     key.replace("/base_", "/"): value for key, value in list(results.items()) if "/base_" in key
                 }
             else:
-                results |= _evaluate_qa(trainer.model, tokenizer, tc, out / "eval" / "tuned", run, prefix="")
+                step = trainer.state.global_step
+                results |= _evaluate_qa(trainer.model, tokenizer, tc, out / "eval" / "tuned", run, prefix="", step=step)
         results |= memory_metrics()
         results["objective"] = results.get(f"eval/{tc.eval.suite}/accuracy", results.get("eval/loss"))
+        if main:
+            _record_outputs(run, tc, out, results)
         run.summary.update({k: v for k, v in results.items() if isinstance(v, int | float)})
         run.finish(exit_code=0)
     except BaseException:
         run.finish(exit_code=1)  # marked failed in W&B; a multirun's next job gets a fresh run
         raise
+    if main:
+        print(training_summary(results, out, tc.eval.suite, run), flush=True)
     return results
 
 
-def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str) -> dict:
+def _record_outputs(run: Any, tc: TrainConfig, out: Path, results: dict[str, Any]) -> None:
+    """results.json, then the model and results artifacts (the results artifact holds results.json)."""
+    if (out / MODEL_SUBDIR).is_dir():
+        results[MODEL_ARTIFACT_KEY] = log_trained_model(run, tc, out, results)
+    if not run.disabled:
+        results[RESULTS_ARTIFACT_KEY] = f"results-{run.id}"
+    _write_json(out / RESULTS_FILE, results)
+    if not run.disabled:
+        run.log_artifact(results_artifact(out, run.id))
+
+
+def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str, step: int) -> dict:
     from medtune.evaluation import PREDICTIONS_FILE, evaluate_model, log_eval_to_wandb
 
     metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir)
-    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix)
+    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix, step=step)
     return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
 
 
@@ -182,7 +214,7 @@ def _build_trainer(
         optim=t.optim,
         bf16=t.mixed_precision == "bf16",
         fp16=t.mixed_precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name
         logging_steps=t.logging_steps,
         eval_strategy="steps" if t.eval_steps > 0 and heldout_set is not None else "no",
         eval_steps=t.eval_steps or None,
@@ -192,20 +224,23 @@ def _build_trainer(
         seed=t.seed,
         data_seed=t.seed,
         dataloader_num_workers=t.dataloader_workers,
+        dataloader_pin_memory=torch.accelerator.is_available(),  # pinned pages only help copies to an accelerator
         include_num_input_tokens_seen="non_padding",
         report_to="none",  # medtune logs to W&B itself, under its own metric names
         disable_tqdm=True,
         remove_unused_columns=False,
     )
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing),
         processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run), *qa_callbacks],
+        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks],
     )
+    trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it
+    return trainer
 
 
 class WandbMetricsCallback(TrainerCallback):
@@ -229,6 +264,43 @@ class WandbMetricsCallback(TrainerCallback):
             self._mark = (now, tokens)
             metrics.update(memory_metrics())
         self.run.log(metrics, step=state.global_step)
+        steps_log.info("step %d %s", state.global_step, json.dumps(metrics))  # the job log file (hydra/default)
+
+
+class TrainingProgress(TrainerCallback):
+    """One training bar: steps, rate and ETA, with the latest loss, learning rate and tokens/s as its postfix.
+
+    Replaces the Trainer's PrinterCallback (its raw dict per log step); the figures go to metrics.jsonl and the
+    job log instead (WandbMetricsCallback).
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None  # a tqdm bar on the main process
+        self.postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = bar(state.max_steps, "train", "step", initial=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        shown = {"loss": "loss", "learning_rate": "lr", "train_tokens_per_second": "tok/s", "eval_loss": "eval_loss"}
+        self.postfix |= {short: _short(logs[key]) for key, short in shown.items() if key in logs}
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 class QAEvalCallback(TrainerCallback):
@@ -254,7 +326,8 @@ def _train(trainer: Trainer, out: Path) -> dict[str, float]:
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     state = trainer.state
     return {

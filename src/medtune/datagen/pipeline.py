@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import importlib.metadata
 import platform
-import re
 import sys
 import time
 from collections import Counter
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import wandb
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -36,6 +34,7 @@ from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.datagen.ratelimit import RateLimiter
 from medtune.errors import DataError
+from medtune.lineage import MANIFEST_ARTIFACT_KEY, generated_dataset, generated_dataset_name
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
@@ -323,6 +322,7 @@ def build_outputs(
             "matches": matches,
         },
         "records": {"path": storage.RECORDS, "count": len(records), "sha256": _sha256(out / storage.RECORDS)},
+        MANIFEST_ARTIFACT_KEY: generated_dataset_name(out),  # train.py uses this artifact when it reads the records
         "versions": _versions(),
         "config": to_plain_dict(gen),
     }
@@ -395,11 +395,5 @@ def _log_dataset(tracker: Any, manifest: dict[str, Any], out: Path) -> None:
         "decontamination/matches": len(manifest["decontamination"]["matches"]),
     }
     tracker.summary.update(summary)
-    artifact = wandb.Artifact(
-        name="records-" + re.sub(r"[^A-Za-z0-9_.-]", "-", out.name),
-        type="dataset",
-        metadata={"funnel": manifest["funnel"], "records_sha256": manifest["records"]["sha256"]},
-    )
-    artifact.add_file(str(out / storage.RECORDS))
-    artifact.add_file(str(out / storage.MANIFEST))
-    tracker.log_artifact(artifact)
+    metadata = {"funnel": manifest["funnel"], "records_sha256": manifest["records"]["sha256"]}
+    tracker.log_artifact(generated_dataset(out, manifest[MANIFEST_ARTIFACT_KEY], metadata))

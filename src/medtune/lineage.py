@@ -102,7 +102,8 @@ def model_artifact(run_dir: Path, tc: TrainConfig, metadata: dict[str, Any], mod
     name = slug(f"{tc.base_model.name}-{tc.adapter.method}-{tc.quantization.mode}")
     artifact = wandb.Artifact(name, "model", metadata=metadata | {"stored_as": mode})
     if mode == "copy":
-        artifact.add_dir(str(model_dir), policy="immutable")  # uploaded from the run dir, no staging copy
+        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):  # immutable: uploaded from the run dir,
+            artifact.add_file(str(path), name=str(path.relative_to(model_dir)), policy="immutable")  # no staged copy
     else:
         artifact.add_reference(model_dir.resolve().as_uri())
     return artifact

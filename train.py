@@ -18,11 +18,18 @@ quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside mai
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from accelerate import PartialState
+
     from medtune.cli import run_job
+    from medtune.console import training_summary
     from medtune.training import run
 
     results = run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
-    return results.get("objective") if results else None
+    if not results:
+        return None
+    if PartialState().is_main_process:
+        print(training_summary(results, cfg.eval.suite), flush=True)
+    return results.get("objective")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,11 @@ def bar(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave, dynamic_ncols=True, file=sys.stderr)
 
 
-def training_summary(results: dict[str, Any], out: Path, suite: str, tracker: Any) -> str:
-    """The lines printed when a train.py run ends: what it achieved and where everything is."""
+def training_summary(results: dict[str, Any], suite: str) -> str:
+    """The lines train.py prints when a run ends: what it achieved and where everything is (all from results.json)."""
     from medtune.models import MODEL_SUBDIR
 
+    out = Path(results["run_dir"])
     lines = [f"medtune: run finished in {out}"]
     accuracy = _accuracy_line(results, out, suite)
     if accuracy:
@@ -39,7 +40,7 @@ def training_summary(results: dict[str, Any], out: Path, suite: str, tracker: An
     if (out / MODEL_SUBDIR).is_dir():
         lines.append(f"  model            {out / MODEL_SUBDIR}")
     lines.append(f"  results          {out / 'results.json'}  (every logged figure: {out / 'metrics.jsonl'})")
-    lines += _wandb_lines(tracker)
+    lines += _wandb_lines(results)
     return "\n".join(lines)
 
 
@@ -56,17 +57,18 @@ def _accuracy_line(results: dict[str, Any], out: Path, suite: str) -> str | None
         low, high = bootstrap_ci(list(correct.values()))
         return f"{sum(correct.values()) / len(correct):.3f} [{low:.3f}, {high:.3f}]"
 
-    line = f"  {suite} accuracy  {with_ci(base)}"
+    line = f"  {suite + ' accuracy':<17}{with_ci(base)}"
     if tuned and tuned.keys() == base.keys():
         test = mcnemar_by_question(base, tuned)
         line += f" → {with_ci(tuned)}  McNemar p = {test.p_value:.2g} (+{test.gains} / −{test.losses})"
     return line + f"  on {len(base)} questions, 95 % CI"
 
 
-def _wandb_lines(tracker: Any) -> list[str]:
-    if tracker.disabled:
+def _wandb_lines(results: dict[str, Any]) -> list[str]:
+    mode = results.get("wandb/mode", "disabled")
+    if mode == "disabled":
         return ["  W&B              disabled"]
-    if tracker.offline:
-        sync_dir = Path(tracker.settings.sync_dir)
-        return [f"  W&B (offline)    {sync_dir}", f"  upload with      wandb sync {sync_dir}"]
-    return [f"  W&B              {tracker.url}"]
+    files = results["wandb/files"]
+    if mode == "offline":
+        return [f"  W&B (offline)    {files}", f"  upload with      wandb sync {files}"]
+    return [f"  W&B              {results['wandb/url']}  (files: {files})"]

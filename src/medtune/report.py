@@ -20,7 +20,6 @@ import argparse
 import base64
 import csv
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from medtune.cli import exit_on_user_error
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.stats import DEFAULT_N_BOOT, McNemarResult, bootstrap_ci, mcnemar_by_question
-from medtune.tracking import METRICS_LOG, STEP_METRIC, read_metrics_log
+from medtune.tracking import METRICS_LOG, STEP_METRIC, read_metrics_log, resolve_mode
 
 RESOLVED_CONFIG = "resolved_config.yaml"  # written by medtune.training (medtune.models.RESOLVED_CONFIG)
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
@@ -810,7 +809,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     out_dir = args.out or args.paths[0] / "report"
     report = build_report(records, sources, args.n_boot)
     files = write_report(report, out_dir)
-    if (args.wandb_mode or os.environ.get("WANDB_MODE")) != "disabled":
+    if resolve_mode(args.wandb_mode) != "disabled":
         run_dirs = [Path(r.source) for r in records if not r.source.startswith("wandb:")]
         log_report_to_wandb(report, files, out_dir, args.log_project, args.wandb_mode, run_dirs)
     return files

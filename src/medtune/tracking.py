@@ -65,9 +65,7 @@ def resolve_wandb(
     def pick(value: str | None, var: str, default: str | None) -> str | None:
         return value if value is not None else env.get(var) or default
 
-    mode = pick(wb.mode, "WANDB_MODE", "offline")
-    if mode not in WANDB_MODES:  # a config value was checked at composition; this one came from the environment
-        raise ConfigError(f"WANDB_MODE={mode!r} is not one of {', '.join(WANDB_MODES)}.")
+    mode = resolve_mode(wb.mode, env)
     env_tags = [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
     return WandbSettings(
         mode=mode,
@@ -78,6 +76,14 @@ def resolve_wandb(
         name=str(pick(wb.name, "WANDB_NAME", name)),
         tags=sorted(set(tags) | set(wb.tags if wb.tags is not None else env_tags)),
     )
+
+
+def resolve_mode(mode: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The W&B mode: the config's, else $WANDB_MODE, else offline."""
+    resolved = mode or (os.environ if env is None else env).get("WANDB_MODE") or "offline"
+    if resolved not in WANDB_MODES:  # a config value was checked at composition; this one came from the environment
+        raise ConfigError(f"WANDB_MODE={resolved!r} is not one of {', '.join(WANDB_MODES)}.")
+    return resolved
 
 
 def start_wandb_run(
@@ -177,6 +183,14 @@ def read_metrics_log(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return [row for row in rows if isinstance(row, dict)]
+
+
+def wandb_locations(run: Any) -> dict[str, str]:
+    """Where a run's W&B records are: its mode, local run files (what `wandb sync` uploads) and, online, its page."""
+    if run.disabled:
+        return {"wandb/mode": "disabled"}
+    where = {"wandb/mode": "offline" if run.offline else "online", "wandb/files": run.settings.sync_dir}
+    return where | ({} if run.offline else {"wandb/url": run.url})
 
 
 def define_training_axes(run: Any) -> None:

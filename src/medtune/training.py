@@ -32,7 +32,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.config import TrainConfig, to_plain_dict, to_train_config
-from medtune.console import bar, training_summary
+from medtune.console import bar
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
 from medtune.lineage import (
@@ -43,7 +43,7 @@ from medtune.lineage import (
     use_training_inputs,
 )
 from medtune.models import MODEL_SUBDIR, RESOLVED_CONFIG, attach_adapter, count_parameters, load_base_model
-from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run
+from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run, wandb_locations
 
 log = logging.getLogger(__name__)
 steps_log = logging.getLogger("medtune.steps")  # every logging step's figures: job log file only, not the console
@@ -131,6 +131,7 @@ def _run_tracked(
     define_training_axes(run)
     use_training_inputs(run, tc)
     results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
+    results |= wandb_locations(run)
     try:
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
@@ -170,8 +171,6 @@ def _run_tracked(
     except BaseException:
         run.finish(exit_code=1)  # marked failed in W&B; a multirun's next job gets a fresh run
         raise
-    if main:
-        print(training_summary(results, out, tc.eval.suite, run), flush=True)
     return results
 
 

@@ -80,7 +80,7 @@ def eval_dataset(eval_cfg: EvalConfig) -> wandb.Artifact:
 def _reference(name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None) -> wandb.Artifact:
     """file:// references: W&B records each file's checksum and path, and copies nothing."""
     artifact = wandb.Artifact(slug(name), kind, metadata=metadata)
-    for path in paths:
+    for path in (p for p in paths if p.exists()):  # a missing file fails later, with its own located error
         artifact.add_reference(path.resolve().as_uri(), name=path.name if path.is_file() else None)
     return artifact
 

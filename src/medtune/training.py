@@ -129,10 +129,10 @@ def _run_tracked(
         quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )
     define_training_axes(run)
-    use_training_inputs(run, tc)
     results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
     results |= wandb_locations(run)
     try:
+        use_training_inputs(run, tc)
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
             results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_", step=0)

@@ -208,7 +208,7 @@ def use_artifact(run: Any, artifact: Any) -> None:
     logs it with use_after_commit=True, and offline that same record goes into the run file, where `wandb sync`
     turns it into the use edge of the lineage graph. Same files → same digest → the same artifact version.
     """
-    if run.disabled:
+    if run.disabled or not artifact.manifest.entries:  # nothing on disk to point at: nothing was used
         return
     if run.offline:
         run._log_artifact(artifact, use_after_commit=True)

@@ -6,7 +6,7 @@ Everything a run writes lands in its run dir:
     checkpoints/           Trainer checkpoints; `resume=<run dir>` continues from the last one
     model/                 the adapter (safetensors) or full weights, plus the tokenizer
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
-    results.json           the final figures (same keys as the W&B summary), written last
+    results.json           the final figures (same keys as the W&B summary), written when the work is done
     metrics.jsonl          every figure logged to W&B, one flushed line per log call (survives kill -9)
     train.log              the job log, including every logging step's figures
     wandb/                 the W&B run files (offline by default; WANDB_DIR elsewhere)

@@ -10,9 +10,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from medtune.cli import quiet_known_warnings
 from medtune.evaluation import register_configs
 
 register_configs()
+quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside main)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

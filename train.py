@@ -9,9 +9,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from medtune.cli import quiet_known_warnings
 from medtune.config import register_configs, to_train_config
 
 register_configs()
+quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside main)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -25,7 +27,15 @@ def main(cfg: DictConfig) -> float | None:
         return run(config, HydraConfig.get().runtime.output_dir)
 
     results = run_job(job)
-    return results.get("objective") if results else None
+    if not results:
+        return None
+    from accelerate import PartialState
+
+    from medtune.console import training_summary
+
+    if PartialState().is_main_process:
+        print(training_summary(results, cfg.eval.suite), flush=True)
+    return results.get("objective")
 
 
 if __name__ == "__main__":

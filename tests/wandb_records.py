@@ -58,6 +58,27 @@ class OfflineRun:
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     exit_code: int | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    step_metrics: dict[str, str] = field(default_factory=dict)  # metric name or glob → its define_metric x-axis
+
+    def logged(self, kind: str) -> list[Artifact]:
+        """Artifacts this run produced (`kind="dataset"`...), not those it only uses."""
+        return [a for a in self.artifacts if a.type == kind and not a.used]
+
+    def used(self, kind: str) -> list[Artifact]:
+        return [a for a in self.artifacts if a.type == kind and a.used]
+
+
+@dataclass
+class Artifact:
+    """An artifact record: logged by the run, or (used=True) consumed by it; `wandb sync` builds the graph."""
+
+    name: str
+    type: str
+    digest: str
+    used: bool
+    metadata: dict
+    entries: dict[str, str]  # path in the artifact → reference URI ("" for a file W&B stores)
 
 
 def _key(item) -> str:
@@ -83,6 +104,21 @@ def read_offline_run(run_file: Path) -> OfflineRun:
                 run.summary[_key(item)] = json.loads(item.value_json)
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
+        elif kind == "artifact":
+            art = record.artifact
+            run.artifacts.append(
+                Artifact(
+                    name=art.name,
+                    type=art.type,
+                    digest=art.digest,
+                    used=art.use_after_commit,
+                    metadata=json.loads(art.metadata) if art.metadata else {},
+                    entries={entry.path: entry.ref for entry in art.manifest.contents},
+                )
+            )
+        elif kind == "metric":
+            name = record.metric.name or record.metric.glob_name
+            run.step_metrics[name] = record.metric.step_metric
     return run
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,17 @@ USER_ERROR_EXIT = 2
 FAILED_JOBS_EXIT = 1
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def quiet_known_warnings() -> None:
+    """Silence the warnings medtune cannot fix by passing other arguments; each says why. Call before importing
+    transformers/peft (the entry scripts do, first thing), since bitsandbytes logs its notice at import time."""
+    # peft (0.21) itself reads the deprecated `is_gradient_checkpointing` property when it wraps a model
+    # (peft_model.py); medtune already uses transformers 5's `activation_checkpointing` names everywhere.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    # bitsandbytes looks for optional 4-bit CPU kernels from the Hugging Face hub (`pip install kernels`), which an
+    # offline machine cannot fetch; it then uses its own CPU code, so the notice changes nothing.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @contextmanager

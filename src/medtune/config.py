@@ -24,6 +24,7 @@ QUANTIZATION_MODES = ("none", "nf4", "int8")
 DATASET_SOURCES = ("demo", "jsonl", "hf", "text")
 STAGES = ("sft", "pretrain")
 WANDB_MODES = ("offline", "online", "disabled")
+MODEL_ARTIFACT_MODES = ("auto", "copy", "reference", "off")
 EVAL_MODES = ("generate", "loglik")
 EVAL_PROMPTS = ("jmedlora", "igakuqa")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -137,12 +138,19 @@ class EvalConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # offline (default: files for `wandb sync`) | online | disabled
-    project: str = "medtune"
-    entity: str | None = None
-    group: str | None = None
-    name: str | None = None
-    tags: list[str] = field(default_factory=list)
+    """Every field left null (the default) is taken from its W&B environment variable, else a built-in default:
+    resolved in one place, medtune.tracking.resolve_wandb (README "Weights & Biases: where settings come from")."""
+
+    mode: str | None = None  # offline | online | disabled; null: $WANDB_MODE, else offline
+    project: str | None = None  # null: $WANDB_PROJECT, else medtune
+    entity: str | None = None  # null: $WANDB_ENTITY, else your W&B default entity
+    dir: str | None = None  # null: $WANDB_DIR, else the run dir (run files under <dir>/wandb/)
+    group: str | None = None  # null: $WANDB_RUN_GROUP, else the experiment name
+    name: str | None = None  # null: $WANDB_NAME, else <base>-<method>-<quant>-<steps>
+    tags: list[str] | None = None  # null: $WANDB_TAGS (comma-separated); added to medtune's own tags
+    # train.py's `model` artifact: copy (files go into W&B), reference (file:// + digests, nothing copied),
+    # auto (copy up to MODEL_COPY_LIMIT_MB, e.g. an adapter; reference above, e.g. 70B full weights), off
+    model_artifact: str = "auto"
 
 
 @dataclass
@@ -189,6 +197,13 @@ def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
         )
 
 
+def check_wandb(wb: WandbConfig) -> None:
+    """The W&B settings every script shares (a null mode is resolved from $WANDB_MODE later)."""
+    if wb.mode is not None:
+        _require(wb.mode, WANDB_MODES, "wandb.mode")
+    _require(wb.model_artifact, MODEL_ARTIFACT_MODES, "wandb.model_artifact")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject combinations that cannot work, before any weights load."""
     check_tiny_model_path(cfg.base_model, cfg.cache_dir)
@@ -199,7 +214,7 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.quantization.compute_dtype, DTYPES, "quantization.compute_dtype")
     _require(cfg.dataset.source, DATASET_SOURCES, "dataset.source")
     _require(cfg.stage, STAGES, "stage")
-    _require(cfg.wandb.mode, WANDB_MODES, "wandb.mode")
+    check_wandb(cfg.wandb)
     _require(cfg.eval.mode, EVAL_MODES, "eval.mode")
     _require(cfg.eval.prompt, EVAL_PROMPTS, "eval.prompt")
     method, quant = cfg.adapter.method, cfg.quantization.mode

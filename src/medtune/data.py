@@ -161,7 +161,8 @@ def tokenize_blocks(documents: list[str], tokenizer: PreTrainedTokenizerBase, bl
     """Continual pretraining: documents joined by EOS and cut into full blocks, every token a label."""
     stream: list[int] = []
     for document in documents:
-        stream.extend(tokenizer.encode(document, add_special_tokens=False))
+        # verbose=False: documents are packed into block_size blocks, so a long one is no over-long model input
+        stream.extend(tokenizer.encode(document, add_special_tokens=False, verbose=False))
         stream.append(tokenizer.eos_token_id)
     n_blocks = len(stream) // block_size
     if n_blocks == 0:

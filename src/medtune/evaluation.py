@@ -49,17 +49,18 @@ from medtune.api_client import (
 from medtune.config import (
     EVAL_MODES,
     EVAL_PROMPTS,
-    WANDB_MODES,
     AdapterConfig,
     BaseModelConfig,
     EvalConfig,
     QuantizationConfig,
     WandbConfig,
     check_tiny_model_path,
+    check_wandb,
     register_resolvers,
     to_plain_dict,
     to_typed,
 )
+from medtune.console import bar
 from medtune.errors import ConfigError
 from medtune.metrics import (
     ANSWER_SEPARATOR,
@@ -125,7 +126,6 @@ def validate(cfg: EvaluateConfig) -> None:
         (cfg.backend, BACKENDS, "backend"),
         (cfg.eval.mode, EVAL_MODES, "eval.mode"),
         (cfg.eval.prompt, EVAL_PROMPTS, "eval.prompt"),
-        (cfg.wandb.mode, WANDB_MODES, "wandb.mode"),
     ):
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
@@ -136,6 +136,7 @@ def validate(cfg: EvaluateConfig) -> None:
         )
     if cfg.backend == "local" and cfg.run_dir is None:
         check_tiny_model_path(cfg.base_model, cfg.cache_dir)
+    check_wandb(cfg.wandb)
     check_source(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")
@@ -285,11 +286,13 @@ def generate_responses(model, tokenizer, prompts: list[str], batch_size: int, ma
     limit = _context_limit(model, max_new_tokens)
     encoded = [_fit(_encode(tokenizer, p), limit) for p in prompts]
     responses = [""] * len(prompts)
-    for batch in _batches_by_length([len(e) for e in encoded], batch_size):
-        ids, mask = _pad([encoded[i] for i in batch], pad_id, device, left=True)
-        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=tokenizer)
-        for row, i in enumerate(batch):
-            responses[i] = tokenizer.decode(output[row, ids.shape[1] :], skip_special_tokens=True)
+    with bar(len(prompts), "QA generate", "q", leave=False) as progress:
+        for batch in _batches_by_length([len(e) for e in encoded], batch_size):
+            ids, mask = _pad([encoded[i] for i in batch], pad_id, device, left=True)
+            output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=tokenizer)
+            for row, i in enumerate(batch):
+                responses[i] = tokenizer.decode(output[row, ids.shape[1] :], skip_special_tokens=True)
+            progress.update(len(batch))
     return responses
 
 
@@ -303,10 +306,12 @@ def loglik_scores(
     limit = _context_limit(model, longest)
     encoded = [_fit(_encode(tokenizer, p), limit) for p in prompts]
     scores: list[list[float]] = [[] for _ in prompts]
-    for batch in _batches_by_length([len(e) for e in encoded], batch_size):
-        batch_scores = _score_batch(model, [encoded[i] for i in batch], [conts[i] for i in batch], pad_id, device)
-        for i, row in zip(batch, batch_scores, strict=True):
-            scores[i] = row
+    with bar(len(prompts), "QA loglik", "q", leave=False) as progress:
+        for batch in _batches_by_length([len(e) for e in encoded], batch_size):
+            batch_scores = _score_batch(model, [encoded[i] for i in batch], [conts[i] for i in batch], pad_id, device)
+            for i, row in zip(batch, batch_scores, strict=True):
+                scores[i] = row
+            progress.update(len(batch))
     return scores
 
 
@@ -603,7 +608,7 @@ def _api_request(cfg: OpenAIConfig, question: Question, prompt: Prompt) -> Reque
 
 # ------------------------------------------------------------------------------------------------ W&B
 def log_eval_to_wandb(
-    run, suite: str, metrics: dict[str, float], predictions_path: Path | None, prefix: str = ""
+    run, suite: str, metrics: dict[str, float], predictions_path: Path | None, prefix: str = "", step: int | None = None
 ) -> dict[str, float]:
     """Summary `eval/<suite>/<prefix><metric>`, a predictions table and per-category accuracy bars."""
     import wandb
@@ -633,7 +638,7 @@ def log_eval_to_wandb(
         table = wandb.Table(columns=["category", "accuracy"], data=sorted(categories.items()))
         title = f"{suite} {prefix}accuracy by category"
         logged[f"eval/{suite}/{prefix}category_accuracy"] = wandb.plot.bar(table, "category", "accuracy", title=title)
-    run.log(logged)
+    run.log(logged, step=step)  # step: the training step, when scored inside train.py
     run.summary.update(scalars)
     return scalars
 
@@ -665,7 +670,7 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     write_status(output_dir, "running")
     run_ = _start_wandb(typed, output_dir)
     try:
-        metrics = _evaluate(typed, output_dir)
+        metrics = _evaluate(typed, output_dir, run_)
         if run_ is not None:
             log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
             run_.finish(exit_code=0)
@@ -680,10 +685,14 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     return metrics
 
 
-def _evaluate(cfg: EvaluateConfig, output_dir: Path) -> dict[str, float]:
+def _evaluate(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> dict[str, float]:
     if cfg.backend == "openai":
         return evaluate_openai(cfg.openai, cfg.eval, output_dir, progress=cfg.progress)
     model, tokenizer = _load_local(cfg)
+    if cfg.run_dir is not None and run_ is not None:
+        from medtune.lineage import use_trained_model
+
+        use_trained_model(run_, Path(cfg.run_dir))  # the W&B graph links this score to the adapter it scored
     return evaluate_model(model, tokenizer, cfg.eval, output_dir)
 
 
@@ -705,8 +714,7 @@ def _load_local(cfg: EvaluateConfig):
 
 
 def _start_wandb(cfg: EvaluateConfig, output_dir: Path):
-    if cfg.wandb.mode == "disabled":
-        return None
+    """The evaluation's W&B run (with wandb.mode=disabled a no-op run, so the code path is the same)."""
     from medtune.tracking import start_wandb_run
 
     target = (

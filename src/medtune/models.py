@@ -106,13 +106,19 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The config a train.py run dir was made with (schema defaults fill keys added since)."""
+    saved = OmegaConf.load(run_dir / RESOLVED_CONFIG)
+    return to_train_config(OmegaConf.merge(OmegaConf.structured(TrainConfig), saved))
+
+
 def load_trained(run_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:
     """Base + trained adapter (or the fully fine-tuned weights) of a finished train.py run."""
     run_dir = Path(run_dir)
     config_path, model_dir = run_dir / RESOLVED_CONFIG, run_dir / MODEL_SUBDIR
     if not config_path.exists() or not model_dir.exists():
         raise ConfigError(f"{run_dir} is not a finished train.py run (needs {RESOLVED_CONFIG} and {MODEL_SUBDIR}/).")
-    cfg = to_train_config(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load(config_path)))
+    cfg = load_run_config(run_dir)
     if cfg.adapter.method == "full":
         full = BaseModelConfig(**{**vars(cfg.base_model), "path": str(model_dir), "tiny": False})
         model, tokenizer = load_base_model(full, cfg.quantization)

@@ -9,18 +9,21 @@ bootstrap CI over questions, exact match, gestalt, peak memory, train time, toke
 McNemar p-value of the tuned model against the same run's base model before tuning (its
 eval/base predictions, so the questions are the same by construction). A cell whose run failed,
 is still running (or was killed), or never ran while its combination exists in another row is
-shown as such. Output: report.md, report.csv, PNG plots, and (offline by default) a W&B run of
-job_type "report" holding the table and plots.
+shown as such. Output: report.md, report.html (self-contained: opens from disk), report.csv, PNG plots
+(learning curves from each run dir's metrics.jsonl), and (offline by default) a W&B run of job_type "report"
+holding the table and plots, which uses the results artifact of every run it read.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +43,7 @@ from medtune.stats import (
     seed_bootstrap_ci,
     seed_flips,
 )
+from medtune.tracking import METRICS_LOG, STEP_METRIC, read_metrics_log, resolve_mode
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
 PREDICTIONS = {"base": "eval/base/predictions.jsonl", "tuned": "eval/tuned/predictions.jsonl"}
@@ -106,6 +110,7 @@ class RunRecord:
     base_correct: dict[str, bool] | None = None  # problem_id → correct, before tuning
     tuned_correct: dict[str, bool] | None = None  # after tuning (None for untuned runs)
     started: float = 0.0  # seconds since the epoch; the latest run of a cell wins
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl rows (local runs)
 
     @property
     def column(self) -> tuple[str, int]:
@@ -193,6 +198,7 @@ def read_run_dir(run_dir: Path) -> RunRecord:
         base_correct=read_correct(run_dir / PREDICTIONS["base"]),
         tuned_correct=read_correct(run_dir / PREDICTIONS["tuned"]),
         started=config_path.stat().st_mtime,
+        history=read_metrics_log(run_dir / METRICS_LOG),
     )
 
 
@@ -240,6 +246,7 @@ class Cell:
     gestalt: float | None = None
     official_accuracy: float | None = None
     n_questions: int | None = None
+    n_failed: int | None = None  # questions whose answer could not be read (or whose API call failed)
     base_accuracy: float | None = None
     seeds: list[int] = field(default_factory=list)  # the finished replicates behind the figures
     seed_accuracies: list[float] = field(default_factory=list)
@@ -337,6 +344,8 @@ def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
     for name in EXTRA_METRICS:
         if (value := _mean([_suite_metric(r.results, r.suite, name) for r in done])) is not None:
             cell.extra[name] = value
+    failed = [f for r in done if (f := _suite_metric(r.results, r.suite, "n_failed")) is not None]
+    cell.n_failed = int(max(failed)) if failed else None
     cell.exam = exam_summary(done[0].results, done[0].suite)  # the exam verdict of the lowest seed's run
     memories = [_peak_memory(r.results) for r in done]
     cell.peak_memory_mb = max((m for m, _ in memories if m is not None), default=None)
@@ -427,6 +436,7 @@ class Report:
     other_stages: list[RunRecord]  # e.g. stage=pretrain runs: trained, but not scored on QA
     sources: list[str]
     n_boot: int
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run label → its metrics.jsonl rows
 
 
 def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: int = DEFAULT_N_BOOT) -> Report:
@@ -437,7 +447,8 @@ def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: i
         for suite in sorted({r.suite for r in chosen})
     ]
     other_stages = [r for r in records if r.stage != "sft"]
-    return Report(matrices, superseded, other_stages, list(sources), n_boot)
+    curves = {f"{r.base_model} / {column_label(r.column)}": r.history for r in [*chosen, *other_stages] if r.history}
+    return Report(matrices, superseded, other_stages, list(sources), n_boot, curves)
 
 
 def choose_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
@@ -482,8 +493,13 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
     files = {"csv": write_csv(report, out_dir / "report.csv")}
     for matrix in report.matrices:
         files |= write_plots(matrix, out_dir)
+    if any(_loss_curve(rows, "train/learning_rate") for rows in report.curves.values()):
+        files["learning_curves/all"] = out_dir / "learning_curves.png"
+        plot_learning_curves(report.curves, files["learning_curves/all"])
     files["markdown"] = out_dir / "report.md"
     files["markdown"].write_text(render_markdown(report, files), encoding="utf-8")
+    files["html"] = out_dir / "report.html"
+    files["html"].write_text(render_html(report, files), encoding="utf-8")
     return files
 
 
@@ -509,13 +525,13 @@ def _md(text: str, limit: int = 0) -> str:
     return flat if not limit or len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def render_cell(cell: Cell) -> str:
-    """A matrix cell as Markdown lines joined by <br> (GitHub and W&B render them)."""
+def cell_text(cell: Cell) -> tuple[str, str, list[str]]:
+    """(headline, what follows it, detail lines) of a cell; the Markdown and the HTML table share them."""
     if cell.status != "finished":
-        return f"**{cell.status.upper()}**<br>{_md(cell.error, 80)}" if cell.error else f"**{cell.status.upper()}**"
+        return cell.status.upper(), "", [cell.error] if cell.error else []
     ci = f" [{_fmt(cell.ci[0])}, {_fmt(cell.ci[1])}]" if cell.ci else ""
     spread = f" ± {_fmt(cell.accuracy_std)} sd" if cell.accuracy_std is not None else ""
-    lines = [f"**{_fmt(cell.accuracy)}**{spread}{ci}"]
+    lines = []
     if len(cell.seeds) > 1:
         per_seed = " / ".join(_fmt(a) for a in cell.seed_accuracies)
         lines.append(f"{len(cell.seeds)} seeds: {per_seed} · {cell.seed_flips} questions flip")
@@ -530,7 +546,14 @@ def render_cell(cell: Cell) -> str:
     if cell.tokens_per_s is not None:
         perf.append(f"{cell.tokens_per_s:,.0f} tok/s")
     lines.append(" · ".join(perf))
-    return "<br>".join(lines)
+    return _fmt(cell.accuracy), spread + ci, lines
+
+
+def render_cell(cell: Cell) -> str:
+    """A matrix cell as Markdown lines joined by <br> (GitHub and W&B render them)."""
+    head, suffix, lines = cell_text(cell)
+    limit = 80 if cell.status != "finished" else 0
+    return "<br>".join([f"**{head}**{suffix}", *(_md(line, limit) for line in lines)])
 
 
 def _extra_lines(cell: Cell) -> list[str]:
@@ -592,6 +615,8 @@ def render_markdown(report: Report, files: dict[str, Path]) -> str:
         lines += ["", f"## Suite `{matrix.suite}` ({', '.join(map(str, sorted(n))) or '?'} questions)", ""]
         lines += render_matrix(matrix)
         lines += ["", *(f"![{name}]({path.name})" for name, path in plots_of(files, matrix.suite).items())]
+    if "learning_curves/all" in files:
+        lines += ["", "## Learning curves", "", f"![learning curves]({files['learning_curves/all'].name})"]
     lines += _run_list("Failed, unfinished and missing cells", _problem_lines(report))
     lines += _run_list("Superseded runs (a later or finished run of the same cell is shown)", _runs(report.superseded))
     lines += _run_list("Runs outside the matrix (not scored on QA)", _runs(report.other_stages))
@@ -615,6 +640,92 @@ def _runs(runs: Sequence[RunRecord]) -> list[str]:
 
 def _run_list(title: str, items: list[str]) -> list[str]:
     return ["", f"## {title}", "", *(f"- {item}" for item in items)] if items else []
+
+
+# ------------------------------------------------------------------------------------------- HTML
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; max-width: 90em; color: #222; }
+table.matrix { border-collapse: collapse; margin: 1em 0; }
+table.matrix th, table.matrix td { border: 1px solid #bbb; padding: 0.4em 0.6em; vertical-align: top; }
+table.matrix thead th { background: #eef; }
+td.finished b { font-size: 1.1em; }
+td.failed, td.running, td.missing, td[class="not started"] { background: #fde8e8; color: #8a1c1c; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+.legend { font-size: 0.9em; color: #555; }
+"""
+
+
+def render_html(report: Report, files: dict[str, Path]) -> str:
+    """report.html: one self-contained page (plots inlined as base64), so it opens from disk with no server."""
+    statuses = [c.status for m in report.matrices for c in m.ordered_cells()]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    body = [
+        "<h1>medtune comparison report</h1>",
+        f"<p>Sources: {', '.join(f'<code>{escape(s)}</code>' for s in report.sources)}<br>"
+        f"Cell status: {escape(counts or 'no cells')}</p>",
+        f"<p class='legend'>{escape(legend(report.n_boot).replace('**', ''))}</p>",
+    ]
+    for matrix in report.matrices:
+        n = {c.n_questions for c in matrix.ordered_cells() if c.n_questions is not None}
+        body.append(
+            f"<h2>Suite <code>{escape(matrix.suite)}</code> ({', '.join(map(str, sorted(n))) or '?'} questions)</h2>"
+        )
+        body.append(_html_matrix(matrix))
+        body += [_html_image(name, path) for name, path in plots_of(files, matrix.suite).items()]
+        body += _html_list(f"Failures and exclusions in {matrix.suite}", _suite_problems(report, matrix))
+    if "learning_curves/all" in files:
+        body += ["<h2>Learning curves</h2>", _html_image("learning curves", files["learning_curves/all"])]
+    body += _html_list("Runs outside the matrix (not scored on QA)", _runs(report.other_stages))
+    return (
+        "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>medtune comparison report</title>"
+        f"<style>{HTML_STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def _html_matrix(matrix: Matrix) -> str:
+    header = "".join(f"<th>{escape(h)}</th>" for h in ["base model", *map(column_label, matrix.columns)])
+    rows = []
+    for row in matrix.rows:
+        cells = []
+        for column in matrix.columns:
+            cell = matrix.cell(row, column)
+            head, suffix, lines = cell_text(cell)
+            text = "<br>".join([f"<b>{escape(head)}</b>{escape(suffix)}", *map(escape, lines)])
+            cells.append(f"<td class='{escape(cell.status)}'>{text}</td>")
+        rows.append(f"<tr><th>{escape(row)}</th>{''.join(cells)}</tr>")
+    return (
+        f"<table class='matrix' data-suite='{escape(matrix.suite)}'><thead><tr>{header}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _html_image(name: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<figure><img alt='{escape(name)}' src='data:image/png;base64,{data}'></figure>"
+
+
+def _suite_problems(report: Report, matrix: Matrix) -> list[str]:
+    """A suite's cells without a result, cells with unreadable answers, and runs the matrix left out."""
+    lines = [
+        f"{c.base_model} / {c.column_label}: {c.status}"
+        + (f": {c.error}" if c.error else "")
+        + (f" ({c.source})" if c.source else "")
+        for c in matrix.ordered_cells()
+        if c.status != "finished"
+    ]
+    lines += [
+        f"{c.base_model} / {c.column_label}: {c.n_failed} of {c.n_questions} answers unreadable or failed"
+        for c in matrix.ordered_cells()
+        if c.n_failed
+    ]
+    lines += [f"superseded: {line}" for line in _runs([r for r in report.superseded if r.suite == matrix.suite])]
+    return lines
+
+
+def _html_list(title: str, items: list[str]) -> list[str]:
+    return (
+        [f"<h3>{escape(title)}</h3><ul>" + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"] if items else []
+    )
 
 
 # ------------------------------------------------------------------------------------------ plots
@@ -693,14 +804,51 @@ def plot_memory_vs_accuracy(matrix: Matrix, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _loss_curve(rows: list[dict[str, Any]], marker_key: str) -> list[tuple[int, float]]:
+    """(step, loss) of the rows holding `marker_key` (train rows: the learning rate; held-out rows: eval/runtime)."""
+    loss_key = "train/loss" if marker_key.startswith("train/") else "eval/loss"
+    return [
+        (int(r[STEP_METRIC]), float(r[loss_key]))
+        for r in rows
+        if marker_key in r and loss_key in r and STEP_METRIC in r
+    ]
+
+
+def plot_learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Training loss (line) and held-out loss (dots) per run, from each run dir's metrics.jsonl."""
+    fig = Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
+    for label, rows in curves.items():
+        train = _loss_curve(rows, "train/learning_rate")
+        if not train:
+            continue
+        (line,) = ax.plot(*zip(*train, strict=True), label=label, linewidth=1.2)
+        held_out = _loss_curve(rows, "eval/runtime")
+        if held_out:
+            ax.plot(*zip(*held_out, strict=True), "o", color=line.get_color(), markersize=4)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (line: training, dots: held-out)")
+    ax.set_title("Learning curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 # ------------------------------------------------------------------------------------------- W&B
 def log_report_to_wandb(
-    report: Report, files: dict[str, Path], out_dir: Path, project: str, mode: WandbMode = "offline"
+    report: Report,
+    files: dict[str, Path],
+    out_dir: Path,
+    project: str | None = None,
+    mode: WandbMode | None = None,
+    run_dirs: Sequence[Path] = (),
 ) -> str:
-    """Log the table and the plots as one W&B run (job_type "report"); returns its id."""
+    """Log the table and the plots as one W&B run (job_type "report") that uses the results artifact of every run
+    dir it read; project and mode None: from the environment, as for every medtune run. Returns the run's id."""
     import wandb
 
     from medtune.config import WandbConfig
+    from medtune.lineage import use_run_results
     from medtune.tracking import start_wandb_run
 
     run = start_wandb_run(
@@ -713,6 +861,7 @@ def log_report_to_wandb(
         job_type="report",
     )
     try:
+        use_run_results(run, list(run_dirs))
         rows = table_rows(report)
         logged: dict[str, Any] = {
             "report/matrix": wandb.Table(
@@ -777,9 +926,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--wandb-sweep", help="only this sweep id of --wandb-project")
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples per CI")
     parser.add_argument(
-        "--wandb-mode", default="offline", choices=["offline", "online", "disabled"], help="where the report run goes"
+        "--wandb-mode",
+        choices=["offline", "online", "disabled"],
+        help="where the report run goes (default: $WANDB_MODE, else offline)",
     )
-    parser.add_argument("--log-project", default="medtune", help="W&B project of the report run")
+    parser.add_argument("--log-project", help="W&B project of the report run (default: $WANDB_PROJECT, else medtune)")
     return parser.parse_args(argv)
 
 
@@ -799,15 +950,16 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     out_dir = args.out or args.paths[0] / "report"
     report = build_report(records, sources, args.n_boot)
     files = write_report(report, out_dir)
-    if args.wandb_mode != "disabled":
-        log_report_to_wandb(report, files, out_dir, args.log_project, args.wandb_mode)
+    if resolve_mode(args.wandb_mode) != "disabled":
+        run_dirs = [Path(r.source) for r in records if not r.source.startswith("wandb:")]
+        log_report_to_wandb(report, files, out_dir, args.log_project, args.wandb_mode, run_dirs)
     return files
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     with exit_on_user_error():
         files = run(parse_args(argv))
-    print(f"report: {files['markdown']}")
+    print(f"report: {files['markdown']}\n        {files['html']}  (opens in any browser, no server)")
 
 
 if __name__ == "__main__":

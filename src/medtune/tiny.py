@@ -30,6 +30,7 @@ from transformers import (
 
 from medtune import demo_assets
 from medtune.config import TINY_MARKER, BaseModelConfig
+from medtune.console import bar
 from medtune.errors import ConfigError
 from medtune.prompts import PROMPT_TEMPLATES
 
@@ -86,7 +87,7 @@ def _build_from_scratch(arch: str, staging: Path) -> None:
 
 def _build_by_continual_pretraining(base: BaseModelConfig, staging: Path) -> None:
     """A tiny MedCALM: the real stage=pretrain run (tracked in W&B) on the tiny base it continues."""
-    from medtune.config import AdapterConfig, DatasetConfig, EvalConfig, TrainConfig, TrainerConfig, WandbConfig
+    from medtune.config import AdapterConfig, DatasetConfig, EvalConfig, TrainConfig, TrainerConfig
     from medtune.training import run
 
     assert base.continual_pretraining_of is not None
@@ -104,7 +105,6 @@ def _build_by_continual_pretraining(base: BaseModelConfig, staging: Path) -> Non
             max_steps=CONTINUAL_STEPS, learning_rate=1e-3, batch_size=PRETRAIN_BATCH, save_steps=10**6
         ),
         eval=EvalConfig(at_end=False),
-        wandb=WandbConfig(mode=os.environ.get("WANDB_MODE", "offline")),
         experiment_name=base.name,
         stage="pretrain",
         cache_dir=str(run_dir.parent),
@@ -176,19 +176,24 @@ def _special_ids() -> dict[str, int]:
 
 def pretrain_on_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus: Path) -> None:
     """A few hundred causal-LM steps on the corpus, so the tiny base already models medical Japanese."""
-    ids = tokenizer(corpus.read_text(encoding="utf-8"))["input_ids"]
+    # verbose=False: the corpus is one token stream, cut into PRETRAIN_BLOCK blocks below, never a model input as it
+    # is, so transformers' "longer than the maximum sequence length" warning does not apply.
+    ids = tokenizer(corpus.read_text(encoding="utf-8"), verbose=False)["input_ids"]
     n_blocks = len(ids) // PRETRAIN_BLOCK
     blocks = torch.tensor(ids[: n_blocks * PRETRAIN_BLOCK]).view(n_blocks, PRETRAIN_BLOCK)
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=PRETRAIN_LR, total_steps=PRETRAIN_STEPS)
     model.train()
-    for _ in range(PRETRAIN_STEPS):
-        batch = blocks[torch.randint(n_blocks, (PRETRAIN_BATCH,), generator=generator)]
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    with bar(PRETRAIN_STEPS, f"building tiny {model.config.model_type}", "step") as progress:
+        for _ in range(PRETRAIN_STEPS):
+            batch = blocks[torch.randint(n_blocks, (PRETRAIN_BATCH,), generator=generator)]
+            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            progress.update()
     model.eval()
     log.info("tiny pretraining done: final loss %.3f", loss.item())

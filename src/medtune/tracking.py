@@ -1,6 +1,7 @@
 """Weights & Biases for every medtune run (training, evaluation, data generation, reports).
 
-Offline by default, never untracked, one run per job, resumable.
+Offline by default, never untracked, one run per job, resumable. Settings the config leaves null come from the
+W&B environment variables (resolve_wandb); every logged scalar is also written to the run dir's metrics.jsonl.
 
 The run id is stored in the run dir, so a resumed run (`resume=<run dir>`) continues the same W&B run.
 Offline runs write real run files under `<run dir>/wandb/` that `wandb sync` uploads later.
@@ -8,19 +9,28 @@ Offline runs write real run files under `<run dir>/wandb/` that `wandb sync` upl
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import resource
 import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import wandb
 
-from medtune.config import WandbConfig
+from medtune.config import WANDB_MODES, WandbConfig
+from medtune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id.txt"
+METRICS_LOG = "metrics.jsonl"  # every logged scalar, one flushed line per log call, appended on resume
+STEP_METRIC = "train/global_step"  # x-axis of every training chart
+DEFAULT_PROJECT = "medtune"
 # Trainer log keys → medtune metric names (anything else lands under train/ or eval/ as it is).
 METRIC_NAMES = {
     "loss": "train/loss",
@@ -32,36 +42,178 @@ METRIC_NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class WandbSettings:
+    """The W&B settings a run starts with, after the config → environment → default precedence."""
+
+    mode: str
+    project: str
+    entity: str | None
+    dir: Path
+    group: str
+    name: str
+    tags: list[str]
+
+
+def resolve_wandb(
+    wb: WandbConfig, output_dir: Path, group: str, name: str, tags: list[str], env: Mapping[str, str] | None = None
+) -> WandbSettings:
+    """Each setting from the config (YAML or command line) when set, else its W&B environment variable, else
+    medtune's default: offline, project medtune, files in the run dir. The one place this precedence lives."""
+    env = os.environ if env is None else env
+
+    def pick(value: str | None, var: str, default: str | None) -> str | None:
+        return value if value is not None else env.get(var) or default
+
+    mode = resolve_mode(wb.mode, env)
+    env_tags = [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
+    return WandbSettings(
+        mode=mode,
+        project=str(pick(wb.project, "WANDB_PROJECT", DEFAULT_PROJECT)),
+        entity=pick(wb.entity, "WANDB_ENTITY", None),
+        dir=Path(str(pick(wb.dir, "WANDB_DIR", str(output_dir)))).expanduser(),
+        group=str(pick(wb.group, "WANDB_RUN_GROUP", group)),
+        name=str(pick(wb.name, "WANDB_NAME", name)),
+        tags=sorted(set(tags) | set(wb.tags if wb.tags is not None else env_tags)),
+    )
+
+
+def resolve_mode(mode: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The W&B mode: the config's, else $WANDB_MODE, else offline."""
+    resolved = mode or (os.environ if env is None else env).get("WANDB_MODE") or "offline"
+    if resolved not in WANDB_MODES:  # a config value was checked at composition; this one came from the environment
+        raise ConfigError(f"WANDB_MODE={resolved!r} is not one of {', '.join(WANDB_MODES)}.")
+    return resolved
+
+
 def start_wandb_run(
-    wb: WandbConfig, output_dir: Path, config: dict[str, Any], tags: list[str], group: str, name: str, job_type: str
-) -> Any:
+    wb: WandbConfig,
+    output_dir: Path,
+    config: dict[str, Any],
+    tags: list[str],
+    group: str,
+    name: str,
+    job_type: str,
+    quiet: bool = False,
+) -> TrackedRun:
     """Start (or resume) this run dir's W&B run; an online failure falls back to offline with a warning."""
+    resolved = resolve_wandb(wb, output_dir, group, name, tags)
+    resolved.dir.mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = {
-        "project": wb.project,
-        "entity": wb.entity,
-        "group": wb.group or group,
-        "name": wb.name or name,
-        "tags": sorted(set(tags) | set(wb.tags)),
+        "project": resolved.project,
+        "entity": resolved.entity,
+        "group": resolved.group,
+        "name": resolved.name,
+        "tags": resolved.tags,
         "config": config,
-        "dir": str(output_dir),
+        "dir": str(resolved.dir),
         "id": _run_id(output_dir),
         "resume": "allow",
         "job_type": job_type,
         "reinit": "finish_previous",  # a multirun's jobs share one process: never share a run
+        "settings": wandb.Settings(quiet=quiet),
     }
     try:
-        return wandb.init(mode=wb.mode, **settings)
+        run = wandb.init(mode=resolved.mode, **settings)
     except Exception as err:  # network, auth, server: the run must still be tracked
-        if wb.mode != "online":
+        if resolved.mode != "online":
             raise
         log.warning(
             "W&B online init failed (%s: %s). Continuing in OFFLINE mode; upload later with: wandb sync %s",
             type(err).__name__,
             err,
-            output_dir / "wandb",
+            resolved.dir / "wandb",
         )
         wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
-        return wandb.init(mode="offline", **settings)
+        run = wandb.init(mode="offline", **settings)
+    return TrackedRun(run, output_dir / METRICS_LOG)
+
+
+class TrackedRun:
+    """A W&B run whose every logged scalar is also appended, flushed, to `<run dir>/metrics.jsonl`.
+
+    A run killed with SIGKILL can lose the tail of its W&B run file; this file keeps every figure logged before
+    the kill, a resumed run appends to it, and the report plots learning curves from it. Everything else
+    (summary, artifacts, id, ...) is the W&B run's own.
+    """
+
+    def __init__(self, run: Any, metrics_path: Path) -> None:
+        self.run, self.metrics_path = run, metrics_path
+        self._handle: TextIO | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run, name)
+
+    def log(self, data: dict[str, Any], step: int | None = None) -> None:
+        """Log a row; `step` is the training step, the x-axis of train/* and eval/* (see define_training_axes)."""
+        row = {STEP_METRIC: step, **data} if step is not None else dict(data)
+        scalars = {k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if scalars:
+            self._write({"time": round(time.time(), 3), **scalars})
+        self.run.log(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if self._handle is None:
+            self._handle = open_appending(self.metrics_path)
+        self._handle.write(json.dumps(row) + "\n")
+        self._handle.flush()  # on disk before the next step: a kill loses nothing that was logged
+
+    def finish(self, exit_code: int | None = None) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.run.finish(exit_code=exit_code)
+
+
+def open_appending(path: Path) -> TextIO:
+    """Append mode, after closing a line torn by a kill, so the next row starts on its own line."""
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    handle = path.open("a", encoding="utf-8")
+    if torn:
+        handle.write("\n")
+    return handle
+
+
+def read_metrics_log(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl; a line torn by a kill (or any unreadable line) is skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def wandb_locations(run: Any) -> dict[str, str]:
+    """Where a run's W&B records are: its mode, local run files (what `wandb sync` uploads) and, online, its page."""
+    if run.disabled:
+        return {"wandb/mode": "disabled"}
+    where = {"wandb/mode": "offline" if run.offline else "online", "wandb/files": run.settings.sync_dir}
+    return where | ({} if run.offline else {"wandb/url": run.url})
+
+
+def define_training_axes(run: Any) -> None:
+    """Charts of train/*, eval/*, perf/* and memory/* share the training step as x-axis; summaries keep the last
+    value logged (a resumed run logs from its checkpoint's step on, so W&B's own _step is no training step)."""
+    run.define_metric(STEP_METRIC)
+    for pattern in ("train/*", "eval/*", "perf/*", "memory/*"):
+        run.define_metric(pattern, step_metric=STEP_METRIC, summary="last")
+
+
+def use_artifact(run: Any, artifact: Any) -> None:
+    """Record that this run consumed `artifact` (a draft built from local files), online or offline.
+
+    W&B refuses `use_artifact` in offline mode (wandb PR #2530); for a draft artifact, online `use_artifact` only
+    logs it with use_after_commit=True, and offline that same record goes into the run file, where `wandb sync`
+    turns it into the use edge of the lineage graph. Same files → same digest → the same artifact version.
+    """
+    if run.disabled or not artifact.manifest.entries:  # nothing on disk to point at: nothing was used
+        return
+    if run.offline:
+        run._log_artifact(artifact, use_after_commit=True)
+    else:
+        run.use_artifact(artifact)
 
 
 def _run_id(output_dir: Path) -> str:

@@ -6,8 +6,10 @@ Everything a run writes lands in its run dir:
     checkpoints/           Trainer checkpoints; `resume=<run dir>` continues from the last one
     model/                 the adapter (safetensors) or full weights, plus the tokenizer
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
-    results.json           the final figures (same keys as the W&B summary), written last
-    wandb/                 the W&B run files (offline by default)
+    results.json           the final figures (same keys as the W&B summary), written when the work is done
+    metrics.jsonl          every figure logged to W&B, one flushed line per log call (survives kill -9)
+    train.log              the job log, including every logging step's figures
+    wandb/                 the W&B run files (offline by default; WANDB_DIR elsewhere)
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import (
     PreTrainedModel,
     Trainer,
@@ -31,11 +35,20 @@ from transformers import (
     set_seed,
 )
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.config import TrainConfig, to_plain_dict, to_train_config
+from medtune.console import bar
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
+from medtune.lineage import (
+    MODEL_ARTIFACT_KEY,
+    RESULTS_ARTIFACT_KEY,
+    log_trained_model,
+    results_artifact,
+    use_training_inputs,
+)
 from medtune.models import attach_adapter, count_parameters, load_base_model
 from medtune.qa_data import check_questions
 from medtune.run_dir import (
@@ -47,9 +60,10 @@ from medtune.run_dir import (
     write_json,
     write_status,
 )
-from medtune.tracking import memory_metrics, metric_name, start_wandb_run
+from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run, wandb_locations
 
 log = logging.getLogger(__name__)
+steps_log = logging.getLogger("medtune.steps")  # every logging step's figures: job log file only, not the console
 
 STEP_METRICS = ("accuracy", "official_accuracy")  # logged by the in-training (loglik) QA evaluation
 
@@ -81,8 +95,7 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
         except BaseException as err:
             write_status(out, "failed", err)
             raise
-        write_json(out / RESULTS_FILE, results)
-        write_status(out, "finished")
+        write_status(out, "finished")  # results.json is already written (_record_outputs)
     return results
 
 
@@ -128,12 +141,16 @@ def _run_tracked(
         group=tc.experiment_name,
         name=f"{tc.base_model.name}-{method}-{tc.quantization.mode}-{tc.trainer.max_steps}",
         job_type=tc.stage,
+        quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )
+    define_training_axes(run)
     results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
+    results |= wandb_locations(run)
     try:
+        use_training_inputs(run, tc)
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
-            results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_")
+            results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_", step=0)
         # Seeded here, right before the first draw (the adapter's initialisation), so nothing that ran before it
         # (a first-use tiny-model build, the base scoring) shifts the random streams of one run against another.
         set_seed(tc.trainer.seed, deterministic=tc.trainer.deterministic)
@@ -161,9 +178,12 @@ def _run_tracked(
                     key.replace("/base_", "/"): value for key, value in list(results.items()) if "/base_" in key
                 }
             else:
-                results |= _evaluate_qa(trainer.model, tokenizer, tc, out / "eval" / "tuned", run, prefix="")
+                step = trainer.state.global_step
+                results |= _evaluate_qa(trainer.model, tokenizer, tc, out / "eval" / "tuned", run, prefix="", step=step)
         results |= memory_metrics()
         results["objective"] = results.get(f"eval/{tc.eval.suite}/accuracy", results.get("eval/loss"))
+        if main:
+            _record_outputs(run, tc, out, results)
         run.summary.update({k: v for k, v in results.items() if isinstance(v, int | float)})
         run.finish(exit_code=0)
     except BaseException:
@@ -172,11 +192,22 @@ def _run_tracked(
     return results
 
 
-def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str) -> dict:
+def _record_outputs(run: Any, tc: TrainConfig, out: Path, results: dict[str, Any]) -> None:
+    """results.json, then the model and results artifacts (the results artifact holds results.json)."""
+    if (out / MODEL_SUBDIR).is_dir():
+        results[MODEL_ARTIFACT_KEY] = log_trained_model(run, tc, out, results)
+    if not run.disabled:
+        results[RESULTS_ARTIFACT_KEY] = f"results-{run.id}"
+    write_json(out / RESULTS_FILE, results)
+    if not run.disabled:
+        run.log_artifact(results_artifact(out, run.id))
+
+
+def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str, step: int) -> dict:
     from medtune.evaluation import PREDICTIONS_FILE, evaluate_model, log_eval_to_wandb
 
     metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir)
-    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix)
+    log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix, step=step)
     return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
 
 
@@ -200,7 +231,7 @@ def _build_trainer(
         optim=t.optim,
         bf16=t.mixed_precision == "bf16",
         fp16=t.mixed_precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name
         logging_steps=t.logging_steps,
         eval_strategy="steps" if t.eval_steps > 0 and heldout_set is not None else "no",
         eval_steps=t.eval_steps or None,
@@ -211,20 +242,23 @@ def _build_trainer(
         data_seed=t.seed,
         full_determinism=t.deterministic,
         dataloader_num_workers=t.dataloader_workers,
+        dataloader_pin_memory=torch.accelerator.is_available(),  # pinned pages only help copies to an accelerator
         include_num_input_tokens_seen="non_padding",
         report_to="none",  # medtune logs to W&B itself, under its own metric names
         disable_tqdm=True,
         remove_unused_columns=False,
     )
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing),
         processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run), *qa_callbacks],
+        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks],
     )
+    trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it
+    return trainer
 
 
 class WandbMetricsCallback(TrainerCallback):
@@ -248,6 +282,43 @@ class WandbMetricsCallback(TrainerCallback):
             self._mark = (now, tokens)
             metrics.update(memory_metrics())
         self.run.log(metrics, step=state.global_step)
+        steps_log.info("step %d %s", state.global_step, json.dumps(metrics))  # the job log file (hydra/default)
+
+
+class TrainingProgress(TrainerCallback):
+    """One training bar: steps, rate and ETA, with the latest loss, learning rate and tokens/s as its postfix.
+
+    Replaces the Trainer's PrinterCallback (its raw dict per log step); the figures go to metrics.jsonl and the
+    job log instead (WandbMetricsCallback).
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None  # a tqdm bar on the main process
+        self.postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = bar(state.max_steps, "train", "step", initial=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        shown = {"loss": "loss", "learning_rate": "lr", "train_tokens_per_second": "tok/s", "eval_loss": "eval_loss"}
+        self.postfix |= {short: _short(logs[key]) for key, short in shown.items() if key in logs}
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 class QAEvalCallback(TrainerCallback):
@@ -273,7 +344,8 @@ def _train(trainer: Trainer, out: Path) -> dict[str, float]:
     if checkpoint:
         log.info("resuming from %s", checkpoint)
     started = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=checkpoint)
+    with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     state = trainer.state
     return {

@@ -66,10 +66,13 @@ def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, 
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     tuned = run_script(
-        "evaluate.py", "eval=jsonl", f"eval.path={questions}", "wandb.mode=disabled", f"run_dir={train_dir}",
-        f"hydra.run.dir={tuned_dir}", cwd=tmp_path,
+        "evaluate.py", "eval=jsonl", f"eval.path={questions}", f"run_dir={train_dir}", f"hydra.run.dir={tuned_dir}",
+        cwd=tmp_path,
     )  # fmt: skip
     assert tuned.returncode == 0, tuned.stderr[-3000:]
+    [trained_run], [eval_run] = offline_runs(train_dir), offline_runs(tuned_dir)
+    [logged], [used] = trained_run.logged("model"), eval_run.used("model")  # lineage: this model made this score
+    assert used.name == logged.name and used.digest == logged.digest
     suite = EvalConfig(suite="custom", source="jsonl", path=str(questions))
     _, _, train_cfg = load_trained(train_dir)
     base_model, tokenizer = load_base_model(train_cfg.base_model, train_cfg.quantization)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+
+from medtune.tracking import read_metrics_log
 
 from conftest import REPO, run_script, script_env
 from wandb_records import offline_runs
@@ -20,8 +24,15 @@ FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000
 
 def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
     run_dir = tmp_path / "run"
-    proc = run_script("train.py", "trainer.max_steps=6", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    args = ["trainer.max_steps=6", "eval.limit=8", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+    proc = run_script("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The console: the progress bar, no Trainer dict, no warning of any library, the closing summary.
+    assert "train: 100%" in proc.stderr and "6/6" in proc.stderr
+    assert not re.search(r"Warning\b|\[WARNING\]", proc.stderr + proc.stdout), proc.stderr[-3000:]
+    assert "{'loss'" not in proc.stdout
+    sync_line = re.search(r"wandb sync (\S+)", proc.stdout)
+    assert "McNemar p =" in proc.stdout and sync_line and Path(sync_line[1]).parent == run_dir / "wandb"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["train/global_step"] == 6
     assert json.loads((run_dir / "run_status.json").read_text())["status"] == "finished"
@@ -36,6 +47,20 @@ def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
     for key in ("params/trainable", "params/trainable_pct", "perf/train_runtime_s", "eval/loss"):
         assert wb.summary[key] == pytest.approx(results[key])
     assert 0 < results["params/trainable_pct"] < 50  # LoRA: a fraction of the weights train
+    # Lineage: the run used its data and its QA suite, and logged the adapter with what produced it.
+    assert [a.name for a in wb.used("dataset")] == ["demo-training-data", "eval-demo"]
+    assert all(a.entries[name].startswith("file://") for a in wb.used("dataset") for name in a.entries)  # no copy
+    [model] = wb.logged("model")
+    assert model.name == results["wandb/model_artifact"] == "tiny_gptneox-lora-none"
+    assert model.metadata["steps"] == 6 and model.metadata["method"] == "lora"
+    assert model.metadata["eval/demo/accuracy"] == pytest.approx(results["eval/demo/accuracy"])
+    assert "adapter_model.safetensors" in model.entries and model.metadata["stored_as"] == "copy"
+    assert [a.name for a in wb.logged("results")] == [results["wandb/results_artifact"]]
+    # One x-axis for train/* and eval/*; every logged figure also in metrics.jsonl.
+    assert wb.step_metrics["train/*"] == wb.step_metrics["eval/*"] == "train/global_step"
+    rows = read_metrics_log(run_dir / "metrics.jsonl")
+    assert [r["train/global_step"] for r in rows if "train/grad_norm" in r] == [2, 4, 6]
+    assert any("eval/demo/base_accuracy" in r for r in rows) and any("eval/demo/accuracy" in r for r in rows)
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()  # nothing in the CWD
 
 
@@ -65,10 +90,13 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     assert results["train/global_step"] == 120
     first, second = offline_runs(run_dir)
     assert first.run_id == second.run_id == results["wandb_run_id"]
-    resumed_steps = [row["_step"] for row in second.history if "train/loss" in row]
+    resumed_steps = [row["train/global_step"] for row in second.history if "train/grad_norm" in row]
     # Continued from a checkpoint (10, or 20 if its save had finished before the kill), not from scratch (step 5).
     assert resumed_steps and min(resumed_steps) > 10
     assert second.exit_code == 0
+    # metrics.jsonl kept the killed attempt's history (its W&B file may not have) and the resumed one appended.
+    logged = [r["train/global_step"] for r in read_metrics_log(run_dir / "metrics.jsonl") if "train/grad_norm" in r]
+    assert set(range(5, 121, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 120  # 5: first attempt only
 
     again = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)  # finished: nothing to redo
     assert again.returncode == 0 and len(offline_runs(run_dir)) == 2

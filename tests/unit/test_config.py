@@ -10,6 +10,7 @@ from omegaconf.errors import ValidationError
 
 from medtune.config import to_train_config
 from medtune.errors import ConfigError
+from medtune.tracking import resolve_mode
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 BASE_MODELS = sorted(p.stem for p in (CONF / "base_model").glob("*.yaml"))
@@ -18,7 +19,8 @@ BASE_MODELS = sorted(p.stem for p in (CONF / "base_model").glob("*.yaml"))
 def test_default_config_is_the_offline_demo(compose_train):
     tc = to_train_config(compose_train())
     assert (tc.base_model.name, tc.adapter.method, tc.quantization.mode) == ("tiny_gptneox", "lora", "none")
-    assert tc.dataset.source == "demo" and tc.wandb.mode == "offline"
+    assert tc.dataset.source == "demo" and tc.wandb.mode is None  # unset: $WANDB_MODE, else offline
+    assert resolve_mode(tc.wandb.mode, env={}) == "offline"
     # The demo adapts every linear layer of the 2-layer model; the paper presets use attention only.
     assert tc.adapter.target_modules == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
 

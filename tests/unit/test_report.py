@@ -10,8 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from matplotlib.image import imread
@@ -333,3 +337,41 @@ def test_cells_show_official_caveats_normalisations_rotations_and_the_exam_verdi
     assert cell.exam == "2025: required 170/200 pass · general 200/300 fail → FAIL" and cell.exam in text
     row = cell.as_row()
     assert row["n_unparsed"] == 3.0 and row["accuracy_bytes"] == 0.72 and row["exam"] == cell.exam
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium; CI installs it (.ci/run), so there a missing browser fails instead of skipping."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but chromium is not installed: .ci/run must apt-get install chromium")
+    pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", "--hide-scrollbars"]
+    proc = subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_report_html_renders_in_a_real_browser_from_disk(report_dir: Path, chromium: str, tmp_path: Path):
+    page = (report_dir / "report.html").as_uri()  # file://, no server
+    dom = _chromium(chromium, tmp_path / "profile", "--dump-dom", page).stdout
+    header = re.search(r"<thead><tr>(.*?)</tr></thead>", dom)
+    assert header and re.findall(r"<th>(.*?)</th>", header[1]) == [
+        "base model",
+        "untuned",
+        "lora · 5 steps",
+        "qlora · 5 steps",
+    ]
+    assert '<td class="failed">' in dom and "OutOfMemoryError: CUDA out of memory | tried" in dom
+    assert "p = 7.63e-06 (+18 / −0)" in dom and "1_gx_lora_old" in dom and "6_pretrain" in dom
+    assert dom.count('src="data:image/png;base64,') == 2  # both plots inline
+    shot = tmp_path / "page.png"
+    _chromium(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,2600", page)
+    pixels = imread(shot)[..., :3]
+    bar_blue = np.all(np.abs(pixels - np.array([31, 119, 180]) / 255) < 0.03, axis=-1)  # matplotlib's first colour
+    assert bar_blue.sum() > 2000  # the plot images were decoded and drawn, not just referenced

@@ -1,15 +1,26 @@
-"""Tracking helpers: metric names, per-read memory peaks, the online → offline fallback."""
+"""Tracking helpers: metric names, per-read memory peaks, the online → offline fallback, W&B settings precedence,
+metrics.jsonl."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from medtune.config import WandbConfig
-from medtune.tracking import memory_metrics, metric_name, start_wandb_run
+from medtune.errors import ConfigError
+from medtune.tracking import (
+    METRICS_LOG,
+    memory_metrics,
+    metric_name,
+    read_metrics_log,
+    resolve_wandb,
+    start_wandb_run,
+)
 
 from wandb_records import offline_runs
 
@@ -69,3 +80,86 @@ def test_failed_online_init_falls_back_to_offline_with_the_same_run(
     [record] = offline_runs(tmp_path)
     assert record.run_id == (tmp_path / "wandb_run_id.txt").read_text()
     assert record.history[0]["train/loss"] == 1.0
+
+
+ENV = {
+    "WANDB_MODE": "disabled",
+    "WANDB_PROJECT": "env-project",
+    "WANDB_ENTITY": "env-team",
+    "WANDB_DIR": "/env/dir",
+    "WANDB_RUN_GROUP": "env-group",
+    "WANDB_TAGS": "env-a, env-b",
+}
+
+
+def _resolve(wb: WandbConfig, env: dict[str, str]):
+    return resolve_wandb(wb, Path("/run"), group="demo", name="auto-name", tags=["lora"], env=env)
+
+
+def test_wandb_settings_left_null_come_from_the_environment():
+    s = _resolve(WandbConfig(), ENV)
+    assert (s.mode, s.project, s.entity, s.dir, s.group) == (
+        "disabled",
+        "env-project",
+        "env-team",
+        Path("/env/dir"),
+        "env-group",
+    )
+    assert s.tags == ["env-a", "env-b", "lora"]  # added to medtune's own tags
+
+
+def test_a_config_value_beats_the_environment():
+    wb = WandbConfig(mode="offline", project="cfg", entity="me", dir="/cfg", group="g", tags=["x"])
+    s = _resolve(wb, ENV)
+    assert (s.mode, s.project, s.entity, s.dir, s.group, s.tags) == (
+        "offline",
+        "cfg",
+        "me",
+        Path("/cfg"),
+        "g",
+        ["lora", "x"],
+    )
+
+
+def test_without_config_or_environment_runs_are_offline_in_the_run_dir():
+    s = _resolve(WandbConfig(), {})
+    assert (s.mode, s.project, s.entity, s.dir, s.group, s.name) == (
+        "offline",
+        "medtune",
+        None,
+        Path("/run"),
+        "demo",
+        "auto-name",
+    )
+
+
+def test_an_unknown_wandb_mode_in_the_environment_is_one_clear_error():
+    with pytest.raises(ConfigError, match="WANDB_MODE='dryrun' is not one of offline, online, disabled"):
+        _resolve(WandbConfig(), {"WANDB_MODE": "dryrun"})
+
+
+def test_the_command_line_beats_the_environment_through_the_composed_config(compose_train, monkeypatch, tmp_path):
+    from medtune.config import to_train_config
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    default = to_train_config(compose_train()).wandb
+    given = to_train_config(compose_train("wandb.mode=online", "wandb.project=p")).wandb
+    assert _resolve(default, dict(os.environ)).mode == "disabled"
+    assert (_resolve(given, dict(os.environ)).mode, given.project) == ("online", "p")
+
+
+def test_every_logged_scalar_is_appended_to_metrics_jsonl_and_a_resumed_run_appends(tmp_path):
+    def start():
+        return start_wandb_run(WandbConfig(mode="disabled"), tmp_path, {}, tags=[], group="g", name="n", job_type="t")
+
+    run = start()
+    run.log({"train/loss": 2.0, "text": "not a figure", "flag": True}, step=1)
+    run.finish()
+    with (tmp_path / METRICS_LOG).open("a") as handle:
+        handle.write('{"train/loss": 1.')  # the first attempt was killed in the middle of a line
+    resumed = start()
+    resumed.log({"train/loss": 1.0}, step=2)
+    resumed.finish()
+    rows = read_metrics_log(tmp_path / METRICS_LOG)
+    assert [(r["train/global_step"], r["train/loss"]) for r in rows] == [(1, 2.0), (2, 1.0)]
+    assert "text" not in rows[0] and "flag" not in rows[0]

@@ -12,7 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import ApiConfig, validate_api
-from medtune.config import WANDB_MODES, EvalConfig, WandbConfig, register_resolvers, to_typed
+from medtune.config import EvalConfig, WandbConfig, check_wandb, register_resolvers, to_typed
 from medtune.errors import ConfigError
 
 CHUNK_METHODS = ("lines", "sentences")
@@ -138,8 +138,7 @@ def validate(cfg: GenerateConfig) -> None:
     """Reject values that cannot work, before any file is read or any call is made."""
     if cfg.chunking.method not in CHUNK_METHODS:
         raise ConfigError(f"chunking.method={cfg.chunking.method!r} is not one of {', '.join(CHUNK_METHODS)}.")
-    if cfg.wandb.mode not in WANDB_MODES:
-        raise ConfigError(f"wandb.mode={cfg.wandb.mode!r} is not one of {', '.join(WANDB_MODES)}.")
+    check_wandb(cfg.wandb)
     if not cfg.source.paths and not cfg.reparse:
         raise ConfigError("source.paths is empty: pass source.paths=[file.txt,...].")
     if cfg.dry_run and cfg.reparse:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
-import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import wandb
 from omegaconf import DictConfig
 
 from medtune.api_client import ApiFailed, ApiStopped, Request, RequestLog, Summary, call_all, request_key
@@ -32,6 +30,7 @@ from medtune.datagen.dedup import QuestionText, deduplicate, find_contamination
 from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.errors import DataError
+from medtune.lineage import MANIFEST_ARTIFACT_KEY, generated_dataset, generated_dataset_name
 from medtune.run_dir import write_status
 from medtune.tracking import start_wandb_run
 
@@ -340,6 +339,7 @@ def build_outputs(
             "matches": matches,
         },
         "records": {"path": storage.RECORDS, "count": len(records), "sha256": _sha256(out / storage.RECORDS)},
+        MANIFEST_ARTIFACT_KEY: generated_dataset_name(out),  # train.py uses this artifact when it reads the records
         "versions": _versions(),
         "config": to_plain_dict(gen),
     }
@@ -410,11 +410,5 @@ def _log_dataset(tracker: Any, manifest: dict[str, Any], out: Path) -> None:
         "decontamination/matches": len(manifest["decontamination"]["matches"]),
     }
     tracker.summary.update(summary)
-    artifact = wandb.Artifact(
-        name="records-" + re.sub(r"[^A-Za-z0-9_.-]", "-", out.name),
-        type="dataset",
-        metadata={"funnel": manifest["funnel"], "records_sha256": manifest["records"]["sha256"]},
-    )
-    artifact.add_file(str(out / storage.RECORDS))
-    artifact.add_file(str(out / storage.MANIFEST))
-    tracker.log_artifact(artifact)
+    metadata = {"funnel": manifest["funnel"], "records_sha256": manifest["records"]["sha256"]}
+    tracker.log_artifact(generated_dataset(out, manifest[MANIFEST_ARTIFACT_KEY], metadata))

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def _run_tracked(
         if method == "none":
             model.requires_grad_(False)
         else:
-            model = attach_adapter(model, tc.adapter, tc.quantization.mode != "none", tc.trainer.gradient_checkpointing)
+            model = attach_adapter(model, tc.adapter, tc.quantization.mode != "none")
         trainable, total = count_parameters(model)
         results |= {
             "params/trainable": trainable,
@@ -180,9 +180,13 @@ def _build_trainer(
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler,
         optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
         bf16=t.mixed_precision == "bf16",
         fp16=t.mixed_precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        use_liger_kernel=t.use_liger_kernel,
+        torch_compile=t.torch_compile,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        **checkpointing_args(t.gradient_checkpointing),
         logging_steps=t.logging_steps,
         eval_strategy="steps" if t.eval_steps > 0 and heldout_set is not None else "no",
         eval_steps=t.eval_steps or None,
@@ -202,10 +206,24 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
-        data_collator=build_collator(tokenizer, tc.dataset.packing),
+        data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
         processing_class=tokenizer,
         callbacks=[WandbMetricsCallback(run), *qa_callbacks],
     )
+
+
+def checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """Non-reentrant activation checkpointing under the TrainingArguments name this transformers knows.
+
+    transformers 5.2x renamed `gradient_checkpointing*` to `activation_checkpointing*` and warns on the old
+    names; earlier 5.x releases only know the old ones. Non-reentrant checkpointing needs no grad-requiring
+    input (so no hook on a frozen base) and is the mode PyTorch recommends.
+    """
+    new = "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}
+    name = "activation_checkpointing" if new else "gradient_checkpointing"
+    if not enabled:
+        return {name: False}
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 class WandbMetricsCallback(TrainerCallback):

@@ -165,12 +165,26 @@ def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, ru
 def _build_trainer(
     tc: TrainConfig, model: PreTrainedModel, tokenizer: Any, train_set: Any, heldout_set: Any, out: Path, run: Any
 ) -> Trainer:
-    t = tc.trainer
     qa_callbacks = [QAEvalCallback(tc, tokenizer, out, run)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
-    args = TrainingArguments(
-        output_dir=str(out / CHECKPOINT_SUBDIR),
+    args = training_arguments(tc, out / CHECKPOINT_SUBDIR, evaluates=heldout_set is not None)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=heldout_set,
+        data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
+        processing_class=tokenizer,
+        callbacks=[WandbMetricsCallback(run), *qa_callbacks],
+    )
+
+
+def training_arguments(tc: TrainConfig, output_dir: Path, evaluates: bool) -> TrainingArguments:
+    """The Trainer's arguments for a config: every training knob lands here (bench/bench_shapes.py uses it too)."""
+    t = tc.trainer
+    return TrainingArguments(
+        output_dir=str(output_dir),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -188,7 +202,7 @@ def _build_trainer(
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **checkpointing_args(t.gradient_checkpointing),
         logging_steps=t.logging_steps,
-        eval_strategy="steps" if t.eval_steps > 0 and heldout_set is not None else "no",
+        eval_strategy="steps" if t.eval_steps > 0 and evaluates else "no",
         eval_steps=t.eval_steps or None,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -200,15 +214,6 @@ def _build_trainer(
         report_to="none",  # medtune logs to W&B itself, under its own metric names
         disable_tqdm=True,
         remove_unused_columns=False,
-    )
-    return Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=heldout_set,
-        data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
-        processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run), *qa_callbacks],
     )
 
 

@@ -143,7 +143,7 @@ def build_model(shape: Shape, layers: int, tc: TrainConfig, device: str, smoke: 
             state_dict=weights,
             quantization_config=build_quantization_config(tc.quantization),
             dtype=dtype,
-            device_map={"": device},
+            device_map={"": 0 if device == "cuda" else "cpu"},
             attn_implementation=attn,
         )
         del weights
@@ -190,6 +190,7 @@ def train_steps(model, tc: TrainConfig, records: Dataset, collator, steps: int, 
     trainer_cfg = replace(tc.trainer, max_steps=steps, logging_steps=10**6, save_steps=10**6)
     args = training_arguments(replace(tc, trainer=trainer_cfg), out, evaluates=False)
     clock = StepClock()
+    _free()  # the bf16 copy a 4-bit model was quantized from must not count in the reserved peak
     trainer = Trainer(model=model, args=args, train_dataset=records, data_collator=collator, callbacks=[clock])
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

@@ -7,6 +7,7 @@ Code below the entry scripts receives these dataclasses via `to_train_config`, n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -235,6 +236,11 @@ def _validate_performance(cfg: TrainConfig) -> None:
     needs_bnb = t.optim.startswith("paged_") or "8bit" in t.optim
     if needs_bnb and not import_utils.is_bitsandbytes_available():
         raise ConfigError(f"trainer.optim={t.optim} is a bitsandbytes optimizer: pip install bitsandbytes.")
+    if t.gradient_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true":
+        raise ConfigError(
+            "the accelerate config already checkpoints activations (fsdp_activation_checkpointing: true); "
+            "set trainer.gradient_checkpointing=false."
+        )
     if t.max_grad_norm < 0:
         raise ConfigError(f"trainer.max_grad_norm must be >= 0 (0 disables clipping; got {t.max_grad_norm}).")
 

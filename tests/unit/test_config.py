@@ -89,3 +89,11 @@ def test_flash_attention_needs_half_precision_weights(compose_train, monkeypatch
         to_train_config(compose_train("base_model.attn_implementation=flash_attention_2"))  # tiny: float32
     tc = to_train_config(compose_train("base_model.attn_implementation=flash_attention_2", "base_model.dtype=bfloat16"))
     assert tc.base_model.attn_implementation == "flash_attention_2"
+
+
+def test_fsdp_activation_checkpointing_and_the_trainers_exclude_each_other(compose_train, monkeypatch):
+    # accelerate launch sets this from conf/accelerate/fsdp.yaml's fsdp_activation_checkpointing
+    monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
+    with pytest.raises(ConfigError, match=r"set trainer\.gradient_checkpointing=false"):
+        to_train_config(compose_train("trainer.gradient_checkpointing=true"))
+    assert not to_train_config(compose_train()).trainer.gradient_checkpointing

@@ -7,6 +7,7 @@ Code below the entry scripts receives these dataclasses via `to_train_config`, n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,18 @@ EVAL_MODES = ("generate", "loglik")
 EVAL_PROMPTS = ("jmedlora", "igakuqa")
 DTYPES = ("float32", "bfloat16", "float16")
 TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
+# Attention kernels transformers dispatches to; a kernels-hub repo id ("kernels-community/...") is also accepted.
+# The flash ones read packed position ids as variable-length sequences (no padding, no mask).
+ATTENTION_PACKAGES = {
+    "eager": None,
+    "sdpa": None,
+    "flex_attention": None,  # built into torch; packed rows become a block-sparse mask that skips other examples
+    "flash_attention_2": "flash-attn",
+    "flash_attention_3": "flash-attn-3 (flash_attn_interface, built from flash-attention's hopper/ directory)",
+}
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # packing hands them cu_seq_lens directly
+# Model types the Trainer's use_liger_kernel can patch (liger_kernel.transformers.MODEL_TYPE_TO_APPLY_LIGER_FN).
+LIGER_ARCHITECTURES = ("llama",)
 T = TypeVar("T")
 
 
@@ -42,6 +55,9 @@ class BaseModelConfig:
     lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
     all_linear_targets: list[str] = MISSING  # every linear layer (the paper's QLoRA targets)
     dtype: str = "float32"  # weights dtype for unquantized layers
+    attn_implementation: str = (
+        "sdpa"  # eager | sdpa | flex_attention | flash_attention_2 | flash_attention_3 | hub repo
+    )
     revision: str | None = None
     trust_remote_code: bool = False
 
@@ -90,7 +106,11 @@ class TrainerConfig:
     lr_scheduler: str = "linear"
     optim: str = "adamw_torch"
     mixed_precision: str = "no"  # no | bf16 | fp16
-    gradient_checkpointing: bool = False
+    max_grad_norm: float = 1.0  # gradient-norm clipping; 0 disables it
+    gradient_checkpointing: bool = False  # non-reentrant (use_reentrant=False): recompute activations in backward
+    group_by_length: bool = False  # batches of similar lengths: less padding, less randomness
+    use_liger_kernel: bool = False  # the Trainer's Liger kernels (fused RMSNorm/SwiGLU/cross-entropy; pip liger-kernel)
+    torch_compile: bool = False  # the Trainer compiles the model with torch.compile
     logging_steps: int = 10
     eval_steps: int = 0  # held-out loss every N steps; 0 = only at the end
     save_steps: int = 50  # checkpoint cadence; a killed run resumes from the last one
@@ -242,6 +262,50 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainer.max_steps must be positive (got {cfg.trainer.max_steps}).")
     if not 0.0 <= cfg.dataset.eval_fraction < 1.0:
         raise ConfigError(f"dataset.eval_fraction must be in [0, 1) (got {cfg.dataset.eval_fraction}).")
+    _validate_performance(cfg)
+
+
+def _validate_performance(cfg: TrainConfig) -> None:
+    """GPU knobs: each needs its package installed and a partner it works with; checked before weights load."""
+    from transformers.utils import import_utils
+
+    attn, t = cfg.base_model.attn_implementation, cfg.trainer
+    is_hub_kernel = "/" in attn
+    if not is_hub_kernel:
+        _require(attn, tuple(ATTENTION_PACKAGES), "base_model.attn_implementation")
+    installed = {
+        "flash_attention_2": import_utils.is_flash_attn_2_available,
+        "flash_attention_3": import_utils.is_flash_attn_3_available,
+    }
+    if attn in installed and not installed[attn]():
+        raise ConfigError(
+            f"base_model.attn_implementation={attn} needs the {ATTENTION_PACKAGES[attn]} package and a CUDA GPU; "
+            "install it or use sdpa (the default) or flex_attention."
+        )
+    if is_hub_kernel and not import_utils.is_kernels_available():
+        raise ConfigError(f"base_model.attn_implementation={attn} is a kernels-hub kernel: pip install kernels.")
+    weights_dtype = cfg.quantization.compute_dtype if cfg.quantization.mode != "none" else cfg.base_model.dtype
+    if attn in VARLEN_ATTENTION and weights_dtype == "float32":
+        raise ConfigError(
+            f"base_model.attn_implementation={attn} runs in bfloat16/float16 only: set base_model.dtype=bfloat16."
+        )
+    if t.use_liger_kernel and not import_utils.is_liger_kernel_available():
+        raise ConfigError("trainer.use_liger_kernel=true needs the liger-kernel package: pip install liger-kernel.")
+    if t.use_liger_kernel and cfg.base_model.arch not in LIGER_ARCHITECTURES:
+        raise ConfigError(
+            f"trainer.use_liger_kernel=true has no kernels for base_model.arch={cfg.base_model.arch} "
+            f"(Liger patches {', '.join(LIGER_ARCHITECTURES)}); set it to false."
+        )
+    needs_bnb = t.optim.startswith("paged_") or "8bit" in t.optim
+    if needs_bnb and not import_utils.is_bitsandbytes_available():
+        raise ConfigError(f"trainer.optim={t.optim} is a bitsandbytes optimizer: pip install bitsandbytes.")
+    if t.gradient_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true":
+        raise ConfigError(
+            "the accelerate config already checkpoints activations (fsdp_activation_checkpointing: true); "
+            "set trainer.gradient_checkpointing=false."
+        )
+    if t.max_grad_norm < 0:
+        raise ConfigError(f"trainer.max_grad_norm must be >= 0 (0 disables clipping; got {t.max_grad_norm}).")
 
 
 def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None]) -> T:

@@ -3,7 +3,8 @@
 Records are `{"instruction", "input"?, "output"}` (what generate_data.py writes). Every record is validated
 before any weights load, and a bad one is reported by file, line and field. Prompt tokens are masked out of
 the loss unless `train_on_inputs`; packing concatenates a batch's examples into one row whose position ids
-restart per example, which transformers turns into a block-diagonal causal mask (attention never crosses).
+restart per example: flash kernels read them as variable-length sequences, sdpa as a block-diagonal causal
+mask (attention never crosses examples either way).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from medtune import demo_assets
-from medtune.config import DatasetConfig
+from medtune.config import VARLEN_ATTENTION, DatasetConfig
 from medtune.errors import DataError
 from medtune.jsonl import nonblank_lines, read_jsonl_objects
 from medtune.prompts import PromptTemplate, get_template
@@ -189,10 +190,18 @@ def build_datasets(
     return Dataset.from_list(encode(splits.train)), heldout
 
 
-def build_collator(tokenizer: PreTrainedTokenizerBase, packing: bool):
-    """Padding to the batch's longest example, or packing into one row with restarting position ids."""
+def build_collator(tokenizer: PreTrainedTokenizerBase, packing: bool, attn_implementation: str = "sdpa"):
+    """Padding to the batch's longest example, or packing into one row with restarting position ids.
+
+    A packed row carries no padding and no attention mask. Flash kernels get its sequence boundaries
+    (cu_seq_lens) ready-made and attend per example (variable-length); sdpa/eager/flex_attention derive a
+    block-diagonal mask from the position ids, so attention never crosses examples on any kernel.
+    """
     if packing:
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+        varlen = attn_implementation in VARLEN_ATTENTION or "/" in attn_implementation
+        return DataCollatorWithFlattening(
+            return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=varlen
+        )
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
 
 

@@ -67,6 +67,7 @@ def load_base_model(
             dtype=torch_dtype(base.dtype),
             quantization_config=build_quantization_config(quant),
             device_map=device_map,
+            attn_implementation=base.attn_implementation,
             **common,
         )
     except (OSError, ValueError) as err:
@@ -84,15 +85,17 @@ def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else ""
 
 
-def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bool, gradient_checkpointing: bool):
-    """Wrap the model for training: a peft adapter for lora/dora, the model itself for full fine-tuning."""
+def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bool):
+    """Wrap the model for training: a peft adapter for lora/dora, the model itself for full fine-tuning.
+
+    Gradient checkpointing is the Trainer's job (non-reentrant, see training.checkpointing_args): non-reentrant
+    checkpoints need no grad-requiring input, so the frozen base needs no `enable_input_require_grads` hook.
+    """
     peft_config = build_peft_config(adapter)
     if peft_config is None:
         return model
-    if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed blocks need a grad-requiring input when the base is frozen
+    if quantized:  # norms to float32 for stable 4-bit training; checkpointing is left to the Trainer
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, peft_config)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,7 @@ def _run_tracked(
         if method == "none":
             model.requires_grad_(False)
         else:
-            model = attach_adapter(model, tc.adapter, tc.quantization.mode != "none", tc.trainer.gradient_checkpointing)
+            model = attach_adapter(model, tc.adapter, tc.quantization.mode != "none")
         trainable, total = count_parameters(model)
         results |= {
             "params/trainable": trainable,
@@ -214,12 +214,28 @@ def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, ru
 def _build_trainer(
     tc: TrainConfig, model: PreTrainedModel, tokenizer: Any, train_set: Any, heldout_set: Any, out: Path, run: Any
 ) -> Trainer:
-    t = tc.trainer
     qa_callbacks = [QAEvalCallback(tc, tokenizer, out, run)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
-    args = TrainingArguments(
-        output_dir=str(out / CHECKPOINT_SUBDIR),
+    args = training_arguments(tc, out / CHECKPOINT_SUBDIR, evaluates=heldout_set is not None)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=heldout_set,
+        data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
+        processing_class=tokenizer,
+        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it
+    return trainer
+
+
+def training_arguments(tc: TrainConfig, output_dir: Path, evaluates: bool) -> TrainingArguments:
+    """The Trainer's arguments for a config: every training knob lands here (bench/bench_shapes.py uses it too)."""
+    t = tc.trainer
+    return TrainingArguments(
+        output_dir=str(output_dir),
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -229,11 +245,15 @@ def _build_trainer(
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler,
         optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
         bf16=t.mixed_precision == "bf16",
         fp16=t.mixed_precision == "fp16",
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name
+        use_liger_kernel=t.use_liger_kernel,
+        torch_compile=t.torch_compile,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        **checkpointing_args(t.gradient_checkpointing),
         logging_steps=t.logging_steps,
-        eval_strategy="steps" if t.eval_steps > 0 and heldout_set is not None else "no",
+        eval_strategy="steps" if t.eval_steps > 0 and evaluates else "no",
         eval_steps=t.eval_steps or None,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -248,17 +268,20 @@ def _build_trainer(
         disable_tqdm=True,
         remove_unused_columns=False,
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=heldout_set,
-        data_collator=build_collator(tokenizer, tc.dataset.packing),
-        processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks],
-    )
-    trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it
-    return trainer
+
+
+def checkpointing_args(enabled: bool) -> dict[str, Any]:
+    """Non-reentrant activation checkpointing under the TrainingArguments name this transformers knows.
+
+    transformers 5.2x renamed `gradient_checkpointing*` to `activation_checkpointing*` and warns on the old
+    names; earlier 5.x releases only know the old ones. Non-reentrant checkpointing needs no grad-requiring
+    input (so no hook on a frozen base) and is the mode PyTorch recommends.
+    """
+    new = "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}
+    name = "activation_checkpointing" if new else "gradient_checkpointing"
+    if not enabled:
+        return {name: False}
+    return {name: True, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 class WandbMetricsCallback(TrainerCallback):

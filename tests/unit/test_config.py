@@ -45,6 +45,9 @@ def test_every_base_model_names_lora_targets_for_its_architecture(compose_train,
         (["dataset=jsonl", "dataset.path=null"], "dataset=jsonl needs dataset.path"),
         (["adapter.method=qlora"], "adapter.method='qlora' is not one of"),
         (["trainer.max_steps=0"], "trainer.max_steps must be positive"),
+        (["base_model.attn_implementation=flash"], "base_model.attn_implementation='flash' is not one of"),
+        (["trainer.max_grad_norm=-1"], "trainer.max_grad_norm must be >= 0"),
+        (["base_model=tiny_gptneox", "trainer.use_liger_kernel=true"], "use_liger_kernel=true"),
     ],
 )
 def test_invalid_combinations_fail_with_a_sentence(compose_train, overrides, message):
@@ -62,24 +65,37 @@ def test_wrong_type_fails_at_composition(compose_train):
         compose_train("trainer.max_steps=many")
 
 
-def test_paper_lora_preset_matches_table_1(compose_train):
-    tc = to_train_config(
-        compose_train("experiment=jmedlora_opencalm", "dataset.path=/data/records.jsonl", "eval.path=/data/IgakuQA")
-    )
-    assert tc.base_model.path == "cyberagent/open-calm-7b"
-    assert (tc.adapter.method, tc.adapter.r, tc.adapter.alpha, tc.adapter.dropout) == ("lora", 8, 32, 0.05)
-    assert tc.adapter.target_modules == ["query_key_value"]  # GPT-NeoX fuses query/key/value
-    assert (tc.trainer.learning_rate, tc.trainer.batch_size, tc.trainer.max_steps) == (5e-5, 8, 1000)
-    assert (tc.dataset.max_input_tokens, tc.dataset.max_target_tokens) == (512, 512)
-    assert tc.quantization.mode == "none"
+@pytest.mark.parametrize(
+    ("knob", "probe", "package"),
+    [
+        ("base_model.attn_implementation=flash_attention_2", "is_flash_attn_2_available", "flash-attn"),
+        ("base_model.attn_implementation=flash_attention_3", "is_flash_attn_3_available", "flash-attn-3"),
+        ("base_model.attn_implementation=kernels-community/flash-attn", "is_kernels_available", "pip install kernels"),
+        ("trainer.use_liger_kernel=true", "is_liger_kernel_available", "pip install liger-kernel"),
+        ("trainer.optim=paged_adamw_32bit", "is_bitsandbytes_available", "pip install bitsandbytes"),
+    ],
+)
+def test_a_knob_whose_package_is_missing_names_the_package(compose_train, monkeypatch, knob, probe, package):
+    from transformers.utils import import_utils
+
+    monkeypatch.setattr(import_utils, probe, lambda: False)
+    with pytest.raises(ConfigError, match=package):
+        to_train_config(compose_train("base_model=tiny_llama", "base_model.dtype=bfloat16", knob))
 
 
-def test_paper_qlora_preset_matches_table_1(compose_train):
-    tc = to_train_config(
-        compose_train("experiment=jmedlora_llama2_qlora", "dataset.path=/data/records.jsonl", "eval.path=/data/IgakuQA")
-    )
-    assert tc.base_model.path == "meta-llama/Llama-2-70b-chat-hf"
-    assert (tc.quantization.mode, tc.quantization.double_quant) == ("nf4", True)
-    assert (tc.adapter.r, tc.adapter.alpha, tc.adapter.dropout) == (64, 16, 0.1)
-    assert tc.adapter.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (tc.trainer.learning_rate, tc.trainer.batch_size, tc.trainer.max_steps) == (2e-4, 8, 900)
+def test_flash_attention_needs_half_precision_weights(compose_train, monkeypatch):
+    from transformers.utils import import_utils
+
+    monkeypatch.setattr(import_utils, "is_flash_attn_2_available", lambda: True)
+    with pytest.raises(ConfigError, match="bfloat16/float16 only"):
+        to_train_config(compose_train("base_model.attn_implementation=flash_attention_2"))  # tiny: float32
+    tc = to_train_config(compose_train("base_model.attn_implementation=flash_attention_2", "base_model.dtype=bfloat16"))
+    assert tc.base_model.attn_implementation == "flash_attention_2"
+
+
+def test_fsdp_activation_checkpointing_and_the_trainers_exclude_each_other(compose_train, monkeypatch):
+    # accelerate launch sets this from conf/accelerate/fsdp.yaml's fsdp_activation_checkpointing
+    monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
+    with pytest.raises(ConfigError, match=r"set trainer\.gradient_checkpointing=false"):
+        to_train_config(compose_train("trainer.gradient_checkpointing=true"))
+    assert not to_train_config(compose_train()).trainer.gradient_checkpointing

@@ -81,9 +81,20 @@ def test_packing_collator_restarts_positions_and_separates_labels(tokenizer):
     assert "attention_mask" not in batch  # a mask would override the per-example block structure
 
 
-@pytest.mark.parametrize("arch", ["tiny_gptneox", "tiny_llama"])
-def test_packed_examples_do_not_attend_to_each_other(tiny_models, arch):
-    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
+@pytest.mark.parametrize("attn", ["flash_attention_2", "flash_attention_3", "kernels-community/flash-attn"])
+def test_packing_hands_varlen_kernels_the_sequence_boundaries(tokenizer, attn):
+    template = get_template("alpaca_ja")
+    examples = [tokenize_record(RECORD, tokenizer, template, 256, 64, False) for _ in range(2)]
+    n = len(examples[0]["input_ids"])
+    batch = build_collator(tokenizer, packing=True, attn_implementation=attn)(examples)
+    assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == [0, n, 2 * n]
+    assert batch["max_length_q"] == n and "attention_mask" not in batch
+    assert "cu_seq_lens_q" not in build_collator(tokenizer, packing=True)(examples)  # sdpa: positions only
+
+
+@pytest.mark.parametrize(("arch", "attn"), [("tiny_gptneox", "sdpa"), ("tiny_llama", "sdpa"), ("tiny_llama", "eager")])
+def test_packed_examples_do_not_attend_to_each_other(tiny_models, arch, attn):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], attn_implementation=attn).eval()
     first, second = torch.randint(5, 500, (1, 11)), torch.randint(5, 500, (1, 7))
     packed = torch.cat([first, second], dim=1)
     positions = torch.cat([torch.arange(11), torch.arange(7)]).unsqueeze(0)

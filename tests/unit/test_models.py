@@ -49,7 +49,7 @@ def test_adapter_trains_on_both_architectures(tiny_models, name, method, quant):
     base = base_config(tiny_models, name)
     model, _ = load_base_model(base, QuantizationConfig(mode=quant))
     adapter = AdapterConfig(method=method, r=8, alpha=16, dropout=0.0, target_modules=base.lora_targets)
-    model = attach_adapter(model, adapter, quantized=quant != "none", gradient_checkpointing=False)
+    model = attach_adapter(model, adapter, quantized=quant != "none")
     if quant == "nf4":  # real bitsandbytes 4-bit layers under the adapter
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     if quant == "int8":
@@ -70,7 +70,7 @@ def test_every_base_model_targets_resolve_on_a_tiny_model_of_its_architecture(ti
     for targets in (tc.base_model.lora_targets, tc.base_model.all_linear_targets):
         model, _ = load_base_model(tiny, QuantizationConfig())
         adapter = AdapterConfig(method="lora", r=4, alpha=8, dropout=0.0, target_modules=targets)
-        model = attach_adapter(model, adapter, quantized=False, gradient_checkpointing=False)
+        model = attach_adapter(model, adapter, quantized=False)
         wrapped = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if hasattr(m, "lora_A")}
         assert wrapped == set(targets)
 

@@ -21,3 +21,33 @@ def test_changed_keys_are_found_at_any_depth():
     new = {"stage": "pretrain", "trainer": {"max_steps": 6, "lr": 1.0}, "resume": "/run", "extra": 1}
     assert changed_keys(new, old) == ["extra", "resume", "stage", "trainer.max_steps"]
     assert changed_keys(old, old) == []
+
+
+def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation_warning(compose_train, tmp_path):
+    import warnings
+
+    from medtune.config import to_train_config
+    from medtune.training import training_arguments
+
+    tc = to_train_config(
+        compose_train(
+            "experiment=jmedlora_llama2_qlora",
+            "dataset.path=/d.jsonl",
+            "eval.path=/e",
+            "trainer.torch_compile=true",
+            "trainer.mixed_precision=no",  # bf16 arguments need a GPU
+        )
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers' renamed arguments warn with FutureWarning
+        args = training_arguments(tc, tmp_path, evaluates=False)
+    assert (args.optim, args.max_grad_norm, args.lr_scheduler_type) == ("paged_adamw_32bit", 0.3, "constant")
+    assert args.train_sampling_strategy == "group_by_length" and args.torch_compile and not args.use_liger_kernel
+    assert args.gradient_checkpointing and args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert args.warmup_steps == 0.03
+
+
+def test_checkpointing_off_passes_no_kwargs():
+    from medtune.training import checkpointing_args
+
+    assert list(checkpointing_args(False).values()) == [False]

@@ -1,0 +1,58 @@
+"""bench/bench_shapes.py: the real-shape benchmark's --smoke run (same code, toy width, CPU) and its floors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_shapes", REPO / "bench" / "bench_shapes.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_run_measures_every_depth_batching_mode_and_scorer(bench, tmp_path):
+    out = tmp_path / "shapes.json"
+    bench.main(["--smoke", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert set(results["shapes"]) == {"opencalm_7b", "llama2_70b"}
+    for report in results["shapes"].values():
+        assert [d["layers"] for d in report["depths"]] == [1, 2]
+        assert all("error" not in d and d["step_s"] > 0 and d["tokens_per_s"] > 0 for d in report["depths"])
+        assert report["extrapolated"]["step_s"] is not None  # a line through both depths, read at full depth
+        assert len(report["batching"]) == 3
+        assert all("error" not in m and m["speedup_vs_padding"] > 0 for m in report["batching"].values())
+        assert report["scoring"]["loglik_speedup"] > 0
+    assert results["shapes"]["llama2_70b"]["method"] == "lora r=64 quantization=nf4"  # the preset's method
+
+
+def test_a_failing_measurement_is_recorded_and_the_run_goes_on(bench):
+    def broken():
+        raise RuntimeError("CUDA out of memory\nsecond line")
+
+    assert bench.measure("broken", broken)["error"] == "RuntimeError: CUDA out of memory"
+
+
+def test_real_shape_floors_match_the_models_published_sizes(bench):
+    """OpenCALM-7B has 6.8 B parameters (13.7 GB in bf16); Llama-2-70B in NF4 is ~35 GB of 4-bit weights
+    (68.7 B linear weights at 4.127 bits) plus fp32 embeddings and r=64 LoRA states on all linear layers."""
+    calm = bench.memory_floor_gb(bench.SHAPES["opencalm_7b"], bench.preset_config("jmedlora_opencalm", False), False)
+    llama = bench.memory_floor_gb(
+        bench.SHAPES["llama2_70b"], bench.preset_config("jmedlora_llama2_qlora", False), False
+    )
+    assert 13.5 < calm["weights_gb"] < 14.0 and calm["lora_state_gb"] < 0.1
+    assert 36 < llama["weights_gb"] < 39 and 13 < llama["lora_state_gb"] < 14
+
+
+def test_extrapolation_is_the_least_squares_line(bench):
+    assert bench.extrapolate([(2, 3.0), (4, 5.0), (8, 9.0)], 80) == pytest.approx(81.0)
+    assert bench.extrapolate([(2, 3.0)], 80) is None

@@ -38,11 +38,11 @@ from datasets import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallback
 
 from medtune import demo_assets
+from medtune.arguments import training_arguments
 from medtune.config import TrainConfig, to_train_config
 from medtune.data import IGNORE_INDEX, build_collator
 from medtune.models import attach_adapter, build_quantization_config, torch_dtype
 from medtune.tiny import train_tokenizer
-from medtune.training import training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 GB = 1e9

@@ -88,7 +88,7 @@ def _first_line(err: BaseException) -> str:
 def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bool):
     """Wrap the model for training: a peft adapter for lora/dora, the model itself for full fine-tuning.
 
-    Gradient checkpointing is the Trainer's job (non-reentrant, see training.checkpointing_args): non-reentrant
+    Gradient checkpointing is the Trainer's job (non-reentrant, see arguments.checkpointing_args): non-reentrant
     checkpoints need no grad-requiring input, so the frozen base needs no `enable_input_require_grads` hook.
     """
     peft_config = build_peft_config(adapter)

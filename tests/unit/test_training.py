@@ -26,8 +26,8 @@ def test_changed_keys_are_found_at_any_depth():
 def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation_warning(compose_train, tmp_path):
     import warnings
 
+    from medtune.arguments import training_arguments
     from medtune.config import to_train_config
-    from medtune.training import training_arguments
 
     tc = to_train_config(
         compose_train(
@@ -48,6 +48,6 @@ def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation
 
 
 def test_checkpointing_off_passes_no_kwargs():
-    from medtune.training import checkpointing_args
+    from medtune.arguments import checkpointing_args
 
     assert list(checkpointing_args(False).values()) == [False]

@@ -226,7 +226,20 @@ def memory_floor_gb(shape: Shape, tc: TrainConfig, smoke: bool) -> dict[str, flo
     else:
         weights = (linear_params + other_params) * torch_dtype(tc.base_model.dtype).itemsize
     lora = lora_params * LORA_STATE_BYTES
-    return {"weights_gb": weights / GB, "lora_state_gb": lora / GB, "floor_gb": (weights + lora) / GB}
+    # With checkpointing each layer keeps only its input (batch x tokens x hidden, in the compute dtype) for the
+    # backward pass; the one layer being recomputed at a time adds comparatively little.
+    tokens = tc.trainer.batch_size * (tc.dataset.max_input_tokens + tc.dataset.max_target_tokens)
+    compute_bytes = torch_dtype(
+        tc.quantization.compute_dtype if tc.quantization.mode != "none" else tc.base_model.dtype
+    )
+    checkpoints = shape.full_layers * tokens * model.config.hidden_size * compute_bytes.itemsize
+    return {
+        "weights_gb": weights / GB,
+        "lora_state_gb": lora / GB,
+        "floor_gb": (weights + lora) / GB,
+        "checkpointed_activations_gb": checkpoints / GB,
+        "floor_with_activations_gb": (weights + lora + checkpoints) / GB,
+    }
 
 
 def extrapolate(points: list[tuple[int, float]], depth: int) -> float | None:
@@ -349,6 +362,8 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
     records = study_like_records(
         tc.trainer.batch_size * (args.steps + 1), tc.dataset.max_input_tokens, tc.dataset.max_target_tokens, vocab
     )
+    warm_up(shape, min(layers), tc, records, args, device)
+    _free()
     for depth in layers:
         model = None
 
@@ -375,6 +390,15 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
     }
     _progress(f"{name} at {shape.full_layers} layers: extrapolated {report['extrapolated']}, floor {report['floor']}")
     save()
+
+
+def warm_up(shape: Shape, depth: int, tc: TrainConfig, records: Dataset, args: argparse.Namespace, device: str) -> None:
+    """One untimed run at the smallest depth, so CUDA context, cuBLAS handles and kernel selection for the
+    record lengths are paid before the first measured depth (otherwise its steps are several times slower)."""
+    model = build_model(shape, depth, tc, device, args.smoke)
+    collator = build_collator(args.tokenizer, tc.dataset.packing, tc.base_model.attn_implementation)
+    out = Path(args.tmp) / "warm-up"
+    measure(f"{shape.preset} warm-up", lambda: train_steps(model, tc, records, collator, args.steps, out))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -376,7 +376,8 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
         key: extrapolate([(d["layers"], d[key]) for d in report["depths"] if key in d], shape.full_layers)
         for key in ("peak_allocated_gb", "peak_reserved_gb", "device_used_gb", "step_s")
     }
-    _progress(f"{name} at {shape.full_layers} layers: extrapolated {report['extrapolated']}, floor {report['floor']}")
+    full = ", ".join(f"{key}={_fmt(value)}" for key, value in report["extrapolated"].items())
+    _progress(f"{name} extrapolated to {shape.full_layers} layers: {full}; floor {report['floor']['floor_gb']:.1f} GB")
     save()
 
 

@@ -364,11 +364,17 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
         report["depths"].append({"layers": depth} | measure(f"{name} {depth} layers", one_depth))
         save()
         if depth == max(layers) and model is not None:
-            report["batching"] = compare_batching(
-                model, tc, args.tokenizer, records, args.steps, device, Path(args.tmp) / name
+            # measure() again around each comparison: a missing import there must not lose the extrapolation
+            report["batching"] = measure(
+                f"{name} batching",
+                lambda m=model: compare_batching(
+                    m, tc, args.tokenizer, records, args.steps, device, Path(args.tmp) / name
+                ),
             )
             save()
-            report["scoring"] = compare_scoring(model, args.tokenizer, args.questions, args.smoke)
+            report["scoring"] = measure(
+                f"{name} scoring", lambda m=model: compare_scoring(m, args.tokenizer, args.questions, args.smoke)
+            )
             save()
         del model
         _free()

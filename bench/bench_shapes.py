@@ -36,6 +36,7 @@ import torch
 import transformers
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallback
+from transformers.trainer_utils import SaveStrategy
 
 from medtune import demo_assets
 from medtune.arguments import training_arguments
@@ -112,8 +113,9 @@ def preset_config(preset: str, smoke: bool) -> TrainConfig:
             "quantization.compute_dtype=float32",
             "trainer.mixed_precision=no",
             "trainer.optim=adamw_torch",
-            "dataset.max_input_tokens=48",
-            "dataset.max_target_tokens=48",
+            "trainer.batch_size=4",
+            "dataset.max_input_tokens=32",
+            "dataset.max_target_tokens=32",
         ]
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -189,6 +191,7 @@ def train_steps(model, tc: TrainConfig, records: Dataset, collator, steps: int, 
     """`steps` optimizer steps with the preset's TrainingArguments; the first one (warm-up) is not timed."""
     trainer_cfg = replace(tc.trainer, max_steps=steps, logging_steps=10**6, save_steps=10**6)
     args = training_arguments(replace(tc, trainer=trainer_cfg), out, evaluates=False)
+    args.save_strategy = SaveStrategy.NO  # train.py saves at the end; a measurement must not time a checkpoint
     clock = StepClock()
     _free()  # the bf16 copy a 4-bit model was quantized from must not count in the reserved peak
     trainer = Trainer(model=model, args=args, train_dataset=records, data_collator=collator, callbacks=[clock])
@@ -376,11 +379,17 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
         report["depths"].append({"layers": depth} | measure(f"{name} {depth} layers", one_depth))
         save()
         if depth == max(layers) and model is not None:
-            report["batching"] = compare_batching(
-                model, tc, args.tokenizer, records, args.steps, device, Path(args.tmp) / name
+            # measure() again around each comparison: a missing import there must not lose the extrapolation
+            report["batching"] = measure(
+                f"{name} batching",
+                lambda m=model: compare_batching(
+                    m, tc, args.tokenizer, records, args.steps, device, Path(args.tmp) / name
+                ),
             )
             save()
-            report["scoring"] = compare_scoring(model, args.tokenizer, args.questions, args.smoke)
+            report["scoring"] = measure(
+                f"{name} scoring", lambda m=model: compare_scoring(m, args.tokenizer, args.questions, args.smoke)
+            )
             save()
         del model
         _free()
@@ -388,7 +397,8 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
         key: extrapolate([(d["layers"], d[key]) for d in report["depths"] if key in d], shape.full_layers)
         for key in ("peak_allocated_gb", "peak_reserved_gb", "device_used_gb", "step_s")
     }
-    _progress(f"{name} at {shape.full_layers} layers: extrapolated {report['extrapolated']}, floor {report['floor']}")
+    full = ", ".join(f"{key}={_fmt(value)}" for key, value in report["extrapolated"].items())
+    _progress(f"{name} extrapolated to {shape.full_layers} layers: {full}; floor {report['floor']['floor_gb']:.1f} GB")
     save()
 
 
@@ -436,6 +446,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # A tokenizer for padding and for the scored questions: ids below both vocabularies (the weights are random).
     args.tokenizer = train_tokenizer(demo_assets.corpus_path())
+    threads = torch.get_num_threads()
+    if args.smoke:
+        torch.set_num_threads(1)  # toy widths gain nothing from threads, and idle threads spin on a busy machine
     with tempfile.TemporaryDirectory() as tmp:
         args.tmp = tmp
         for name in names:
@@ -446,6 +459,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 traceback.print_exc()
                 results["shapes"][name]["error"] = f"{type(err).__name__}: {err}".splitlines()[0]
             save()
+    torch.set_num_threads(threads)  # the smoke run is also called in-process by the tests
     _progress(f"wrote {args.out}")
     return results
 

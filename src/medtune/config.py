@@ -262,14 +262,15 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainer.max_steps must be positive (got {cfg.trainer.max_steps}).")
     if not 0.0 <= cfg.dataset.eval_fraction < 1.0:
         raise ConfigError(f"dataset.eval_fraction must be in [0, 1) (got {cfg.dataset.eval_fraction}).")
-    _validate_performance(cfg)
+    _validate_attention(cfg)
+    _validate_trainer_knobs(cfg)
 
 
-def _validate_performance(cfg: TrainConfig) -> None:
-    """GPU knobs: each needs its package installed and a partner it works with; checked before weights load."""
+def _validate_attention(cfg: TrainConfig) -> None:
+    """The attention kernel must be installed and get the half-precision weights it runs in."""
     from transformers.utils import import_utils
 
-    attn, t = cfg.base_model.attn_implementation, cfg.trainer
+    attn = cfg.base_model.attn_implementation
     is_hub_kernel = "/" in attn
     if not is_hub_kernel:
         _require(attn, tuple(ATTENTION_PACKAGES), "base_model.attn_implementation")
@@ -289,6 +290,13 @@ def _validate_performance(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"base_model.attn_implementation={attn} runs in bfloat16/float16 only: set base_model.dtype=bfloat16."
         )
+
+
+def _validate_trainer_knobs(cfg: TrainConfig) -> None:
+    """Trainer switches: each needs its package and a partner it works with."""
+    from transformers.utils import import_utils
+
+    t = cfg.trainer
     if t.use_liger_kernel and not import_utils.is_liger_kernel_available():
         raise ConfigError("trainer.use_liger_kernel=true needs the liger-kernel package: pip install liger-kernel.")
     if t.use_liger_kernel and cfg.base_model.arch not in LIGER_ARCHITECTURES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def bench():
     spec = importlib.util.spec_from_file_location("bench_shapes", REPO / "bench" / "bench_shapes.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -29,8 +31,9 @@ def test_smoke_run_measures_every_depth_batching_mode_and_scorer(bench, tmp_path
         assert [d["layers"] for d in report["depths"]] == [1, 2]
         assert all("error" not in d and d["step_s"] > 0 and d["tokens_per_s"] > 0 for d in report["depths"])
         assert report["extrapolated"]["step_s"] is not None  # a line through both depths, read at full depth
-        assert len(report["batching"]) == 3
-        assert all("error" not in m and m["speedup_vs_padding"] > 0 for m in report["batching"].values())
+        modes = {mode: m for mode, m in report["batching"].items() if isinstance(m, dict)}
+        assert set(modes) == {"padding", "padding_free_sdpa", "packing_varlen_sdpa"}  # CPU: no varlen kernel
+        assert all("error" not in m and m["speedup_vs_padding"] > 0 for m in modes.values())
         assert report["scoring"]["loglik_speedup"] > 0
     assert results["shapes"]["llama2_70b"]["method"] == "lora r=64 quantization=nf4"  # the preset's method
 

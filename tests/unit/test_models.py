@@ -85,3 +85,30 @@ def test_unloadable_base_model_is_a_clear_config_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="cannot be loaded"):
         load_base_model(base, QuantizationConfig())
+
+
+@pytest.mark.parametrize("quant", ["none", "nf4"])
+def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_models, compose_train, tmp_path, quant):
+    """The frozen base gets no input-grad hook: non-reentrant checkpoints still carry gradients to LoRA."""
+    from transformers import Trainer
+
+    from medtune.data import build_collator
+    from medtune.training import training_arguments
+
+    tc = to_train_config(
+        compose_train(
+            "base_model=tiny_llama",
+            f"quantization={quant}",
+            "trainer.gradient_checkpointing=true",
+            "trainer.max_steps=2",
+        )
+    )
+    base = base_config(tiny_models, "tiny_llama")
+    model, tokenizer = load_base_model(base, tc.quantization)
+    model = attach_adapter(model, tc.adapter, quantized=quant != "none")
+    rows = [{"input_ids": list(range(5, 30)), "labels": list(range(5, 30))}] * 4
+    args = training_arguments(tc, tmp_path, evaluates=False)
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=build_collator(tokenizer, False)).train()
+    assert any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())  # it was on
+    lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: only gradients move it

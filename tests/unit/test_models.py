@@ -93,7 +93,7 @@ def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_model
     from transformers import Trainer
 
     from medtune.data import build_collator
-    from medtune.training import training_arguments
+    from medtune.arguments import training_arguments
 
     tc = to_train_config(
         compose_train(

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from medtune.config import DatasetConfig
+from medtune.lineage import training_dataset
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
 from conftest import REPO, run_script, script_env
+from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
 CHUNKS = 20  # 60 lines, 3 per chunk
@@ -68,7 +71,11 @@ def test_cli_run_with_faults_then_reparse_is_byte_identical_and_tracked(corpus: 
     assert manifest["records"]["sha256"] and "truncated" in manifest["rejected_by_reason"]
     assert all(set(json.loads(r)) >= {"instruction", "output"} for r in records)
     assert "心房細動" in records[0]  # ensure_ascii=False: Japanese is stored as text
-    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the W&B run (offline) exists
+    logged = [artifact for run in offline_runs(out) for artifact in run.logged("dataset")]  # offline W&B runs
+    assert logged and logged[-1].name == manifest["wandb_artifact"]
+    # train.py on these records uses this very artifact version (same name, same digest): the lineage edge.
+    used = training_dataset(DatasetConfig(source="jsonl", path=str(out / "records.jsonl")), "sft")
+    assert (used.name, used.manifest.digest()) == (logged[-1].name, logged[-1].digest)
 
 
 def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpus: Path, tmp_path: Path) -> None:

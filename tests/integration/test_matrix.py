@@ -57,3 +57,6 @@ def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_model
     assert exit_codes == [0, 1]  # the failed cell is marked failed in W&B
     rows = {row["base_model"]: row for row in report_rows(sweep, tmp_path)}
     assert rows["tiny_gptneox"]["status"] == "finished" and rows["tiny_llama"]["status"] == "failed"
+    [report_run] = offline_runs(sweep / "report")  # the report run uses the results it read: the finished cell's
+    [finished] = [json.loads(path.read_text()) for path in sweep.glob("*/results.json")]
+    assert [a.name for a in report_run.used("results")] == [finished["wandb/results_artifact"]]

@@ -195,9 +195,9 @@ def classify(err: Exception, secret: str) -> Failure:
         status, code = err.status_code, str(err.code or err.type or "")
         if status in (401, 403, 404) or "insufficient_quota" in code:
             return Failure("stop", message, status)
-        if status in (400, 413, 422):
-            return Failure("refused", message, status)
-        return Failure("retry", message, status, retry_after_seconds(err.response.headers))
+        if status >= 500 or status in (408, 409, 429):  # overloaded or busy: waiting can help
+            return Failure("retry", message, status, retry_after_seconds(err.response.headers))
+        return Failure("refused", message, status)  # 400 (e.g. context length), 413, 422: this request cannot work
     if isinstance(err, openai.APIConnectionError):
         cause = err.__cause__
         timed_out = isinstance(err, openai.APITimeoutError) and not isinstance(cause, httpx.ConnectTimeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from medtune.api_client import RetryConfig
 from medtune.config import EvalConfig
 from medtune.evaluation import OpenAIConfig, evaluate_openai
 from medtune.testing import OpenAIServer
@@ -11,7 +12,7 @@ from medtune.testing import OpenAIServer
 
 def test_the_client_asks_for_the_served_adapter_by_name_and_counts_non_answers(tmp_path):
     with OpenAIServer(lambda request: "わかりません", model="jmedlora-opencalm") as server:
-        cfg = OpenAIConfig(model="jmedlora-opencalm", base_url=server.base_url, max_retries=0)
+        cfg = OpenAIConfig(model="jmedlora-opencalm", base_url=server.base_url, retry=RetryConfig(max_attempts=1))
         metrics = evaluate_openai(cfg, EvalConfig(suite="demo", limit=3, shots=0), tmp_path)
         calls = server.calls
     assert [call.body["model"] for call in calls] == ["jmedlora-opencalm"] * 3
@@ -27,7 +28,7 @@ def test_w_and_b_gets_exclusions_unparsed_and_the_exam_verdict(tmp_path):
         def __init__(self):
             self.logged, self.summary = {}, {}
 
-        def log(self, data):
+        def log(self, data, step=None):
             self.logged |= data
 
     predictions = tmp_path / "predictions.jsonl"

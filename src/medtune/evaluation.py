@@ -73,13 +73,11 @@ from medtune.metrics import (
 )
 from medtune.prompts import get_template
 from medtune.qa_data import Question, QuestionSet, check_source, load_questions
-from medtune.run_dir import write_status
+from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, write_status
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "openai")
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"  # append-only: one line per API attempt (medtune.api_client.RequestLog)
 IGAKUQA_SYSTEM = "医師国家試験を解きます。"  # the benchmark's system message
 STOP_STRINGS = ["\n"]  # an answer is one line: choice text(s), letters or a number

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from medtune.cli import exit_on_user_error
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
-from medtune.run_dir import RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
+from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
 from medtune.stats import (
     DEFAULT_N_BOOT,
     PairedResult,
@@ -46,11 +46,12 @@ from medtune.stats import (
 from medtune.tracking import METRICS_LOG, STEP_METRIC, read_metrics_log, resolve_mode
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
-PREDICTIONS = {"base": "eval/base/predictions.jsonl", "tuned": "eval/tuned/predictions.jsonl"}
-METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full")  # matrix column order
+PREDICTIONS = {"base": f"eval/base/{PREDICTIONS_FILE}", "tuned": f"eval/tuned/{PREDICTIONS_FILE}"}
+METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full", "api")  # matrix column order
 WandbMode = Literal["offline", "online", "disabled"]
 NOT_STARTED = "not started"
 MISSING = "missing"
+NOT_APPLICABLE = "n/a"  # an API model's row has only the `api` column, and a trained base no `api` cell
 EXTRA_METRICS = (  # shown when the run has them (evaluation.finish_evaluation)
     "n_unparsed",
     "n_excluded",
@@ -188,6 +189,8 @@ def read_run_dir(run_dir: Path) -> RunRecord:
         config_path = run_dir / HYDRA_CONFIG
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     status, error = read_status(run_dir)
+    if "backend" in config:
+        return read_evaluation_dir(run_dir, config, status, error, config_path.stat().st_mtime)
     results_path = run_dir / RESULTS_FILE
     return record_from_config(
         config,
@@ -200,6 +203,53 @@ def read_run_dir(run_dir: Path) -> RunRecord:
         started=config_path.stat().st_mtime,
         history=read_metrics_log(run_dir / METRICS_LOG),
     )
+
+
+def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, error: str, started: float) -> RunRecord:
+    """An evaluate.py run as a cell: an API model is a row of its own (column `api`); a local model sits where its
+    train.py run (run_dir=) or its composed base/adapter place it. A failed evaluation is a failed cell, never 0.0."""
+    suite = str(_config_value(config, "eval.suite", str(run_dir)))
+    metrics_path = run_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    results = {f"eval/{suite}/{k}": v for k, v in metrics.items()} if status == "finished" else {}
+    correct = read_correct(run_dir / PREDICTIONS_FILE) if status == "finished" else None
+    if config["backend"] == "openai":
+        row, method, steps = f"api:{config['openai']['model']}", "api", 0
+    else:
+        trained = Path(str(config.get("run_dir") or "")) / RESOLVED_CONFIG
+        placed = (
+            yaml.safe_load(trained.read_text(encoding="utf-8"))
+            if config.get("run_dir") and trained.is_file()
+            else config
+        )
+        base = record_from_config(
+            placed | {"trainer": placed.get("trainer", {"max_steps": 0})}, source=str(run_dir), status=status
+        )
+        row, method, steps = base.base_model, base.method, base.steps
+    untuned = method.startswith("untuned")
+    return RunRecord(
+        source=str(run_dir),
+        base_model=row,
+        method=method,
+        steps=steps,
+        suite=suite,
+        stage="sft",
+        status=status,
+        error=error,
+        results=results,
+        base_correct=correct if untuned else None,
+        tuned_correct=None if untuned else correct,
+        started=started,
+    )
+
+
+def _evaluated_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config that places a local evaluation: its train.py run's (run_dir=), else its own composed one."""
+    trained = Path(str(config.get("run_dir") or "")) / RESOLVED_CONFIG
+    placed = (
+        yaml.safe_load(trained.read_text(encoding="utf-8")) if config.get("run_dir") and trained.is_file() else config
+    )
+    return {"trainer": {"max_steps": 0}} | placed
 
 
 def read_status(run_dir: Path) -> tuple[str, str]:
@@ -264,6 +314,10 @@ class Cell:
         return column_label((self.method, self.steps))
 
     @property
+    def applies(self) -> bool:
+        return self.status != NOT_APPLICABLE
+
+    @property
     def accuracy_std(self) -> float | None:
         """Sample standard deviation of the accuracy over seeds (None with fewer than two)."""
         return float(np.std(self.seed_accuracies, ddof=1)) if len(self.seed_accuracies) > 1 else None
@@ -307,7 +361,7 @@ class Cell:
 
 def column_label(column: tuple[str, int]) -> str:
     method, steps = column
-    return method if method.startswith("untuned") else f"{method} · {steps} steps"
+    return method if method.startswith("untuned") or method == "api" else f"{method} · {steps} steps"
 
 
 def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
@@ -473,7 +527,11 @@ def build_matrix(suite: str, runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_
     cells = {key: build_cell(seeds, n_boot) for key, seeds in by_cell.items()}
     for row in rows:
         for column in columns:
-            if (row, column) not in cells:
+            if (row, column) in cells:
+                continue
+            if row.startswith("api:") != (column[0] == "api"):
+                cells[row, column] = Cell(suite, row, column[0], column[1], NOT_APPLICABLE)
+            else:
                 error = "no run of this combination (it exists for other base models)"
                 cells[row, column] = Cell(suite, row, column[0], column[1], MISSING, error)
     return Matrix(suite, rows, columns, cells)
@@ -504,7 +562,7 @@ def write_report(report: Report, out_dir: Path) -> dict[str, Path]:
 
 
 def table_rows(report: Report) -> list[dict[str, Any]]:
-    return [cell.as_row() for matrix in report.matrices for cell in matrix.ordered_cells()]
+    return [cell.as_row() for matrix in report.matrices for cell in matrix.ordered_cells() if cell.applies]
 
 
 def write_csv(report: Report, path: Path) -> Path:
@@ -527,6 +585,8 @@ def _md(text: str, limit: int = 0) -> str:
 
 def cell_text(cell: Cell) -> tuple[str, str, list[str]]:
     """(headline, what follows it, detail lines) of a cell; the Markdown and the HTML table share them."""
+    if not cell.applies:
+        return "—", "", []
     if cell.status != "finished":
         return cell.status.upper(), "", [cell.error] if cell.error else []
     ci = f" [{_fmt(cell.ci[0])}, {_fmt(cell.ci[1])}]" if cell.ci else ""
@@ -606,7 +666,7 @@ def legend(n_boot: int) -> str:
 
 
 def render_markdown(report: Report, files: dict[str, Path]) -> str:
-    statuses = [c.status for m in report.matrices for c in m.ordered_cells()]
+    statuses = [c.status for m in report.matrices for c in m.ordered_cells() if c.applies]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     lines = ["# medtune comparison report", "", f"Sources: {', '.join(f'`{s}`' for s in report.sources)}  "]
     lines += [f"Cell status: {counts or 'no cells'}", "", legend(report.n_boot)]
@@ -630,7 +690,7 @@ def _problem_lines(report: Report) -> list[str]:
         + (f" (`{c.source}`)" if c.source else "")
         for m in report.matrices
         for c in m.ordered_cells()
-        if c.status != "finished" or c.error  # a finished cell's error lists its seeds that did not finish
+        if c.applies and (c.status != "finished" or c.error)  # a finished cell's error: its seeds that did not finish
     ]
 
 
@@ -657,7 +717,7 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 
 def render_html(report: Report, files: dict[str, Path]) -> str:
     """report.html: one self-contained page (plots inlined as base64), so it opens from disk with no server."""
-    statuses = [c.status for m in report.matrices for c in m.ordered_cells()]
+    statuses = [c.status for m in report.matrices for c in m.ordered_cells() if c.applies]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     body = [
         "<h1>medtune comparison report</h1>",
@@ -711,7 +771,7 @@ def _suite_problems(report: Report, matrix: Matrix) -> list[str]:
         + (f": {c.error}" if c.error else "")
         + (f" ({c.source})" if c.source else "")
         for c in matrix.ordered_cells()
-        if c.status != "finished"
+        if c.applies and c.status != "finished"
     ]
     lines += [
         f"{c.base_model} / {c.column_label}: {c.n_failed} of {c.n_questions} answers unreadable or failed"
@@ -765,7 +825,7 @@ def plot_accuracy(matrix: Matrix, path: Path) -> None:
             ax.bar(xs, accuracy, width, label=column_label(column), yerr=errors, capsize=3)
         for row in matrix.rows:
             cell = matrix.cell(row, column)
-            if cell.accuracy is None:
+            if cell.accuracy is None and cell.applies:
                 ax.text(
                     x_of[row], 0.02, cell.status, rotation=90, ha="center", va="bottom", fontsize=8, color="crimson"
                 )

@@ -6,6 +6,8 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
     results.json           the final figures, written last
     model/                 the adapter (or full weights) + tokenizer
     checkpoints/           Trainer checkpoints for resume
+    eval/base, eval/tuned  metrics.json + predictions.jsonl of train.py's scoring (evaluate.py writes both files at
+                           the top of its own run dir)
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ STATUS_FILE = "run_status.json"
 RESULTS_FILE = "results.json"
 MODEL_SUBDIR = "model"
 CHECKPOINT_SUBDIR = "checkpoints"
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
 
 

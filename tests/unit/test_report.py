@@ -375,3 +375,32 @@ def test_report_html_renders_in_a_real_browser_from_disk(report_dir: Path, chrom
     pixels = imread(shot)[..., :3]
     bar_blue = np.all(np.abs(pixels - np.array([31, 119, 180]) / 255) < 0.03, axis=-1)  # matplotlib's first colour
     assert bar_blue.sum() > 2000  # the plot images were decoded and drawn, not just referenced
+
+
+def _evaluation_dir(path: Path, status: str, correct: list[bool] | None = None, error: str = "") -> Path:
+    """The files evaluate.py backend=openai writes: its composed config, status, metrics and predictions."""
+    (path / ".hydra").mkdir(parents=True)
+    config = {"backend": "openai", "openai": {"model": "gpt-4o"}, "eval": {"suite": "demo"}, "run_dir": None}
+    (path / rep.HYDRA_CONFIG).write_text(yaml.safe_dump(config))
+    (path / rep.STATUS_FILE).write_text(json.dumps({"status": status} | ({"error": error} if error else {})))
+    if correct is not None:
+        _write_predictions(path / "predictions.jsonl", correct)
+        (path / "metrics.json").write_text(json.dumps({"accuracy": sum(correct) / len(correct), "n_failed": 0}))
+    else:
+        (path / "metrics.json").write_text(json.dumps({"status": "failed", "n_questions": N, "n_failed": 3}))
+    return path
+
+
+def test_an_api_evaluation_is_a_row_and_a_failed_one_is_never_a_score(tmp_path: Path):
+    root = build_sweep(tmp_path / "sweep")
+    _evaluation_dir(root / "eval_gpt4o", "finished", _correct(31))
+    failed = _evaluation_dir(tmp_path / "eval_down", "failed", error="ApiFailed: 3 of 40 questions failed")
+    rep.main([str(root), str(failed), "--wandb-mode", "disabled", "--n-boot", "200"])
+    rows = list(csv.DictReader((root / "report" / "report.csv").open()))
+    (api,) = [r for r in rows if r["base_model"] == "api:gpt-4o"]  # only its api column; the failed rerun is older
+    assert api["status"] == "finished" and api["tuning"] == "api" and float(api["accuracy"]) == pytest.approx(31 / N)
+    assert not [r for r in rows if r["tuning"] == "api" and r["base_model"] != "api:gpt-4o"]
+    assert "| **—** |" in (root / "report" / "report.md").read_text()  # not applicable, not "missing"
+    rep.main([str(failed), "--out", str(tmp_path / "only_failed"), "--wandb-mode", "disabled"])
+    (row,) = csv.DictReader((tmp_path / "only_failed" / "report.csv").open())
+    assert row["status"] == "failed" and row["accuracy"] == "" and "3 of 40 questions failed" in row["error"]

@@ -392,8 +392,8 @@ class Answer:
     response: str | None
     interpretation: Interpretation | None = None  # set by loglik (no text to parse)
     choice_scores: list[float] | None = None  # summed log-probability of each choice
-    error: str | None = None  # why an API question has no response
     choice_tokens: list[int] | None = None  # tokens scored per choice (the per-token normalisation)
+    error: str | None = None  # why an API question has no response
 
 
 def answer_locally(
@@ -414,7 +414,7 @@ def answer_locally(
             tokens = encode_continuations(tokenizer, candidates, terminator)
             for i, row, ids in zip(choice_idx, scores, tokens, strict=True):
                 picked = top_choices(questions[i], row)
-                answers[i] = Answer(picked.text, picked, row, [len(c) for c in ids])
+                answers[i] = Answer(picked.text, picked, choice_scores=row, choice_tokens=[len(c) for c in ids])
         if generate_idx:
             texts = [prompts[i].text for i in generate_idx]
             responses = generate_responses(model, tokenizer, texts, eval_cfg.batch_size, eval_cfg.max_new_tokens)

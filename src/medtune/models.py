@@ -78,7 +78,20 @@ def load_base_model(
         ) from err
     if tokenizer.pad_token is None:  # Llama 2 ships without one; padding positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
+    if quant.mode == "nf4":
+        keep_4bit_layers_trainable(model)
     return model, tokenizer
+
+
+def keep_4bit_layers_trainable(model: torch.nn.Module) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weights for inference at its first eval-mode
+    forward, for good, and the repacked path cannot train (an in-place bias add on an autograd output). train.py
+    scores the base and then trains the same model, so that repacking is switched off."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _first_line(err: BaseException) -> str:

@@ -100,8 +100,11 @@ def compose_train(compose_config: Callable[..., object]) -> Callable[..., object
 
 
 def script_env() -> dict[str, str]:
-    """Environment for subprocess runs of the entry scripts (inherits the offline settings above)."""
-    return dict(os.environ)
+    """Environment for subprocess runs of the entry scripts (inherits the offline settings above).
+
+    Without WANDB_SERVICE, as in a user's shell: the suite's own in-process W&B runs set it, and a script attached to
+    that shared service and then killed would hold its run id there for the rest of the session (resume fails)."""
+    return {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
 
 
 def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:

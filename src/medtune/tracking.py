@@ -114,7 +114,7 @@ def start_wandb_run(
         "settings": wandb.Settings(quiet=quiet),
     }
     try:
-        run = _init_when_released(resolved.mode, settings)
+        run = wandb.init(mode=resolved.mode, **settings)
     except Exception as err:  # network, auth, server: the run must still be tracked
         if resolved.mode != "online":
             raise
@@ -127,26 +127,6 @@ def start_wandb_run(
         wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
         run = wandb.init(mode="offline", **settings)
     return TrackedRun(run, output_dir / METRICS_LOG)
-
-
-RUN_RELEASE_WAIT_S = 60  # how long a resume waits for a killed process's W&B service to let go of the run
-
-
-def _init_when_released(mode: str, settings: dict[str, Any]) -> Any:
-    """wandb.init, waiting (bounded, said once on the console) while the W&B service of a run killed moments ago
-    still holds this run's id: `resume=` right after a `kill -9` must continue the same run, not fail."""
-    deadline = time.monotonic() + RUN_RELEASE_WAIT_S
-    while True:
-        try:
-            return wandb.init(mode=mode, **settings)
-        except Exception as err:
-            if "is in use" not in str(err) or time.monotonic() > deadline:
-                raise
-            if deadline - time.monotonic() > RUN_RELEASE_WAIT_S - 2:
-                log.warning("W&B run %s is still held by the stopped run's W&B process; waiting up to %d s for it",
-                            settings["id"], RUN_RELEASE_WAIT_S)  # fmt: skip
-            wandb.teardown()
-            time.sleep(2)
 
 
 class TrackedRun:

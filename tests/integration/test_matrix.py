@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from conftest import run_module, run_script
 from wandb_records import offline_runs
@@ -60,3 +61,15 @@ def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_model
     [report_run] = offline_runs(sweep / "report")  # the report run uses the results it read: the finished cell's
     [finished] = [json.loads(path.read_text()) for path in sweep.glob("*/results.json")]
     assert [a.name for a in report_run.used("results")] == [finished["wandb/results_artifact"]]
+
+
+def test_seeds_are_a_multirun_axis_and_the_report_groups_them(tmp_path, tiny_models):
+    """`-m ... trainer.seed=1,2,3` on the default sweep dir: three runs, one report cell with the seed columns."""
+    proc = run_script("train.py", "-m", "trainer.seed=1,2,3", *SMALL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").glob("*/*")
+    configs = [yaml.safe_load(path.read_text()) for path in sweep.glob("*/resolved_config.yaml")]
+    assert sorted(config["trainer"]["seed"] for config in configs) == [1, 2, 3]
+    (row,) = report_rows(sweep, tmp_path)
+    assert row["n_seeds"] == "3" and row["paired_test"] == "sign-flip" and row["seed_flips"] != ""
+    assert len(row["seed_accuracies"].split()) == 3 and row["accuracy_std"] != ""

@@ -833,7 +833,8 @@ def plot_accuracy(matrix: Matrix, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title(f"QA accuracy on {matrix.suite} (95 % bootstrap CI)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no bar at all when every cell failed
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

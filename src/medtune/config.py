@@ -193,6 +193,13 @@ def _require(value: str, allowed: tuple[str, ...], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
 
 
+def tiny_build_may_replace(path: Path) -> bool:
+    """A tiny model may be built only where nothing is, in an empty folder, or over an earlier build of medtune's."""
+    if (path / TINY_MARKER).is_file() or not path.exists():
+        return True
+    return path.is_dir() and not any(path.iterdir())
+
+
 def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
     """A tiny model is built only in medtune's cache, in a folder that is empty or that medtune made itself, so a
     path meant for a real model (`base_model.path=/data/my-model` on a tiny base) never gets overwritten or
@@ -204,7 +211,7 @@ def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
         return
     how = "load your own model with a base_model group of its architecture (e.g. base_model=opencalm_7b) and "
     how += f"base_model.path={base.path}, or set base_model.tiny=false"
-    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+    if not tiny_build_may_replace(path):
         raise ConfigError(
             f"base_model.path={base.path} holds files medtune did not create (no {TINY_MARKER}), and "
             f"base_model={base.name} would build a tiny model there; nothing was changed. To {how}."

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -73,7 +72,7 @@ from medtune.metrics import (
 )
 from medtune.prompts import get_template
 from medtune.qa_data import Question, QuestionSet, check_source, load_questions
-from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, write_status
+from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, write_json, write_status, write_text
 
 log = logging.getLogger(__name__)
 
@@ -457,22 +456,15 @@ def finish_evaluation(
     metrics["eval_seconds"] = seconds
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = [_prediction_row(q, p, a, s) for q, p, a, s in zip(questions, prompts, answers, scores, strict=True)]
-    _write_atomic(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(output_dir / PREDICTIONS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     n_failed = int(metrics["n_failed"])
     if n_failed > max_failed_share * len(questions):
         failed = {"status": "failed", "n_questions": len(questions), "n_failed": n_failed}
-        _write_atomic(output_dir / METRICS_FILE, json.dumps(failed, indent=2) + "\n")
+        write_json(output_dir / METRICS_FILE, failed)
         raise ApiFailed(_failed_message(questions, answers, n_failed, max_failed_share, output_dir))
-    _write_atomic(output_dir / METRICS_FILE, json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_json(output_dir / METRICS_FILE, metrics)
     log.info("QA accuracy %.3f on %d questions (%d failed)", metrics["accuracy"], len(questions), n_failed)
     return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers never see half a file: write beside it, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _failed_message(

@@ -147,12 +147,6 @@ def rotate(question: Question, shift: int) -> Question:
     return replace(question, choices=choices, answer=answer, rotation=shift)
 
 
-def check_questions(eval_cfg: EvalConfig) -> None:
-    """Load the suite once up front, so a missing path, an empty folder or a bad record stops a training run
-    before any weights load or W&B starts (reading questions takes milliseconds)."""
-    load_questions(eval_cfg)
-
-
 def check_source(eval_cfg: EvalConfig) -> None:
     """The config-only checks, so entry scripts can fail before loading any weights."""
     if eval_cfg.source not in QA_SOURCES:

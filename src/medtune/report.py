@@ -318,6 +318,11 @@ class Cell:
         return self.status != NOT_APPLICABLE
 
     @property
+    def needs_attention(self) -> bool:
+        """No result, or a result missing some seeds (a finished cell's error lists the seeds that did not finish)."""
+        return self.applies and (self.status != "finished" or bool(self.error))
+
+    @property
     def accuracy_std(self) -> float | None:
         """Sample standard deviation of the accuracy over seeds (None with fewer than two)."""
         return float(np.std(self.seed_accuracies, ddof=1)) if len(self.seed_accuracies) > 1 else None
@@ -341,7 +346,9 @@ class Cell:
             "n_questions": self.n_questions,
             "base_accuracy": self.base_accuracy,
             "n_seeds": len(self.seeds) or None,
-            "seed_accuracies": " ".join(f"{s}:{a:.4f}" for s, a in zip(self.seeds, self.seed_accuracies, strict=True)),
+            "seed_accuracies": " ".join(f"{s}:{a:.4f}" for s, a in zip(self.seeds, self.seed_accuracies, strict=True))
+            if self.seed_accuracies  # empty when a seed's run reported no accuracy
+            else "",
             "accuracy_std": self.accuracy_std,
             "seed_flips": self.seed_flips,
             "paired_test": test.test if test else None,
@@ -384,17 +391,25 @@ def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
     cell.seed_accuracies = [a for r in done if (a := _suite_metric(r.results, r.suite, "accuracy")) is not None]
     if len(cell.seed_accuracies) != len(done):
         cell.seed_accuracies = []
-    scored = _correct_matrix([r.base_correct if r.untuned else r.tuned_correct for r in done], cell.source)
-    if scored is not None:
-        cell.n_questions = scored.shape[1]
-        cell.ci = bootstrap_ci(scored[0], n_boot=n_boot) if len(done) == 1 else seed_bootstrap_ci(scored, n_boot=n_boot)
-        cell.seed_flips = seed_flips(scored) if len(done) > 1 else None
     base = _correct_matrix([r.base_correct for r in done], cell.source)
     tuned = _correct_matrix([r.tuned_correct for r in done], cell.source)
+    scored = base if first.untuned else tuned  # an untuned run's model is its base
+    if scored is not None:
+        correct = scored[1]
+        cell.n_questions = correct.shape[1]
+        several = len(done) > 1
+        cell.ci = seed_bootstrap_ci(correct, n_boot=n_boot) if several else bootstrap_ci(correct[0], n_boot=n_boot)
+        cell.seed_flips = seed_flips(correct) if several else None
     if base is not None and tuned is not None:
-        if base.shape[1] != tuned.shape[1]:
-            raise DataError("base and tuned predictions do not pair up: different questions", path=cell.source)
-        cell.paired = paired_test(base, tuned, n_perm=n_boot)
+        if base[0] != tuned[0]:
+            only_base, only_tuned = set(base[0]) - set(tuned[0]), set(tuned[0]) - set(base[0])
+            raise DataError(
+                "base and tuned predictions do not pair up: the two models were scored on different questions "
+                f"({len(only_base)} only before, e.g. {sorted(only_base)[:3]}; "
+                f"{len(only_tuned)} only after, e.g. {sorted(only_tuned)[:3]})",
+                path=cell.source,
+            )
+        cell.paired = paired_test(base[1], tuned[1], n_perm=n_boot)
     for name in EXTRA_METRICS:
         if (value := _mean([_suite_metric(r.results, r.suite, name) for r in done])) is not None:
             cell.extra[name] = value
@@ -418,15 +433,15 @@ def _mean(values: Sequence[Any]) -> float | None:
     return float(np.mean(numbers)) if numbers and len(numbers) == len(values) else None
 
 
-def _correct_matrix(per_run: Sequence[dict[str, bool] | None], source: str) -> np.ndarray | None:
-    """Seeds × questions correctness, questions in id order; every seed must have answered the same questions."""
+def _correct_matrix(per_run: Sequence[dict[str, bool] | None], source: str) -> tuple[list[str], np.ndarray] | None:
+    """(question ids, seeds × questions correctness in that order); every seed must have answered the same questions."""
     if not per_run or any(run is None for run in per_run):
         return None
     ids = sorted(per_run[0])  # type: ignore[arg-type]
     for run in per_run:
         if sorted(run) != ids:  # type: ignore[arg-type]
             raise DataError("the seeds of this cell were scored on different questions", path=source)
-    return np.array([[run[i] for i in ids] for run in per_run], dtype=bool)  # type: ignore[index]
+    return ids, np.array([[run[i] for i in ids] for run in per_run], dtype=bool)  # type: ignore[index]
 
 
 def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | None:
@@ -690,7 +705,7 @@ def _problem_lines(report: Report) -> list[str]:
         + (f" (`{c.source}`)" if c.source else "")
         for m in report.matrices
         for c in m.ordered_cells()
-        if c.applies and (c.status != "finished" or c.error)  # a finished cell's error: its seeds that did not finish
+        if c.needs_attention
     ]
 
 
@@ -771,7 +786,7 @@ def _suite_problems(report: Report, matrix: Matrix) -> list[str]:
         + (f": {c.error}" if c.error else "")
         + (f" ({c.source})" if c.source else "")
         for c in matrix.ordered_cells()
-        if c.applies and c.status != "finished"
+        if c.needs_attention
     ]
     lines += [
         f"{c.base_model} / {c.column_label}: {c.n_failed} of {c.n_questions} answers unreadable or failed"

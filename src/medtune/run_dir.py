@@ -33,11 +33,15 @@ PREDICTIONS_FILE = "predictions.jsonl"
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+def write_text(path: Path, text: str) -> None:
+    """Write-then-rename, so a reader (or a crash) never sees half a file."""
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text, encoding="utf-8")
     os.replace(staging, path)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_status(run_dir: Path, status: str, error: BaseException | None = None) -> None:

@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from medtune import demo_assets
-from medtune.config import TINY_MARKER, BaseModelConfig
+from medtune.config import TINY_MARKER, BaseModelConfig, tiny_build_may_replace
 from medtune.console import bar
 from medtune.errors import ConfigError
 from medtune.prompts import PROMPT_TEMPLATES
@@ -115,14 +115,12 @@ def _build_by_continual_pretraining(base: BaseModelConfig, staging: Path) -> Non
 
 def _remove_own_build(path: Path) -> None:
     """Clear the way for a new build: only an older build of ours (or an empty folder) is ever removed."""
-    if (path / TINY_MARKER).is_file():
-        shutil.rmtree(path)
-    elif path.is_dir() and not any(path.iterdir()):
-        path.rmdir()
-    elif path.exists():
+    if not tiny_build_may_replace(path):
         raise ConfigError(
             f"{path} holds files medtune did not create (no {TINY_MARKER}); no tiny model is built there."
         )
+    if path.exists():  # an empty folder, or an older build of ours
+        shutil.rmtree(path)
 
 
 def _is_current(path: Path) -> bool:

@@ -50,7 +50,7 @@ from medtune.lineage import (
     use_training_inputs,
 )
 from medtune.models import attach_adapter, count_parameters, load_base_model
-from medtune.qa_data import check_questions
+from medtune.qa_data import load_questions
 from medtune.run_dir import (
     CHECKPOINT_SUBDIR,
     MODEL_SUBDIR,
@@ -84,7 +84,7 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
             return finished
     splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before any weights load
     if tc.stage == "sft" and (tc.eval.at_end or tc.eval.every_steps):
-        check_questions(tc.eval)  # so does a missing or empty evaluation set
+        load_questions(tc.eval)  # so does a missing or empty evaluation set (reading it takes milliseconds)
     if not main:
         return _run_tracked(tc, plain_config, splits, out, main)
     with claimed(out, resuming=bool(tc.resume)):
@@ -193,7 +193,8 @@ def _run_tracked(
 
 
 def _record_outputs(run: Any, tc: TrainConfig, out: Path, results: dict[str, Any]) -> None:
-    """results.json, then the model and results artifacts (the results artifact holds results.json)."""
+    """The model artifact, then results.json (which names it and the results artifact), then the results artifact
+    that holds results.json."""
     if (out / MODEL_SUBDIR).is_dir():
         results[MODEL_ARTIFACT_KEY] = log_trained_model(run, tc, out, results)
     if not run.disabled:

@@ -404,3 +404,11 @@ def test_an_api_evaluation_is_a_row_and_a_failed_one_is_never_a_score(tmp_path: 
     rep.main([str(failed), "--out", str(tmp_path / "only_failed"), "--wandb-mode", "disabled"])
     (row,) = csv.DictReader((tmp_path / "only_failed" / "report.csv").open())
     assert row["status"] == "failed" and row["accuracy"] == "" and "3 of 40 questions failed" in row["error"]
+
+
+def test_base_and_tuned_scored_on_different_questions_of_the_same_count_do_not_pair(tmp_path: Path):
+    run_dir = make_run(tmp_path / "r", _config("m", "lora", "none"), base=_correct(5), tuned=_correct(6))
+    tuned = run_dir / rep.PREDICTIONS["tuned"]
+    tuned.write_text(tuned.read_text().replace('"q000"', '"x000"'))
+    with pytest.raises(DataError, match=r"do not pair up.*1 only before, e\.g\. \['q000'\]"):
+        rep.build_cell([rep.read_run_dir(run_dir)])

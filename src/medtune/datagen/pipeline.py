@@ -31,7 +31,7 @@ from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.errors import DataError
 from medtune.lineage import MANIFEST_ARTIFACT_KEY, generated_dataset, generated_dataset_name
-from medtune.run_dir import write_status
+from medtune.run_dir import write_json, write_status
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
@@ -178,7 +178,7 @@ def dry_run(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, out: Path
         "model": gen.generator.model,
         "base_url": gen.generator.base_url,
     }
-    storage.write_json(out / storage.PLAN, summary)
+    write_json(out / storage.PLAN, summary)
     print("dry run (no calls made):", file=sys.stderr)
     for key, value in summary.items():
         print(f"  {key}: {value}", file=sys.stderr)
@@ -343,7 +343,7 @@ def build_outputs(
         "versions": _versions(),
         "config": to_plain_dict(gen),
     }
-    storage.write_json(out / storage.MANIFEST, manifest)
+    write_json(out / storage.MANIFEST, manifest)
     _print_funnel(funnel, manifest, out)
     return manifest
 

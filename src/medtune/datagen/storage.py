@@ -11,11 +11,11 @@ run_status.json      running | finished | failed (+ error), as in every medtune 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from medtune.errors import DataError
+from medtune.run_dir import write_text
 
 RAW_LOG = "raw_responses.jsonl"
 CHUNKS = "chunks.jsonl"
@@ -32,16 +32,6 @@ def json_line(obj: Any) -> str:
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write-then-rename, so a reader (or a crash) never sees half a file."""
     write_text(path, "".join(json_line(row) for row in rows))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

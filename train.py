@@ -22,8 +22,10 @@ def main(cfg: DictConfig) -> float | None:
 
     def job() -> dict:
         config = to_train_config(cfg)  # config mistakes show here, before torch is imported
+        from medtune.tiny import ensure_tiny_model
         from medtune.training import run
 
+        ensure_tiny_model(config.base_model, config.cache_dir)  # a tiny base is built on first use
         return run(config, HydraConfig.get().runtime.output_dir)
 
     results = run_job(job)

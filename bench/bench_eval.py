@@ -18,11 +18,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from medtune.config import BaseModelConfig, EvalConfig, QuantizationConfig
+from medtune.config import EvalConfig, QuantizationConfig
 from medtune.evaluation import OpenAIConfig, answer_locally, build_prompts, evaluate_openai
 from medtune.models import load_base_model
 from medtune.qa_data import load_questions
 from medtune.testing.openai_server import OpenAIServer
+from medtune.tiny import tiny_base_model
 
 
 def questions_per_s(model, tokenizer, eval_cfg: EvalConfig, repeat: int) -> float:
@@ -97,10 +98,7 @@ def main() -> None:
     source = {"source": "jsonl", "path": args.questions} if args.questions else {"source": "demo"}
     suite = EvalConfig(suite="bench", batch_size=args.batch_size, **source)
     cache = Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
-    base = BaseModelConfig(
-        name="tiny_gptneox", path=str(cache / "models" / "tiny_gptneox"), arch="gpt_neox", tiny=True,
-        lora_targets=["query_key_value"], all_linear_targets=["query_key_value"],
-    )  # fmt: skip
+    base = tiny_base_model("tiny_gptneox", cache)
     model, tokenizer = load_base_model(base, QuantizationConfig())
 
     rates = {

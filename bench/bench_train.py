@@ -23,18 +23,7 @@ from transformers import Trainer, TrainingArguments
 from medtune.config import BaseModelConfig, DatasetConfig, QuantizationConfig
 from medtune.data import build_collator, build_datasets, load_splits
 from medtune.models import load_base_model
-
-
-def tiny_base(cache: Path) -> BaseModelConfig:
-    targets = ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
-    return BaseModelConfig(
-        name="tiny_gptneox",
-        path=str(cache / "models" / "tiny_gptneox"),
-        arch="gpt_neox",
-        tiny=True,
-        lora_targets=targets,
-        all_linear_targets=targets,
-    )
+from medtune.tiny import tiny_base_model
 
 
 def fresh_model(base: BaseModelConfig):
@@ -93,7 +82,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cache = Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
-    base = tiny_base(cache)
+    base = tiny_base_model("tiny_gptneox", cache)
     _, tokenizer = fresh_model(base)
     ds = DatasetConfig(source="demo", max_input_tokens=256, max_target_tokens=128)
     train_set, _ = build_datasets(load_splits(ds, "sft", seed=0), tokenizer, ds, "sft")

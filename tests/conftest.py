@@ -56,20 +56,9 @@ def cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(cache_dir: Path) -> dict[str, Path]:
     """Both tiny architectures, built once per session and then loaded with from_pretrained."""
-    from medtune.config import BaseModelConfig
-    from medtune.tiny import ensure_tiny_model
+    from medtune.tiny import tiny_base_model
 
-    paths = {}
-    for name, arch in (("tiny_gptneox", "gpt_neox"), ("tiny_llama", "llama")):
-        base = BaseModelConfig(
-            name=name,
-            path=str(cache_dir / "models" / name),
-            arch=arch,
-            tiny=True,
-            lora_targets=[],
-            all_linear_targets=[],
-        )
-        paths[name] = ensure_tiny_model(base)
+    paths = {name: Path(tiny_base_model(name, cache_dir).path) for name in ("tiny_gptneox", "tiny_llama")}
     return paths
 
 

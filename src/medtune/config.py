@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,17 +20,113 @@ from omegaconf.errors import ConfigKeyError
 
 from medtune.errors import ConfigError
 
-ARCHITECTURES = ("gpt_neox", "llama")
-ADAPTER_METHODS = ("lora", "dora", "full", "none")
-QUANTIZATION_MODES = ("none", "nf4", "int8")
-DATASET_SOURCES = ("demo", "jsonl", "hf", "text")
-STAGES = ("sft", "pretrain")
-WANDB_MODES = ("offline", "online", "disabled")
-MODEL_ARTIFACT_MODES = ("auto", "copy", "reference", "off")
-EVAL_MODES = ("generate", "loglik")
-EVAL_PROMPTS = ("jmedlora", "igakuqa")
-DTYPES = ("float32", "bfloat16", "float16")
+
+# Enumerated settings: OmegaConf checks them when Hydra composes (`adapter.method=lorx` fails there, naming the
+# allowed values). StrEnum members compare, hash and print as their plain strings.
+class Arch(StrEnum):
+    gpt_neox = "gpt_neox"
+    llama = "llama"
+
+
+class Dtype(StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class AdapterMethod(StrEnum):
+    lora = "lora"
+    dora = "dora"
+    full = "full"
+    none = "none"  # evaluate the untuned base
+
+
+LORA_METHODS = (AdapterMethod.lora, AdapterMethod.dora)  # the methods with a rank, alpha, dropout and targets
+
+
+class QuantMode(StrEnum):
+    none = "none"
+    nf4 = "nf4"  # 4-bit NormalFloat (QLoRA)
+    int8 = "int8"  # LLM.int8()
+
+
+class DatasetSource(StrEnum):
+    demo = "demo"
+    jsonl = "jsonl"
+    hf = "hf"
+    text = "text"  # raw text, stage=pretrain
+
+
+class Stage(StrEnum):
+    sft = "sft"
+    pretrain = "pretrain"
+
+
+class MixedPrecision(StrEnum):
+    no = "no"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class EvalSource(StrEnum):
+    demo = "demo"
+    igakuqa = "igakuqa"
+    jjsimqa = "jjsimqa"
+    jsonl = "jsonl"
+    jmle = "jmle"
+    hf = "hf"
+
+
+class EvalMode(StrEnum):
+    generate = "generate"
+    loglik = "loglik"
+
+
+class EvalPrompt(StrEnum):
+    jmedlora = "jmedlora"
+    igakuqa = "igakuqa"
+
+
+class AnswerFormat(StrEnum):
+    letter = "letter"  # "a", "A", ["a", "c"]
+    index0 = "index0"  # 0 = first choice
+    index1 = "index1"  # 1 = first choice
+
+
+class WandbMode(StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class ModelArtifact(StrEnum):
+    auto = "auto"
+    copy = "copy"
+    reference = "reference"
+    off = "off"
+
+
+# The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
+# (`tuning=qlora`), the W&B run names and the report's columns all read this table.
+TUNING_METHODS: dict[str, tuple[AdapterMethod, QuantMode]] = {
+    "untuned": (AdapterMethod.none, QuantMode.none),
+    "lora": (AdapterMethod.lora, QuantMode.none),
+    "qlora": (AdapterMethod.lora, QuantMode.nf4),
+    "dora": (AdapterMethod.dora, QuantMode.none),
+    "full": (AdapterMethod.full, QuantMode.none),
+}
+
+
+def tuning_method(adapter: str, quantization: str) -> str:
+    """The matrix column of an adapter × quantization pair; a pair outside the table is named `<adapter>-<mode>`."""
+    for name, pair in TUNING_METHODS.items():
+        if pair == (adapter, quantization):
+            return name
+    return f"{'untuned' if adapter == AdapterMethod.none else adapter}-{quantization}"
+
+
 TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
+ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output layer
 # Attention kernels transformers dispatches to; a kernels-hub repo id ("kernels-community/...") is also accepted.
 # The flash ones read packed position ids as variable-length sequences (no padding, no mask).
 ATTENTION_PACKAGES = {
@@ -49,12 +146,12 @@ T = TypeVar("T")
 class BaseModelConfig:
     name: str = MISSING  # short label used in W&B tags and the report
     path: str = MISSING  # hub id or local directory, always loaded with from_pretrained
-    arch: str = MISSING  # gpt_neox | llama
+    arch: Arch = MISSING
     tiny: bool = False  # an offline model medtune builds at `path` on first use
-    continual_pretraining_of: str | None = None  # tiny only: built by stage=pretrain of the tiny model at this path
+    # tiny only: built by experiment=demo_pretrain on this base_model group (e.g. tiny_gptneox)
+    continual_pretraining_of: str | None = None
     lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
-    all_linear_targets: list[str] = MISSING  # every linear layer (the paper's QLoRA targets)
-    dtype: str = "float32"  # weights dtype for unquantized layers
+    dtype: Dtype = Dtype.float32  # weights dtype for unquantized layers
     attn_implementation: str = (
         "sdpa"  # eager | sdpa | flex_attention | flash_attention_2 | flash_attention_3 | hub repo
     )
@@ -64,23 +161,42 @@ class BaseModelConfig:
 
 @dataclass
 class AdapterConfig:
-    method: str = "lora"  # lora | dora | full | none (none: evaluate the untuned base)
+    """A run's adapter as it applies: `full` and `none` (the untuned base) have nothing beyond the method."""
+
+    method: AdapterMethod = AdapterMethod.none
+
+
+@dataclass
+class LoraAdapterConfig(AdapterConfig):
+    """lora | dora. Also the composition schema of every adapter group, so a value set for LoRA in an experiment
+    composes with adapter=full; `to_train_config` then keeps only what the method uses."""
+
+    method: AdapterMethod = AdapterMethod.lora
     r: int = 8
     alpha: int = 32
     dropout: float = 0.05
+    # module names, or [all-linear] (peft's shorthand: every linear layer but the output layer)
     target_modules: list[str] = field(default_factory=list)
 
 
 @dataclass
 class QuantizationConfig:
-    mode: str = "none"  # none | nf4 (4-bit NormalFloat, QLoRA) | int8 (LLM.int8())
+    """`none`: full-precision weights, nothing else applies."""
+
+    mode: QuantMode = QuantMode.none
+
+
+@dataclass
+class BitsAndBytesQuantConfig(QuantizationConfig):
+    """nf4 | int8 (bitsandbytes); also the composition schema of every quantization group."""
+
     double_quant: bool = True  # nf4 only: quantize the quantization constants too
-    compute_dtype: str = "float32"  # dtype of the de-quantized matmuls
+    compute_dtype: Dtype = Dtype.float32  # dtype of the de-quantized matmuls
 
 
 @dataclass
 class DatasetConfig:
-    source: str = "demo"  # demo | jsonl | hf | text (raw text for stage=pretrain)
+    source: DatasetSource = DatasetSource.demo
     path: str | None = None  # jsonl/text file, or hf dataset name
     name: str | None = None  # hf config name
     split: str = "train"
@@ -105,7 +221,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     optim: str = "adamw_torch"
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: MixedPrecision = MixedPrecision.no
     max_grad_norm: float = 1.0  # gradient-norm clipping; 0 disables it
     gradient_checkpointing: bool = False  # non-reentrant (use_reentrant=False): recompute activations in backward
     group_by_length: bool = False  # batches of similar lengths: less padding, less randomness
@@ -133,21 +249,21 @@ class HubFieldsConfig:
     question: str = "question"
     choices: list[str] = field(default_factory=lambda: ["choices"])  # one list column, or one column per choice
     answer: str = "answer"
-    answer_format: str = "letter"  # letter ("a", "A", ["a","c"]) | index0 (0 = first choice) | index1 (1 = first)
+    answer_format: AnswerFormat = AnswerFormat.letter
     text_only: str | None = None  # a boolean column; None: every question is text-only
 
 
 @dataclass
 class EvalConfig:
     suite: str = "demo"  # name used in metric keys: eval/<suite>/<metric>
-    source: str = "demo"  # demo | igakuqa | jjsimqa | jsonl | jmle | hf
+    source: EvalSource = EvalSource.demo
     path: str | None = None  # IgakuQA clone, data/ dir or single file; JSONL / JSON file; hub dataset or saved dir
     hub: HubFieldsConfig = field(default_factory=HubFieldsConfig)  # eval.source=hf only
     years: list[int] = field(default_factory=list)  # IgakuQA: keep these exam years (empty: all)
     text_only: bool = True  # skip questions that need an image
-    prompt: str = "jmedlora"  # jmedlora | igakuqa
+    prompt: EvalPrompt = EvalPrompt.jmedlora
     shots: int = 1
-    mode: str = "loglik"  # generate | loglik
+    mode: EvalMode = EvalMode.loglik
     batch_size: int = 8
     max_new_tokens: int = 48
     limit: int | None = None  # first N questions (smoke runs)
@@ -161,7 +277,7 @@ class WandbConfig:
     """Every field left null (the default) is taken from its W&B environment variable, else a built-in default:
     resolved in one place, medtune.tracking.resolve_wandb (README "Weights & Biases: where settings come from")."""
 
-    mode: str | None = None  # offline | online | disabled; null: $WANDB_MODE, else offline
+    mode: WandbMode | None = None  # null: $WANDB_MODE, else offline
     project: str | None = None  # null: $WANDB_PROJECT, else medtune
     entity: str | None = None  # null: $WANDB_ENTITY, else your W&B default entity
     dir: str | None = None  # null: $WANDB_DIR, else the run dir (run files under <dir>/wandb/)
@@ -170,27 +286,22 @@ class WandbConfig:
     tags: list[str] | None = None  # null: $WANDB_TAGS (comma-separated); added to medtune's own tags
     # train.py's `model` artifact: copy (files go into W&B), reference (file:// + digests, nothing copied),
     # auto (copy up to MODEL_COPY_LIMIT_MB, e.g. an adapter; reference above, e.g. 70B full weights), off
-    model_artifact: str = "auto"
+    model_artifact: ModelArtifact = ModelArtifact.auto
 
 
 @dataclass
 class TrainConfig:
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    adapter: AdapterConfig = field(default_factory=LoraAdapterConfig)
+    quantization: QuantizationConfig = field(default_factory=BitsAndBytesQuantConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     experiment_name: str = "demo"
-    stage: str = "sft"  # sft (instruction-tuning) | pretrain (continual pretraining on raw text)
+    stage: Stage = Stage.sft  # sft: instruction-tuning; pretrain: continual pretraining on raw text
     cache_dir: str = MISSING  # where offline tiny models are built (not an output)
     resume: str | None = None  # a previous run dir: continue it (same dir, checkpoint, W&B run)
-
-
-def _require(value: str, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
 
 
 def tiny_build_may_replace(path: Path) -> bool:
@@ -224,34 +335,18 @@ def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
         )
 
 
-def check_wandb(wb: WandbConfig) -> None:
-    """The W&B settings every script shares (a null mode is resolved from $WANDB_MODE later)."""
-    if wb.mode is not None:
-        _require(wb.mode, WANDB_MODES, "wandb.mode")
-    _require(wb.model_artifact, MODEL_ARTIFACT_MODES, "wandb.model_artifact")
-
-
 def validate(cfg: TrainConfig) -> None:
-    """Reject combinations that cannot work, before any weights load."""
+    """Reject combinations that cannot work, before any weights load (enumerated values were checked by OmegaConf
+    at composition)."""
     check_tiny_model_path(cfg.base_model, cfg.cache_dir)
-    _require(cfg.base_model.arch, ARCHITECTURES, "base_model.arch")
-    _require(cfg.base_model.dtype, DTYPES, "base_model.dtype")
-    _require(cfg.adapter.method, ADAPTER_METHODS, "adapter.method")
-    _require(cfg.quantization.mode, QUANTIZATION_MODES, "quantization.mode")
-    _require(cfg.quantization.compute_dtype, DTYPES, "quantization.compute_dtype")
-    _require(cfg.dataset.source, DATASET_SOURCES, "dataset.source")
-    _require(cfg.stage, STAGES, "stage")
-    check_wandb(cfg.wandb)
-    _require(cfg.eval.mode, EVAL_MODES, "eval.mode")
-    _require(cfg.eval.prompt, EVAL_PROMPTS, "eval.prompt")
     method, quant = cfg.adapter.method, cfg.quantization.mode
     if method == "full" and quant != "none":
         raise ConfigError(
             f"adapter=full cannot train quantization={quant}: quantized weights are frozen, so only an "
             "adapter (lora/dora) can be trained on top of them; use adapter=lora for QLoRA."
         )
-    if method in ("lora", "dora") and not cfg.adapter.target_modules:
-        raise ConfigError(f"adapter={method} needs adapter.target_modules (none were given).")
+    if isinstance(cfg.adapter, LoraAdapterConfig):
+        _check_targets(cfg.adapter)
     if cfg.stage == "pretrain" and method != "full":
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "
@@ -273,14 +368,26 @@ def validate(cfg: TrainConfig) -> None:
     _validate_trainer_knobs(cfg)
 
 
+def _check_targets(adapter: LoraAdapterConfig) -> None:
+    if not adapter.target_modules:
+        raise ConfigError(
+            f"adapter={adapter.method} needs adapter.target_modules: module names or [{ALL_LINEAR}] (none were given)."
+        )
+    if ALL_LINEAR in adapter.target_modules and len(adapter.target_modules) > 1:
+        raise ConfigError(f"adapter.target_modules=[{ALL_LINEAR}] already names every linear layer: list it alone.")
+
+
 def _validate_attention(cfg: TrainConfig) -> None:
     """The attention kernel must be installed and get the half-precision weights it runs in."""
     from transformers.utils import import_utils
 
     attn = cfg.base_model.attn_implementation
     is_hub_kernel = "/" in attn
-    if not is_hub_kernel:
-        _require(attn, tuple(ATTENTION_PACKAGES), "base_model.attn_implementation")
+    if not is_hub_kernel and attn not in ATTENTION_PACKAGES:
+        raise ConfigError(
+            f"base_model.attn_implementation={attn!r} is not one of {', '.join(ATTENTION_PACKAGES)} "
+            "or a kernels-hub repo id."
+        )
     installed = {
         "flash_attention_2": import_utils.is_flash_attn_2_available,
         "flash_attention_3": import_utils.is_flash_attn_3_available,
@@ -345,13 +452,24 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    return to_typed(cfg, TrainConfig, validate)
+    return to_typed(cfg, TrainConfig, lambda typed: validate(applicable(typed)))
+
+
+def applicable(cfg: T) -> T:
+    """Keep only the adapter and quantization settings the run's method uses, so a full or untuned run carries no
+    LoRA rank and an unquantized one no quantization dtype: in its resolved config, its W&B config and the report."""
+    adapter, quant = getattr(cfg, "adapter", None), getattr(cfg, "quantization", None)
+    if isinstance(adapter, LoraAdapterConfig) and adapter.method not in LORA_METHODS:
+        cfg.adapter = AdapterConfig(method=adapter.method)  # type: ignore[attr-defined]
+    if isinstance(quant, BitsAndBytesQuantConfig) and quant.mode == QuantMode.none:
+        cfg.quantization = QuantizationConfig()  # type: ignore[attr-defined]
+    return cfg
 
 
 def to_plain_dict(cfg: Any) -> dict[str, Any]:
     """A resolved, JSON-able dict of a config (for W&B, results.json and the report)."""
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
-    plain = OmegaConf.to_container(node, resolve=True)
+    plain = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(plain, dict)
     return plain
 
@@ -365,7 +483,27 @@ def register_resolvers() -> None:
     )
 
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups, beside the entry scripts
+
+
+def compose_train(*overrides: str) -> DictConfig:
+    """train.py's config composed with overrides, as Hydra composes it for the script (Hydra's compose API); inside
+    a running entry script Hydra is already initialized on the same groups."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="train", overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
 def register_configs() -> None:
     """Register the schemas; primary YAMLs name them first in their defaults lists."""
     register_resolvers()
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for name, (adapter, quantization) in TUNING_METHODS.items():  # `tuning=qlora` = adapter=lora quantization=nf4
+        overrides = [{"override /adapter": str(adapter)}, {"override /quantization": str(quantization)}]
+        store.store(group="tuning", name=name, package="_global_", node={"defaults": overrides})

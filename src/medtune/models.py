@@ -14,7 +14,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from medtune.config import AdapterConfig, BaseModelConfig, QuantizationConfig, TrainConfig, to_train_config
+from medtune.config import ALL_LINEAR, AdapterConfig, BaseModelConfig, QuantizationConfig, TrainConfig, to_train_config
 from medtune.errors import ConfigError
 from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG
 
@@ -43,21 +43,23 @@ def build_peft_config(adapter: AdapterConfig) -> LoraConfig | None:
         r=adapter.r,
         lora_alpha=adapter.alpha,
         lora_dropout=adapter.dropout,
-        target_modules=list(adapter.target_modules),  # peft wants a plain list, not a ListConfig
+        target_modules=peft_targets(adapter.target_modules),
         use_dora=adapter.method == "dora",
         bias="none",
         task_type="CAUSAL_LM",
     )
 
 
+def peft_targets(target_modules: list[str]) -> str | list[str]:
+    """peft reads the shorthand only as a plain string; names go as a plain list (not a ListConfig)."""
+    return ALL_LINEAR if list(target_modules) == [ALL_LINEAR] else list(target_modules)
+
+
 def load_base_model(
     base: BaseModelConfig, quant: QuantizationConfig, device_map: str | dict | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (building first if tiny) the base model and its tokenizer, quantized as configured."""
-    if base.tiny:
-        from medtune.tiny import ensure_tiny_model
-
-        ensure_tiny_model(base)
+    """Load the base model and its tokenizer, quantized as configured (a tiny one must be built first:
+    medtune.tiny.ensure_tiny_model, which the entry scripts call)."""
     source = str(Path(base.path).expanduser()) if base.tiny else base.path
     common = {"revision": base.revision, "trust_remote_code": base.trust_remote_code}
     try:

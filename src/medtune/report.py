@@ -32,6 +32,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from medtune.cli import exit_on_user_error
+from medtune.config import tuning_method
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
@@ -120,14 +121,6 @@ class RunRecord:
     @property
     def untuned(self) -> bool:
         return self.method.startswith("untuned")
-
-
-def tuning_method(adapter: str, quantization: str) -> str:
-    """The matrix column name of an adapter × quantization pair (lora + nf4 is QLoRA)."""
-    if adapter == "lora" and quantization == "nf4":
-        return "qlora"
-    name = "untuned" if adapter == "none" else adapter
-    return name if quantization == "none" else f"{name}-{quantization}"
 
 
 CONFIG_KEYS = ("base_model.name", "adapter.method", "quantization.mode", "trainer.max_steps", "eval.suite")

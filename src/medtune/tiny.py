@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -52,13 +51,13 @@ PRETRAIN_STEPS = 300  # causal-LM steps on the corpus: ~20 s on 2 CPU cores
 PRETRAIN_BLOCK = 128  # tokens per training block
 PRETRAIN_BATCH = 16
 PRETRAIN_LR = 3e-3
-CONTINUAL_STEPS = 150  # tiny_medcalm: further steps of the real stage=pretrain on the same corpus
 
 
-def ensure_tiny_model(base: BaseModelConfig) -> Path:
-    """Build the tiny model at base.path unless an up-to-date build is already there."""
+def ensure_tiny_model(base: BaseModelConfig, cache_dir: str | Path) -> Path:
+    """Build the tiny model at base.path unless an up-to-date build is already there (the entry scripts call this
+    before loading: loading only loads). A real model's path is returned as it is."""
     path = Path(base.path).expanduser()
-    if _is_current(path):
+    if not base.tiny or _is_current(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
@@ -68,13 +67,22 @@ def ensure_tiny_model(base: BaseModelConfig) -> Path:
         staging = path.with_name(f".{path.name}.building-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         if base.continual_pretraining_of:
-            _build_by_continual_pretraining(base, staging)
+            _build_by_continual_pretraining(base, Path(cache_dir), staging)
         else:
             _build_from_scratch(base.arch, staging)
         (staging / TINY_MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION, "arch": base.arch}))
         _remove_own_build(path)
         os.replace(staging, path)
     return path
+
+
+def tiny_base_model(group: str, cache_dir: str | Path) -> BaseModelConfig:
+    """A tiny base_model group as train.py composes it, built if missing (for benchmarks and tests)."""
+    from medtune.config import compose_train, to_train_config
+
+    base = to_train_config(compose_train(f"base_model={group}", f"cache_dir={cache_dir}")).base_model
+    ensure_tiny_model(base, cache_dir)
+    return base
 
 
 def _build_from_scratch(arch: str, staging: Path) -> None:
@@ -85,30 +93,20 @@ def _build_from_scratch(arch: str, staging: Path) -> None:
     tokenizer.save_pretrained(staging)
 
 
-def _build_by_continual_pretraining(base: BaseModelConfig, staging: Path) -> None:
-    """A tiny MedCALM: the real stage=pretrain run (tracked in W&B) on the tiny base it continues."""
-    from medtune.config import AdapterConfig, DatasetConfig, EvalConfig, TrainConfig, TrainerConfig
+def _build_by_continual_pretraining(base: BaseModelConfig, cache_dir: Path, staging: Path) -> None:
+    """A tiny MedCALM: `train.py experiment=demo_pretrain base_model=<source>` through the normal training path
+    (tracked in W&B), its run dir beside the model it makes."""
+    from medtune.config import compose_train, to_train_config
     from medtune.training import run
 
-    assert base.continual_pretraining_of is not None
-    source = replace(
-        base, name=f"{base.name}-source", path=base.continual_pretraining_of, continual_pretraining_of=None
+    config = to_train_config(
+        compose_train(
+            "experiment=demo_pretrain", f"base_model={base.continual_pretraining_of}", f"cache_dir={cache_dir}"
+        )
     )
-    ensure_tiny_model(source)
+    ensure_tiny_model(config.base_model, cache_dir)
     run_dir = Path(base.path).expanduser().with_name(f"{Path(base.path).name}-pretrain-run")
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = TrainConfig(
-        base_model=source,
-        adapter=AdapterConfig(method="full"),
-        dataset=DatasetConfig(source="demo", block_size=PRETRAIN_BLOCK),
-        trainer=TrainerConfig(
-            max_steps=CONTINUAL_STEPS, learning_rate=1e-3, batch_size=PRETRAIN_BATCH, save_steps=10**6
-        ),
-        eval=EvalConfig(at_end=False),
-        experiment_name=base.name,
-        stage="pretrain",
-        cache_dir=str(run_dir.parent),
-    )
     run(config, run_dir)
     shutil.copytree(run_dir / "model", staging)
 

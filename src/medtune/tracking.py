@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import wandb
 
-from medtune.config import WANDB_MODES, WandbConfig
+from medtune.config import WandbConfig, WandbMode
 from medtune.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ def resolve_wandb(
 def resolve_mode(mode: str | None, env: Mapping[str, str] | None = None) -> str:
     """The W&B mode: the config's, else $WANDB_MODE, else offline."""
     resolved = mode or (os.environ if env is None else env).get("WANDB_MODE") or "offline"
-    if resolved not in WANDB_MODES:  # a config value was checked at composition; this one came from the environment
-        raise ConfigError(f"WANDB_MODE={resolved!r} is not one of {', '.join(WANDB_MODES)}.")
+    if resolved not in set(WandbMode):  # a config value was checked at composition; this one came from the environment
+        raise ConfigError(f"WANDB_MODE={resolved!r} is not one of {', '.join(WandbMode)}.")
     return resolved
 
 

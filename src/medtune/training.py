@@ -38,7 +38,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.arguments import training_arguments
-from medtune.config import TrainConfig, to_plain_dict, to_train_config
+from medtune.config import TrainConfig, to_plain_dict, to_train_config, tuning_method
 from medtune.console import bar
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
@@ -132,14 +132,18 @@ def _run_tracked(
 ) -> dict[str, Any]:
     model, tokenizer = load_base_model(tc.base_model, tc.quantization)  # an unloadable id stops before W&B starts
     train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
-    method = tc.adapter.method
+    method, tuning = tc.adapter.method, tuning_method(tc.adapter.method, tc.quantization.mode)
     run = start_wandb_run(
         tc.wandb if main else replace(tc.wandb, mode="disabled"),
         out,
         plain_config,
-        tags=[tc.base_model.name, method, f"quant-{tc.quantization.mode}", tc.experiment_name, tc.stage],
+        tags=list(
+            dict.fromkeys(
+                [tc.base_model.name, tuning, method, f"quant-{tc.quantization.mode}", tc.experiment_name, tc.stage]
+            )
+        ),
         group=tc.experiment_name,
-        name=f"{tc.base_model.name}-{method}-{tc.quantization.mode}-{tc.trainer.max_steps}",
+        name=f"{tc.base_model.name}-{tuning}-{tc.trainer.max_steps}",
         job_type=tc.stage,
         quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )

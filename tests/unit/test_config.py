@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from medtune.config import to_train_config
+from medtune.config import TUNING_METHODS, to_plain_dict, to_train_config, tuning_method
 from medtune.errors import ConfigError
 from medtune.tracking import resolve_mode
 
@@ -22,17 +22,56 @@ def test_default_config_is_the_offline_demo(compose_train):
     assert tc.dataset.source == "demo" and tc.wandb.mode is None  # unset: $WANDB_MODE, else offline
     assert resolve_mode(tc.wandb.mode, env={}) == "offline"
     # The demo adapts every linear layer of the 2-layer model; the paper presets use attention only.
-    assert tc.adapter.target_modules == ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    assert (tc.experiment_name, tc.adapter.target_modules, tc.adapter.r) == ("demo", ["all-linear"], 32)
 
 
 @pytest.mark.parametrize("base_model", BASE_MODELS)
 def test_every_base_model_names_lora_targets_for_its_architecture(compose_train, base_model):
-    overrides = [f"base_model={base_model}"]
+    overrides = [f"base_model={base_model}", "~experiment"]  # the lora group alone, without the demo's values
     if base_model == "medcalm_7b":
         overrides.append("base_model.path=/models/medcalm")
     tc = to_train_config(compose_train(*overrides))
-    assert tc.adapter.target_modules == tc.base_model.all_linear_targets
-    assert set(tc.base_model.lora_targets) <= set(tc.base_model.all_linear_targets)
+    assert tc.adapter.target_modules == tc.base_model.lora_targets != []
+    assert (tc.adapter.r, tc.adapter.alpha, tc.adapter.dropout) == (8, 32, 0.05)  # the schema's: paper Table 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "adapter", "quantization"),
+    [
+        (["adapter=full"], {"method": "full"}, {"mode": "none"}),
+        (["tuning=untuned"], {"method": "none"}, {"mode": "none"}),
+        (["tuning=qlora"], {"method": "lora", "r": 32, "alpha": 64, "dropout": 0.05, "target_modules": ["all-linear"]},
+         {"mode": "nf4", "double_quant": True, "compute_dtype": "float32"}),
+    ],
+)  # fmt: skip
+def test_a_runs_resolved_config_holds_only_what_its_method_uses(compose_train, overrides, adapter, quantization):
+    """The demo's LoRA values compose with adapter=full, then drop out: no rank on a full or untuned run."""
+    plain = to_plain_dict(to_train_config(compose_train(*overrides)))
+    assert (plain["adapter"], plain["quantization"]) == (adapter, quantization)
+
+
+def test_the_tuning_group_the_run_names_and_the_report_read_one_table(compose_train):
+    for name, (adapter, quantization) in TUNING_METHODS.items():
+        tc = to_train_config(compose_train(f"tuning={name}"))
+        assert (tc.adapter.method, tc.quantization.mode) == (adapter, quantization)
+        assert tuning_method(tc.adapter.method, tc.quantization.mode) == name
+    assert tuning_method("lora", "int8") == "lora-int8"  # a pair outside the table keeps both parts
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("adapter.method=qlora", "[lora, dora, full, none]"),
+        ("quantization.mode=nf8", "[none, nf4, int8]"),
+        ("eval.mode=score", "[generate, loglik]"),
+        ("wandb.mode=cloud", "[offline, online, disabled]"),
+        ("trainer.mixed_precision=fp8", "[no, bf16, fp16]"),
+    ],
+)
+def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compose_train, override, allowed):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train(override)
+    assert allowed in str(err.value.__cause__ or err.value)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +82,6 @@ def test_every_base_model_names_lora_targets_for_its_architecture(compose_train,
         (["adapter.target_modules=[]"], "needs adapter.target_modules"),
         (["stage=pretrain"], "stage=pretrain writes a full checkpoint"),
         (["dataset=jsonl", "dataset.path=null"], "dataset=jsonl needs dataset.path"),
-        (["adapter.method=qlora"], "adapter.method='qlora' is not one of"),
         (["trainer.max_steps=0"], "trainer.max_steps must be positive"),
         (["base_model.attn_implementation=flash"], "base_model.attn_implementation='flash' is not one of"),
         (["trainer.max_grad_norm=-1"], "trainer.max_grad_norm must be >= 0"),

@@ -9,20 +9,30 @@ import pytest
 import torch
 from peft import PeftModel
 
-from medtune.config import AdapterConfig, BaseModelConfig, QuantizationConfig, to_train_config
+from medtune.config import (
+    BaseModelConfig,
+    BitsAndBytesQuantConfig,
+    LoraAdapterConfig,
+    QuantizationConfig,
+    to_train_config,
+)
 from medtune.errors import ConfigError
 from medtune.models import attach_adapter, count_parameters, load_base_model
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = {"gpt_neox": "tiny_gptneox", "llama": "tiny_llama"}
+# The paper's "all linear layers" (QLoRA; qlora.py find_all_linear_names: every linear layer but the output layer),
+# which peft's `all-linear` must wrap and no more.
+ALL_LINEAR_LAYERS = {
+    "gpt_neox": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
+    "llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+}
 
 
 def base_config(tiny_models, name: str) -> BaseModelConfig:
     arch = "gpt_neox" if name == "tiny_gptneox" else "llama"
     targets = {"gpt_neox": ["query_key_value"], "llama": ["q_proj", "k_proj", "v_proj"]}[arch]
-    return BaseModelConfig(
-        name=name, path=str(tiny_models[name]), arch=arch, tiny=True, lora_targets=targets, all_linear_targets=targets
-    )
+    return BaseModelConfig(name=name, path=str(tiny_models[name]), arch=arch, tiny=True, lora_targets=targets)
 
 
 def loss_after_steps(model, steps: int = 8, lr: float = 1e-2) -> tuple[float, float]:
@@ -47,8 +57,8 @@ def loss_after_steps(model, steps: int = 8, lr: float = 1e-2) -> tuple[float, fl
 )
 def test_adapter_trains_on_both_architectures(tiny_models, name, method, quant):
     base = base_config(tiny_models, name)
-    model, _ = load_base_model(base, QuantizationConfig(mode=quant))
-    adapter = AdapterConfig(method=method, r=8, alpha=16, dropout=0.0, target_modules=base.lora_targets)
+    model, _ = load_base_model(base, BitsAndBytesQuantConfig(mode=quant))
+    adapter = LoraAdapterConfig(method=method, r=8, alpha=16, dropout=0.0, target_modules=base.lora_targets)
     model = attach_adapter(model, adapter, quantized=quant != "none")
     if quant == "nf4":  # real bitsandbytes 4-bit layers under the adapter
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
@@ -67,12 +77,16 @@ def test_every_base_model_targets_resolve_on_a_tiny_model_of_its_architecture(ti
     overrides = [f"base_model={option}"] + (["base_model.path=/x"] if option == "medcalm_7b" else [])
     tc = to_train_config(compose_train(*overrides))
     tiny = base_config(tiny_models, TINY[tc.base_model.arch])
-    for targets in (tc.base_model.lora_targets, tc.base_model.all_linear_targets):
+    all_linear = ALL_LINEAR_LAYERS[tc.base_model.arch]
+    for targets, expected in (
+        (tc.base_model.lora_targets, set(tc.base_model.lora_targets)),
+        (["all-linear"], all_linear),
+    ):
         model, _ = load_base_model(tiny, QuantizationConfig())
-        adapter = AdapterConfig(method="lora", r=4, alpha=8, dropout=0.0, target_modules=targets)
+        adapter = LoraAdapterConfig(method="lora", r=4, alpha=8, dropout=0.0, target_modules=targets)
         model = attach_adapter(model, adapter, quantized=False)
         wrapped = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if hasattr(m, "lora_A")}
-        assert wrapped == set(targets)
+        assert wrapped == expected
 
 
 def test_unloadable_base_model_is_a_clear_config_error(tmp_path):
@@ -81,7 +95,6 @@ def test_unloadable_base_model_is_a_clear_config_error(tmp_path):
         path=str(tmp_path / "no-such-model"),
         arch="llama",
         lora_targets=["q_proj"],
-        all_linear_targets=["q_proj"],
     )
     with pytest.raises(ConfigError, match="cannot be loaded"):
         load_base_model(base, QuantizationConfig())

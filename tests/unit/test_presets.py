@@ -44,8 +44,8 @@ LLAMA2_QLORA = {
     "adapter.r": 64,  # Table 1 (= qlora.py lora_r)
     "adapter.alpha": 16,  # Table 1 (= qlora.py lora_alpha)
     "adapter.dropout": 0.1,  # Table 1 (qlora.py default 0.0 is overridden)
-    "adapter.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    # ^ Table 1 "all linear layers" = qlora.py find_all_linear_names (every Linear4bit but lm_head)
+    "adapter.target_modules": ["all-linear"],  # Table 1 "all linear layers" = qlora.py find_all_linear_names
+    # (every Linear4bit but lm_head) = peft's all-linear (tests/unit/test_models.py checks the layers it wraps)
     "quantization.mode": "nf4",  # Table 1 4-bit NormalFloat (= qlora.py quant_type, bits=4)
     "quantization.double_quant": True,  # qlora.py double_quant
     "quantization.compute_dtype": "bfloat16",  # qlora.py compute dtype under --bf16

@@ -7,15 +7,19 @@ or any call is made. Code below the entry script receives a `GenerateConfig`, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import ApiConfig, validate_api
-from medtune.config import EvalConfig, WandbConfig, check_wandb, register_resolvers, to_typed
+from medtune.config import EvalConfig, WandbConfig, register_resolvers, to_typed
 from medtune.errors import ConfigError
 
-CHUNK_METHODS = ("lines", "sentences")
+
+class ChunkMethod(StrEnum):
+    lines = "lines"  # the study: fixed line counts
+    sentences = "sentences"  # whole sentences packed to max_chars
 
 
 @dataclass
@@ -26,7 +30,7 @@ class SourceConfig:
 
 @dataclass
 class ChunkingConfig:
-    method: str = "lines"  # lines (the study: fixed line counts) | sentences (packed to max_chars)
+    method: ChunkMethod = ChunkMethod.lines
     lines_per_chunk: int = 10  # method=lines
     max_chars: int = 1200  # method=sentences: characters per chunk; a longer sentence stays whole
     min_chars: int = 40  # shorter chunks (headings, page numbers) are skipped, never sent
@@ -136,9 +140,6 @@ def _fraction(value: float, key: str) -> None:
 
 def validate(cfg: GenerateConfig) -> None:
     """Reject values that cannot work, before any file is read or any call is made."""
-    if cfg.chunking.method not in CHUNK_METHODS:
-        raise ConfigError(f"chunking.method={cfg.chunking.method!r} is not one of {', '.join(CHUNK_METHODS)}.")
-    check_wandb(cfg.wandb)
     if not cfg.source.paths and not cfg.reparse:
         raise ConfigError("source.paths is empty: pass source.paths=[file.txt,...].")
     if cfg.dry_run and cfg.reparse:

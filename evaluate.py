@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from medtune.cli import quiet_known_warnings
-from medtune.evaluation import register_configs
+from medtune.evaluation.config import register_configs, to_evaluate_config
 
 register_configs()
 quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside main)
@@ -20,9 +20,14 @@ quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside mai
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     from medtune.cli import run_job
-    from medtune.evaluation import run
 
-    metrics = run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
+    def job() -> dict[str, float]:
+        config = to_evaluate_config(cfg)  # config mistakes show here, before torch is imported
+        from medtune.evaluation.pipeline import run
+
+        return run(config, HydraConfig.get().runtime.output_dir)
+
+    metrics = run_job(job)
     return metrics["accuracy"] if metrics else None
 
 

@@ -56,7 +56,7 @@ def test_untuned_base_is_scored_and_tracked(tmp_path, tiny_models, questions):
 
 def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, questions):
     from medtune.config import EvalConfig
-    from medtune.evaluation import evaluate_model
+    from medtune.evaluation.pipeline import evaluate_model
     from medtune.models import load_base_model, load_trained
 
     train_dir, tuned_dir = tmp_path / "train", tmp_path / "tuned"

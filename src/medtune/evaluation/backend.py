@@ -24,8 +24,10 @@ class Answer:
 class Backend(Protocol):
     """A local model (medtune.evaluation.local) or an OpenAI-compatible server (medtune.evaluation.api)."""
 
-    # More of the questions than this share without a response (Answer.response None): the run fails, no score.
-    max_failed_share: float
+    @property
+    def max_failed_share(self) -> float:
+        """More of the questions than this share without a response (Answer.response None): the run fails."""
+        ...
 
     def answer(self, questions: list[Question], prompts: list[Prompt]) -> list[Answer]:
         """One Answer per question, in order."""

@@ -25,7 +25,8 @@ from pathlib import Path
 from bench_generate import generation_seconds, server_process
 
 from medtune.config import EvalConfig
-from medtune.evaluation import OpenAIConfig, evaluate_openai
+from medtune.evaluation.config import OpenAIConfig
+from medtune.evaluation.pipeline import evaluate_openai
 from medtune.testing import unused_base_url
 from medtune.testing.qa_pairs import synthetic_corpus
 

@@ -19,7 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from medtune.config import EvalConfig, QuantizationConfig
-from medtune.evaluation import OpenAIConfig, answer_locally, build_prompts, evaluate_openai
+from medtune.evaluation.config import OpenAIConfig
+from medtune.evaluation.local import LocalBackend
+from medtune.evaluation.pipeline import evaluate_openai
+from medtune.evaluation.prompts import build_prompts
 from medtune.models import load_base_model
 from medtune.qa_data import load_questions
 from medtune.testing.openai_server import OpenAIServer
@@ -30,11 +33,12 @@ def questions_per_s(model, tokenizer, eval_cfg: EvalConfig, repeat: int) -> floa
     """Best of `repeat` timed passes over the suite (after one warm-up), answering only (no scoring, no I/O)."""
     questions = load_questions(eval_cfg)
     prompts = build_prompts(questions, eval_cfg)
-    answer_locally(model, tokenizer, questions[: eval_cfg.batch_size], prompts[: eval_cfg.batch_size], eval_cfg)
+    backend = LocalBackend(model, tokenizer, eval_cfg)
+    backend.answer(questions[: eval_cfg.batch_size], prompts[: eval_cfg.batch_size])
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        answer_locally(model, tokenizer, questions, prompts, eval_cfg)
+        backend.answer(questions, prompts)
         best = min(best, time.perf_counter() - start)
     return len(questions) / best
 
@@ -107,8 +111,8 @@ def main() -> None:
         for batch in (args.batch_size, 1)
     }
     questions = load_questions(suite)
-    generated = answer_locally(
-        model, tokenizer, questions, build_prompts(questions, suite), replace(suite, mode="generate")
+    generated = LocalBackend(model, tokenizer, replace(suite, mode="generate")).answer(
+        questions, build_prompts(questions, suite)
     )
     mean_new_tokens = sum(len(tokenizer.encode(a.response or "")) for a in generated) / len(generated)
     n_local = len(questions)

@@ -298,7 +298,8 @@ def _batching_run(base, model, tc, tokenizer, records, packed: bool, attn: str, 
 def compare_scoring(model, tokenizer, questions: int, smoke: bool) -> dict[str, Any]:
     """Questions/s of log-likelihood vs generate scoring on the demo questions (medtune's own scorer)."""
     from medtune.config import EvalConfig
-    from medtune.evaluation import answer_locally, build_prompts
+    from medtune.evaluation.local import LocalBackend
+    from medtune.evaluation.prompts import build_prompts
     from medtune.qa_data import load_questions
 
     results: dict[str, Any] = {}
@@ -308,10 +309,11 @@ def compare_scoring(model, tokenizer, questions: int, smoke: bool) -> dict[str, 
         prompts = build_prompts(qs, cfg)
 
         def score(cfg=cfg, qs=qs, prompts=prompts) -> dict[str, float]:
-            answer_locally(model, tokenizer, qs[: cfg.batch_size], prompts[: cfg.batch_size], cfg)  # warm-up
+            backend = LocalBackend(model, tokenizer, cfg)
+            backend.answer(qs[: cfg.batch_size], prompts[: cfg.batch_size])  # warm-up
             _sync()
             start = time.perf_counter()
-            answer_locally(model, tokenizer, qs, prompts, cfg)
+            backend.answer(qs, prompts)
             _sync()
             return {"questions_per_s": len(qs) / (time.perf_counter() - start), "max_new_tokens": cfg.max_new_tokens}
 

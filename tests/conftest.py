@@ -69,7 +69,7 @@ def compose_config(cache_dir: Path) -> Callable[..., object]:
 
     from medtune.config import register_configs
     from medtune.datagen.config import register_configs as register_generate
-    from medtune.evaluation import register_configs as register_evaluate
+    from medtune.evaluation.config import register_configs as register_evaluate
 
     for register in (register_configs, register_evaluate, register_generate):
         register()

@@ -53,7 +53,7 @@ WandbMode = Literal["offline", "online", "disabled"]
 NOT_STARTED = "not started"
 MISSING = "missing"
 NOT_APPLICABLE = "n/a"  # an API model's row has only the `api` column, and a trained base no `api` cell
-EXTRA_METRICS = (  # shown when the run has them (evaluation.finish_evaluation)
+EXTRA_METRICS = (  # shown when the run has them (evaluation.scoring.finish_evaluation)
     "n_unparsed",
     "n_excluded",
     "accuracy_norm_chars",

@@ -54,6 +54,7 @@ from medtune.qa_data import load_questions
 from medtune.run_dir import (
     CHECKPOINT_SUBDIR,
     MODEL_SUBDIR,
+    PREDICTIONS_FILE,
     RESOLVED_CONFIG,
     RESULTS_FILE,
     claimed,
@@ -209,7 +210,8 @@ def _record_outputs(run: Any, tc: TrainConfig, out: Path, results: dict[str, Any
 
 
 def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, run: Any, prefix: str, step: int) -> dict:
-    from medtune.evaluation import PREDICTIONS_FILE, evaluate_model, log_eval_to_wandb
+    from medtune.evaluation.pipeline import evaluate_model
+    from medtune.evaluation.tracking import log_eval_to_wandb
 
     metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir)
     log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix, step=step)
@@ -306,7 +308,7 @@ class QAEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.eval_cfg.every_steps or not state.is_world_process_zero:
             return
-        from medtune.evaluation import evaluate_model
+        from medtune.evaluation.pipeline import evaluate_model
 
         step_dir = self.out / "eval" / "steps" / f"step-{state.global_step}"
         metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir)

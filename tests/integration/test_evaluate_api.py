@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from medtune import evaluation
 from medtune.api_client import ApiFailed, ApiStopped, RequestLog, RetryConfig, request_key
 from medtune.config import EvalConfig, WandbConfig
-from medtune.evaluation import API_ANSWERS_FILE, EvaluateConfig, OpenAIConfig, evaluate_openai
+from medtune.evaluation import pipeline
+from medtune.evaluation.api import API_ANSWERS_FILE
+from medtune.evaluation.config import EvaluateConfig, OpenAIConfig
+from medtune.evaluation.pipeline import evaluate_openai
 from medtune.testing.openai_server import Fault, OpenAIServer, unused_base_url
 
 from conftest import REPO, run_script, script_env
@@ -165,7 +167,7 @@ def test_a_question_failed_after_its_retries_fails_the_run_and_records_no_score(
     always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731
     failed = pytest.raises(ApiFailed, match=r"1 of 5 questions failed .* Q3: InternalServerError.*no score")
     with OpenAIServer(responder, fault_for=always_fail_q3) as server, failed:
-        evaluation.run(evaluate_config(server, eval_cfg, tmp_path), out)
+        pipeline.run(evaluate_config(server, eval_cfg, tmp_path), out)
     assert json.loads((out / "run_status.json").read_text())["status"] == "failed"
     assert json.loads((out / "metrics.json").read_text()) == {"status": "failed", "n_questions": 5, "n_failed": 1}
     rows = {row["problem_id"]: row for row in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from conftest import REPO, run_script, script_env
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
@@ -56,7 +58,7 @@ def test_untuned_base_is_scored_and_tracked(tmp_path, tiny_models, questions):
 
 def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, questions):
     from medtune.config import EvalConfig
-    from medtune.evaluation import evaluate_model
+    from medtune.evaluation.pipeline import evaluate_model
     from medtune.models import load_base_model, load_trained
 
     train_dir, tuned_dir = tmp_path / "train", tmp_path / "tuned"
@@ -91,3 +93,24 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, questions):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_config_mistake_exits_2_with_one_line_before_torch_is_imported(tmp_path):
+    """evaluate.py checks its config before the heavy imports, so a mistake shows in about 2 s, not after torch's ~10 s.
+    One interpreter runs the script and then reports, on exit, whether torch was ever imported."""
+    script = str(REPO / "evaluate.py")
+    argv = [script, "eval=igakuqa", "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}"]  # no eval.path
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
+        f"sys.argv = {argv!r}\n"
+        f"runpy.run_path({script!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
+    assert errors == ["medtune: error: eval=igakuqa needs eval.path=<directory or file>."]
+    assert "Traceback" not in proc.stderr
+    assert "torch imported: False" in proc.stdout

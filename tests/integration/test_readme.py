@@ -55,7 +55,7 @@ def test_every_readme_command_composes_and_validates(script, overrides, compose_
     """Each documented command yields a config that passes its script's checks (no weights, no calls)."""
     from medtune.config import to_train_config
     from medtune.datagen.config import to_generate_config
-    from medtune.evaluation import to_evaluate_config
+    from medtune.evaluation.config import to_evaluate_config
 
     check = {"train": to_train_config, "evaluate": to_evaluate_config, "generate_data": to_generate_config}
     name = SCRIPTS[script]

@@ -6,7 +6,8 @@ import json
 
 from medtune.api_client import RetryConfig
 from medtune.config import EvalConfig
-from medtune.evaluation import OpenAIConfig, evaluate_openai
+from medtune.evaluation.config import OpenAIConfig
+from medtune.evaluation.pipeline import evaluate_openai
 from medtune.testing import OpenAIServer
 
 
@@ -22,7 +23,7 @@ def test_the_client_asks_for_the_served_adapter_by_name_and_counts_non_answers(t
 
 
 def test_w_and_b_gets_exclusions_unparsed_and_the_exam_verdict(tmp_path):
-    from medtune.evaluation import log_eval_to_wandb
+    from medtune.evaluation.tracking import log_eval_to_wandb
 
     class Run:  # what log_eval_to_wandb uses of a wandb Run
         def __init__(self):

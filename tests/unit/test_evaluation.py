@@ -17,16 +17,10 @@ import torch
 
 from medtune.config import EvalConfig
 from medtune.errors import ConfigError
-from medtune.evaluation import (
-    answer_text,
-    build_prompts,
-    evaluate_model,
-    generate_responses,
-    inference,
-    loglik_scores,
-    register_configs,
-    to_evaluate_config,
-)
+from medtune.evaluation.config import register_configs, to_evaluate_config
+from medtune.evaluation.local import generate_responses, inference, loglik_scores
+from medtune.evaluation.pipeline import evaluate_model
+from medtune.evaluation.prompts import answer_text, build_prompts
 from medtune.qa_data import load_questions
 
 QUESTIONS = [

@@ -219,9 +219,9 @@ def test_tuning_method_names_the_matrix_columns():
 
 def test_file_names_agree_with_the_writers():
     """The report keeps its own names (importing training would load torch); they must not drift."""
-    from medtune import evaluation
+    from medtune.evaluation import scoring
 
-    assert rep.PREDICTIONS["tuned"].endswith("/" + evaluation.PREDICTIONS_FILE)
+    assert rep.PREDICTIONS["tuned"].endswith("/" + scoring.PREDICTIONS_FILE)
 
 
 def test_bad_predictions_line_names_file_and_line(tmp_path: Path):

@@ -1,0 +1,103 @@
+"""The one evaluation pipeline, for every backend: load the suite → prompt → answer → score → write; and
+evaluate.py's run around it (status file, W&B run, the model or server to ask)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from medtune.config import EvalConfig
+from medtune.evaluation.api import ApiBackend
+from medtune.evaluation.backend import Backend
+from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_config
+from medtune.evaluation.prompts import build_prompts
+from medtune.evaluation.scoring import finish_evaluation
+from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_eval_run
+from medtune.qa_data import load_questions
+from medtune.run_dir import PREDICTIONS_FILE, write_status
+
+log = logging.getLogger(__package__)  # the package's one logger: console lines read [medtune.evaluation]
+
+
+def evaluate(backend: Backend, eval_cfg: EvalConfig, output_dir: str | Path) -> dict[str, float]:
+    """Score a backend on the suite; writes metrics.json and predictions.jsonl into output_dir.
+
+    Raises ApiFailed when more than the backend's max_failed_share of the questions have no answer.
+    """
+    start = time.perf_counter()
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    questions = load_questions(eval_cfg)
+    prompts = build_prompts(questions, eval_cfg)
+    answers = backend.answer(questions, prompts)
+    seconds = time.perf_counter() - start
+    metrics = finish_evaluation(questions, prompts, answers, output_dir, seconds, backend.max_failed_share)
+    log.info("QA accuracy %.3f on %d questions (%d failed)", metrics["accuracy"], len(questions), metrics["n_failed"])
+    return metrics
+
+
+def evaluate_model(model: Any, tokenizer: Any, eval_cfg: EvalConfig, output_dir: str | Path) -> dict[str, float]:
+    """Score a local model (train.py's scoring during and after training, evaluate.py backend=local)."""
+    from medtune.evaluation.local import LocalBackend  # torch: imported only once a model is to be scored
+
+    return evaluate(LocalBackend(model, tokenizer, eval_cfg), eval_cfg, output_dir)
+
+
+def evaluate_openai(
+    openai_cfg: OpenAIConfig, eval_cfg: EvalConfig, output_dir: str | Path, progress: bool = False
+) -> dict[str, float]:
+    """Score an API model; answers already in output_dir/api_answers.jsonl are reused, not paid for again.
+
+    Raises ApiStopped when the server cannot serve the run, ApiFailed when too many questions failed.
+    """
+    return evaluate(ApiBackend(openai_cfg, Path(output_dir), progress), eval_cfg, output_dir)
+
+
+def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, float]:
+    """evaluate.py: score a trained run, a base model or an API model, tracked in its own W&B run.
+
+    run_status.json says failed, and the W&B run exits 1, when the run stopped or too many questions failed.
+    """
+    typed = to_evaluate_config(cfg)
+    output_dir = Path(output_dir)
+    load_questions(typed.eval)  # a bad data file fails here, before any weights load or any W&B run starts
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_status(output_dir, "running")
+    run_ = start_eval_run(typed, output_dir)
+    try:
+        metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir)
+        if run_ is not None:
+            log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
+            run_.finish(exit_code=0)
+    except BaseException as err:
+        write_status(output_dir, "failed", err)
+        if run_ is not None:
+            log_failure(run_, typed.eval.suite, output_dir)
+            run_.finish(exit_code=1)
+        raise
+    write_status(output_dir, "finished")
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "official_accuracy", "gestalt", "n_questions")}))
+    return metrics
+
+
+def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Backend:
+    """The server to ask, or the local model loaded (a trained run's base + adapter, or an untuned base)."""
+    if cfg.backend == "openai":
+        return ApiBackend(cfg.openai, output_dir, cfg.progress)
+    from medtune.evaluation.local import LocalBackend
+    from medtune.models import load_base_model, load_trained
+
+    if cfg.run_dir is None:
+        return LocalBackend(*load_base_model(cfg.base_model, cfg.quantization), cfg.eval)
+    from medtune.lineage import use_trained_model
+
+    model, tokenizer, trained = load_trained(cfg.run_dir)
+    log.info("evaluating %s + %s from %s", trained.base_model.name, trained.adapter.method, cfg.run_dir)
+    if run_ is not None:
+        use_trained_model(run_, Path(cfg.run_dir))  # the W&B graph links this score to the adapter it scored
+    return LocalBackend(model, tokenizer, cfg.eval)

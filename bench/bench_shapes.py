@@ -40,7 +40,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from medtune import demo_assets
 from medtune.arguments import training_arguments
-from medtune.config import TrainConfig, to_train_config
+from medtune.config import ALL_LINEAR, TrainConfig, to_train_config
 from medtune.data import IGNORE_INDEX, build_collator
 from medtune.models import attach_adapter, build_quantization_config, torch_dtype
 from medtune.tiny import train_tokenizer
@@ -222,7 +222,7 @@ def memory_floor_gb(shape: Shape, tc: TrainConfig, smoke: bool) -> dict[str, flo
     lora_params = sum(
         tc.adapter.r * (m.in_features + m.out_features)
         for name, m in linear.items()
-        if name.rsplit(".", 1)[-1] in targets
+        if ALL_LINEAR in targets or name.rsplit(".", 1)[-1] in targets  # `linear` already leaves out the output layer
     )
     if tc.quantization.mode == "nf4":  # peft's prepare_model_for_kbit_training keeps the rest in fp32
         weights = linear_params * NF4_BYTES + other_params * 4

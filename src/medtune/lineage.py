@@ -25,13 +25,19 @@ from medtune import demo_assets
 from medtune.config import DatasetConfig, EvalConfig, TrainConfig
 from medtune.datagen.storage import MANIFEST as GENERATED_MANIFEST
 from medtune.datagen.storage import RECORDS as GENERATED_RECORDS
+from medtune.run_dir import BASE_EVAL_SUBDIR, METRICS_LOG, PREDICTIONS_FILE, RESULTS_FILE, TUNED_EVAL_SUBDIR
 from medtune.tracking import use_artifact
 
 MANIFEST_ARTIFACT_KEY = "wandb_artifact"  # the manifest's record of its dataset artifact's name
 RESULTS_ARTIFACT_KEY = "wandb/results_artifact"  # in results.json
 MODEL_ARTIFACT_KEY = "wandb/model_artifact"  # in results.json
 MODEL_COPY_LIMIT_MB = 1024  # wandb.model_artifact=auto: copy up to this size (adapters), reference above
-RESULT_FILES = ("results.json", "eval/base/predictions.jsonl", "eval/tuned/predictions.jsonl", "metrics.jsonl")
+RESULT_FILES = (
+    RESULTS_FILE,
+    f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}",
+    f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}",
+    METRICS_LOG,
+)
 
 
 def slug(text: str) -> str:

@@ -35,7 +35,16 @@ from medtune.cli import exit_on_user_error
 from medtune.config import tuning_method
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
-from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
+from medtune.run_dir import (
+    BASE_EVAL_SUBDIR,
+    METRICS_FILE,
+    METRICS_LOG,
+    PREDICTIONS_FILE,
+    RESOLVED_CONFIG,
+    RESULTS_FILE,
+    STATUS_FILE,
+    TUNED_EVAL_SUBDIR,
+)
 from medtune.stats import (
     DEFAULT_N_BOOT,
     PairedResult,
@@ -44,10 +53,10 @@ from medtune.stats import (
     seed_bootstrap_ci,
     seed_flips,
 )
-from medtune.tracking import METRICS_LOG, STEP_METRIC, read_metrics_log, resolve_mode
+from medtune.tracking import STEP_METRIC, read_metrics_log, resolve_mode
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
-PREDICTIONS = {"base": f"eval/base/{PREDICTIONS_FILE}", "tuned": f"eval/tuned/{PREDICTIONS_FILE}"}
+PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full", "api")  # matrix column order
 WandbMode = Literal["offline", "online", "disabled"]
 NOT_STARTED = "not started"

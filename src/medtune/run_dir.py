@@ -8,6 +8,8 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
     checkpoints/           Trainer checkpoints for resume
     eval/base, eval/tuned  metrics.json + predictions.jsonl of train.py's scoring (evaluate.py writes both files at
                            the top of its own run dir)
+    metrics.jsonl          every logged scalar, one flushed line per log call, appended on resume
+    api_answers.jsonl      evaluate.py backend=openai: one line per API attempt (medtune.api_client.RequestLog)
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ MODEL_SUBDIR = "model"
 CHECKPOINT_SUBDIR = "checkpoints"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
+TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
+METRICS_LOG = "metrics.jsonl"
+API_ANSWERS_FILE = "api_answers.jsonl"
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
 
 

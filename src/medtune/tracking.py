@@ -24,11 +24,11 @@ import wandb
 
 from medtune.config import WandbConfig, WandbMode
 from medtune.errors import ConfigError
+from medtune.run_dir import METRICS_LOG
 
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id.txt"
-METRICS_LOG = "metrics.jsonl"  # every logged scalar, one flushed line per log call, appended on resume
 STEP_METRIC = "train/global_step"  # x-axis of every training chart
 DEFAULT_PROJECT = "medtune"
 # Trainer log keys → medtune metric names (anything else lands under train/ or eval/ as it is).

@@ -52,11 +52,13 @@ from medtune.lineage import (
 from medtune.models import attach_adapter, count_parameters, load_base_model
 from medtune.qa_data import load_questions
 from medtune.run_dir import (
+    BASE_EVAL_SUBDIR,
     CHECKPOINT_SUBDIR,
     MODEL_SUBDIR,
     PREDICTIONS_FILE,
     RESOLVED_CONFIG,
     RESULTS_FILE,
+    TUNED_EVAL_SUBDIR,
     claimed,
     write_json,
     write_status,
@@ -155,7 +157,7 @@ def _run_tracked(
         use_training_inputs(run, tc)
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
-            results |= _evaluate_qa(model, tokenizer, tc, out / "eval" / "base", run, prefix="base_", step=0)
+            results |= _evaluate_qa(model, tokenizer, tc, out / BASE_EVAL_SUBDIR, run, prefix="base_", step=0)
         # Seeded here, right before the first draw (the adapter's initialisation), so nothing that ran before it
         # (a first-use tiny-model build, the base scoring) shifts the random streams of one run against another.
         set_seed(tc.trainer.seed, deterministic=tc.trainer.deterministic)
@@ -184,7 +186,9 @@ def _run_tracked(
                 }
             else:
                 step = trainer.state.global_step
-                results |= _evaluate_qa(trainer.model, tokenizer, tc, out / "eval" / "tuned", run, prefix="", step=step)
+                results |= _evaluate_qa(
+                    trainer.model, tokenizer, tc, out / TUNED_EVAL_SUBDIR, run, prefix="", step=step
+                )
         results |= memory_metrics()
         results["objective"] = results.get(f"eval/{tc.eval.suite}/accuracy", results.get("eval/loss"))
         if main:

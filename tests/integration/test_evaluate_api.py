@@ -20,9 +20,9 @@ import pytest
 from medtune.api_client import ApiFailed, ApiStopped, RequestLog, RetryConfig, request_key
 from medtune.config import EvalConfig, WandbConfig
 from medtune.evaluation import pipeline
-from medtune.evaluation.api import API_ANSWERS_FILE
 from medtune.evaluation.config import EvaluateConfig, OpenAIConfig
 from medtune.evaluation.pipeline import evaluate_openai
+from medtune.run_dir import API_ANSWERS_FILE
 from medtune.testing.openai_server import Fault, OpenAIServer, unused_base_url
 
 from conftest import REPO, run_script, script_env

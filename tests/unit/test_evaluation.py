@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 
 from medtune.config import EvalConfig
 from medtune.errors import ConfigError
@@ -194,8 +195,6 @@ def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_p
     ("overrides", "message"),
     [
         (["adapter=lora"], "pass run_dir=<a train.py run dir>"),
-        (["backend=telepathy"], "backend='telepathy'"),
-        (["eval.mode=beam"], "eval.mode='beam'"),
         (["backend=openai", "openai.concurrency=0"], "openai.concurrency"),
         (["backend=openai", "openai.retry.budget_s=0"], "openai.retry.budget_s must be positive"),
         (["backend=openai", "openai.max_failed_share=2"], "openai.max_failed_share must be in [0, 1]"),
@@ -205,6 +204,15 @@ def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_p
 def test_configs_that_cannot_run_fail_before_loading_anything(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         to_evaluate_config(compose_evaluate(*overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"), [("backend=telepathy", "[local, openai]"), ("eval.mode=beam", "[generate, loglik]")]
+)
+def test_an_enumerated_value_fails_at_composition(override, allowed):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_evaluate(override)
+    assert allowed in str(err.value.__cause__ or err.value)
 
 
 def test_one_loglik_pass_gives_every_normalisation_and_rotations_measure_position_bias(trained, eval_cfg, tmp_path):

@@ -15,8 +15,7 @@ from medtune.evaluation.backend import Answer
 from medtune.evaluation.config import OpenAIConfig
 from medtune.evaluation.prompts import Prompt
 from medtune.qa_data import Question
-
-API_ANSWERS_FILE = "api_answers.jsonl"  # append-only: one line per API attempt (medtune.api_client.RequestLog)
+from medtune.run_dir import API_ANSWERS_FILE
 
 
 @dataclass

@@ -335,10 +335,21 @@ def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
         )
 
 
+def check_eval(eval_cfg: EvalConfig) -> None:
+    """The evaluation set's config-only checks (every script runs them before loading weights or data)."""
+    if eval_cfg.source != EvalSource.demo and not eval_cfg.path:
+        kind = {"igakuqa": "directory or file", "hf": "hub dataset or saved dataset dir"}.get(eval_cfg.source, "file")
+        raise ConfigError(f"eval={eval_cfg.source} needs eval.path=<{kind}>.")
+    if eval_cfg.permutations < 1:
+        raise ConfigError(f"eval.permutations must be >= 1 (got {eval_cfg.permutations}).")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject combinations that cannot work, before any weights load (enumerated values were checked by OmegaConf
     at composition)."""
     check_tiny_model_path(cfg.base_model, cfg.cache_dir)
+    if cfg.stage == Stage.sft and (cfg.eval.at_end or cfg.eval.every_steps):  # the QA set is scored
+        check_eval(cfg.eval)
     method, quant = cfg.adapter.method, cfg.quantization.mode
     if method == "full" and quant != "none":
         raise ConfigError(

@@ -30,8 +30,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from medtune.config import EvalConfig, HubFieldsConfig
-from medtune.errors import ConfigError, DataError
+from medtune.config import EvalConfig, HubFieldsConfig, check_eval
+from medtune.errors import DataError
 from medtune.jsonl import read_json_array, read_jsonl_objects
 
 log = logging.getLogger(__name__)
@@ -145,17 +145,8 @@ def rotate(question: Question, shift: int) -> Question:
     return replace(question, choices=choices, answer=answer, rotation=shift)
 
 
-def check_source(eval_cfg: EvalConfig) -> None:
-    """The config-only checks, so entry scripts can fail before loading any weights."""
-    if eval_cfg.source != "demo" and not eval_cfg.path:
-        kind = {"igakuqa": "directory or file", "hf": "hub dataset or saved dataset dir"}.get(eval_cfg.source, "file")
-        raise ConfigError(f"eval={eval_cfg.source} needs eval.path=<{kind}>.")
-    if eval_cfg.permutations < 1:
-        raise ConfigError(f"eval.permutations must be >= 1 (got {eval_cfg.permutations}).")
-
-
 def _read_source(eval_cfg: EvalConfig) -> Iterator[Question | Exclusion]:
-    check_source(eval_cfg)
+    check_eval(eval_cfg)
     if eval_cfg.source == "demo":
         from medtune import demo_assets
 
@@ -164,7 +155,7 @@ def _read_source(eval_cfg: EvalConfig) -> Iterator[Question | Exclusion]:
     if eval_cfg.source == "hf":
         yield from read_hub(str(eval_cfg.path), eval_cfg.hub)
         return
-    path = Path(str(eval_cfg.path)).expanduser()  # set: check_source demands it for every non-demo source
+    path = Path(str(eval_cfg.path)).expanduser()  # set: check_eval demands it for every non-demo source
     if not path.exists():
         raise DataError("does not exist", path=path, field="eval.path")
     if eval_cfg.source == "igakuqa":

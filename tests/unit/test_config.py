@@ -83,6 +83,7 @@ def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compos
         (["stage=pretrain"], "stage=pretrain writes a full checkpoint"),
         (["dataset=jsonl", "dataset.path=null"], "dataset=jsonl needs dataset.path"),
         (["trainer.max_steps=0"], "trainer.max_steps must be positive"),
+        (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
         (["base_model.attn_implementation=flash"], "base_model.attn_implementation='flash' is not one of"),
         (["trainer.max_grad_norm=-1"], "trainer.max_grad_norm must be >= 0"),
         (["base_model=tiny_gptneox", "trainer.use_liger_kernel=true"], "use_liger_kernel=true"),

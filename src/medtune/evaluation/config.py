@@ -22,12 +22,12 @@ from medtune.config import (
     QuantizationConfig,
     WandbConfig,
     applicable,
+    check_eval,
     check_tiny_model_path,
     register_resolvers,
     to_typed,
 )
 from medtune.errors import ConfigError
-from medtune.qa_data import check_source
 
 
 class Backend(StrEnum):
@@ -79,7 +79,7 @@ def validate(cfg: EvaluateConfig) -> None:
         )
     if cfg.backend == "local" and cfg.run_dir is None:
         check_tiny_model_path(cfg.base_model, cfg.cache_dir)
-    check_source(cfg.eval)
+    check_eval(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")
     if cfg.backend == "openai":

@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from medtune.errors import ConfigError
+from medtune.prompts import get_template
 
 
 # Enumerated settings: OmegaConf checks them when Hydra composes (`adapter.method=lorx` fails there, naming the
@@ -202,7 +203,7 @@ class DatasetConfig:
     split: str = "train"
     eval_path: str | None = None  # held-out jsonl file (jsonl) or split name (hf)
     eval_fraction: float = 0.05  # held out from the training records when no eval_path is given
-    prompt_template: str = "alpaca_ja"  # a name from medtune.data.PROMPT_TEMPLATES
+    prompt_template: str = "alpaca_ja"  # a name from medtune.prompts.PROMPT_TEMPLATES
     train_on_inputs: bool = False  # False: prompt tokens are masked out of the loss
     max_input_tokens: int = 512  # prompt truncation (the paper: 512)
     max_target_tokens: int = 512  # response truncation (the paper: 512)
@@ -358,6 +359,7 @@ def validate(cfg: TrainConfig) -> None:
         )
     if isinstance(cfg.adapter, LoraAdapterConfig):
         _check_targets(cfg.adapter)
+    get_template(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
     if cfg.stage == "pretrain" and method != "full":
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medtune.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -49,4 +51,4 @@ def get_template(name: str) -> PromptTemplate:
     try:
         return PROMPT_TEMPLATES[name]
     except KeyError:
-        raise ValueError(f"unknown prompt template {name!r}; choose one of {sorted(PROMPT_TEMPLATES)}") from None
+        raise ConfigError(f"dataset.prompt_template={name!r} is not one of {', '.join(PROMPT_TEMPLATES)}.") from None

@@ -1,21 +1,25 @@
 """Test environment: offline Hugging Face, offline W&B, no proxies, one tiny-model cache per session.
 
 These variables are set before any Hugging Face or W&B import, and subprocess runs of the real scripts
-inherit them (see `script_env`).
+inherit them (see `helpers.script_env`). Shared functions live in helpers.py, fixtures here.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import compose
+
+if TYPE_CHECKING:
+    from medtune.config import BaseModelConfig
+
 # A fresh cache per session (CI builds the tiny models once, ~1 min); MEDTUNE_TEST_CACHE reuses one across sessions.
 _SESSION_CACHE = Path(os.environ.get("MEDTUNE_TEST_CACHE") or tempfile.mkdtemp(prefix="medtune-test-cache-"))
 
@@ -54,75 +58,20 @@ def cache_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(cache_dir: Path) -> dict[str, Path]:
-    """Both tiny architectures, built once per session and then loaded with from_pretrained."""
-    from medtune.config import BaseModelConfig
+def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
+    """Both tiny architectures as their conf/base_model files describe them, built once per session (every test then
+    loads them with from_pretrained)."""
+    from medtune.config import to_train_config
     from medtune.tiny import ensure_tiny_model
 
-    paths = {}
-    for name, arch in (("tiny_gptneox", "gpt_neox"), ("tiny_llama", "llama")):
-        base = BaseModelConfig(
-            name=name,
-            path=str(cache_dir / "models" / name),
-            arch=arch,
-            tiny=True,
-            lora_targets=[],
-            all_linear_targets=[],
-        )
-        paths[name] = ensure_tiny_model(base)
-    return paths
+    models = {}
+    for name in ("tiny_gptneox", "tiny_llama"):
+        models[name] = to_train_config(compose("train", f"base_model={name}", cache_dir=cache_dir)).base_model
+        ensure_tiny_model(models[name])
+    return models
 
 
 @pytest.fixture
-def compose_config(cache_dir: Path) -> Callable[..., object]:
-    """Compose a primary config (train | evaluate | generate_data) in-process with overrides (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-
-    from medtune.config import register_configs
-    from medtune.datagen.config import register_configs as register_generate
-    from medtune.evaluation import register_configs as register_evaluate
-
-    for register in (register_configs, register_evaluate, register_generate):
-        register()
-
-    def _compose(name: str, *overrides: str):
-        cache = [] if name == "generate_data" else [f"cache_dir={cache_dir}"]
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name=name, overrides=[*cache, *overrides])
-
-    return _compose
-
-
-@pytest.fixture
-def compose_train(compose_config: Callable[..., object]) -> Callable[..., object]:
-    """Compose the real train config in-process with overrides."""
-    return lambda *overrides: compose_config("train", *overrides)
-
-
-def script_env() -> dict[str, str]:
-    """Environment for subprocess runs of the entry scripts (inherits the offline settings above).
-
-    Without WANDB_SERVICE, as in a user's shell: the suite's own in-process W&B runs set it, and a script attached to
-    that shared service and then killed would hold its run id there for the rest of the session (resume fails)."""
-    return {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-
-
-def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run an entry script from a temp cwd (so nothing lands in the repo) and capture its output."""
-    return _run([str(REPO / script), *overrides], cwd, timeout)
-
-
-def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m module args...` from a temp cwd, with the test environment."""
-    return _run(["-m", module, *args], cwd, timeout)
-
-
-def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *argv],
-        cwd=cwd,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def compose_config(cache_dir: Path) -> Callable[..., DictConfig]:
+    """`compose_config("train", "trainer.max_steps=2")`: the real primary config, composed in-process."""
+    return lambda name, *overrides: compose(name, *overrides, cache_dir=cache_dir)

@@ -7,10 +7,6 @@ recorded and counted; a re-run in the same directory pays only for what is missi
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +19,7 @@ from medtune.config import EvalConfig, WandbConfig
 from medtune.evaluation import API_ANSWERS_FILE, EvaluateConfig, OpenAIConfig, evaluate_openai
 from medtune.testing.openai_server import Fault, OpenAIServer, unused_base_url
 
-from conftest import REPO, run_script, script_env
+from helpers import kill_script_when, run_script
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
@@ -221,15 +217,10 @@ def test_kill9_mid_run_then_resume_never_asks_an_answered_question_again(eval_cf
         args = ["backend=openai", f"openai.base_url={server.base_url}", "openai.concurrency=2", "eval=jsonl",
                 f"eval.path={path}", "eval.prompt=igakuqa", "eval.shots=0", "wandb.mode=disabled",
                 "progress=false"]  # fmt: skip
-        killed = subprocess.Popen(
-            [sys.executable, str(REPO / "evaluate.py"), *args, f"hydra.run.dir={run_dir}"],
-            cwd=tmp_path, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        kill_script_when(
+            "evaluate.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=60,
+            ready=lambda: log.exists() and log.read_text().count('"status": "ok"') >= 6,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not log.exists() or log.read_text().count('"status": "ok"') < 6):
-            time.sleep(0.02)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
         paid = set(RequestLog(log).answered())
         before = server.request_count
         assert 6 <= len(paid) < len(many) and not (run_dir / "metrics.json").exists()

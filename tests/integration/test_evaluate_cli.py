@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from helpers import run_script
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from medtune.lineage import training_dataset
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
-from conftest import REPO, run_script, script_env
+from helpers import kill_script_when, run_script, small_generate
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
@@ -33,15 +29,8 @@ def corpus(tmp_path: Path) -> Path:
 
 def _overrides(server: OpenAIServer, corpus: Path, out: Path, *extra: str) -> list[str]:
     return [
-        f"source.paths=[{corpus}]",
-        "chunking.lines_per_chunk=3",
-        "generator=local",
-        "generator.model=test-model",
-        f"generator.base_url={server.base_url}",
-        "generator.retry.backoff_initial_s=0.01",
+        *small_generate(corpus, server.base_url),
         "generator.timeout_s=1",
-        "decontamination.eval_sets=[]",
-        "progress=false",
         f"output_dir={out}",
         f"hydra.run.dir={out.parent / (out.name + '-hydra')}",
         *extra,
@@ -83,21 +72,14 @@ def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpu
         whole, resumed = tmp_path / "whole", tmp_path / "resumed"
         common = ("generator.concurrency=2", "wandb.mode=disabled")
         assert run_script("generate_data.py", *_overrides(server, corpus, whole, *common), cwd=tmp_path).returncode == 0
-        killed = subprocess.Popen(
-            [sys.executable, str(REPO / "generate_data.py"), *_overrides(server, corpus, resumed, *common)],
+        log = resumed / "raw_responses.jsonl"
+        kill_script_when(
+            "generate_data.py",
+            *_overrides(server, corpus, resumed, *common),
             cwd=tmp_path,
-            env=script_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ready=lambda: log.exists() and len(_ok_keys(resumed)) >= 6,
+            timeout=60,
         )
-        deadline = time.monotonic() + 60
-        while (
-            time.monotonic() < deadline
-            and len(_ok_keys(resumed) if (resumed / "raw_responses.jsonl").exists() else ()) < 6
-        ):
-            time.sleep(0.02)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
         paid = _ok_keys(resumed)
         assert 6 <= len(paid) < CHUNKS and not (resumed / "records.jsonl").exists()
         before = server.request_count

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from conftest import run_module, run_script
+from helpers import run_module, run_script
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow

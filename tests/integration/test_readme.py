@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from conftest import REPO, run_module, run_script
+from helpers import REPO, run_module, run_script
 
 SCRIPTS = {"train.py": "train", "evaluate.py": "evaluate", "generate_data.py": "generate_data"}
 COMMAND = re.compile(r"^(?:accelerate launch .*?)?python (train\.py|evaluate\.py|generate_data\.py)\b(.*)$")

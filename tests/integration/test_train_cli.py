@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from medtune.tracking import read_metrics_log
 
-from conftest import REPO, run_script, script_env
+from helpers import kill_script_when, run_script
 from wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
@@ -67,20 +62,8 @@ def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
 def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models):
     run_dir = tmp_path / "run"
     args = ["trainer.max_steps=120", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=script_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / "checkpoint-20").exists():
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    checkpoint = run_dir / "checkpoints" / "checkpoint-20"
+    kill_script_when("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, ready=checkpoint.exists)
     assert not (run_dir / "results.json").exists()
     assert json.loads((run_dir / "run_status.json").read_text())["status"] == "running"  # never "finished"
 

@@ -17,12 +17,12 @@ from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import RESOLVED_CONFIG, claimed
 
-from conftest import REPO, run_script
+from helpers import REPO, run_script
 
 
-def test_a_key_added_with_plus_is_checked_like_any_other(compose_train):
+def test_a_key_added_with_plus_is_checked_like_any_other(compose_config):
     with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_stepz'"):
-        to_train_config(compose_train("+trainer.max_stepz=3"))
+        to_train_config(compose_config("train", "+trainer.max_stepz=3"))
 
 
 def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path, cache_dir: Path):
@@ -35,20 +35,20 @@ def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path
     assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob(RESOLVED_CONFIG))
 
 
-def test_a_tiny_model_is_not_built_outside_the_cache(compose_train, tmp_path: Path):
+def test_a_tiny_model_is_not_built_outside_the_cache(compose_config, tmp_path: Path):
     with pytest.raises(ConfigError, match="builds tiny models only inside cache_dir"):
-        to_train_config(compose_train(f"base_model.path={tmp_path / 'not-there'}"))
+        to_train_config(compose_config("train", f"base_model.path={tmp_path / 'not-there'}"))
     assert not (tmp_path / "not-there").exists()
 
 
-def test_a_build_of_ours_or_an_empty_folder_may_be_replaced(compose_train, cache_dir: Path):
+def test_a_build_of_ours_or_an_empty_folder_may_be_replaced(compose_config, cache_dir: Path):
     ours = cache_dir / "models" / "old-build"
     ours.mkdir(parents=True, exist_ok=True)
     (ours / TINY_MARKER).write_text(json.dumps({"recipe_version": 0}))
-    to_train_config(compose_train(f"base_model.path={ours}"))  # accepted: medtune made it
+    to_train_config(compose_config("train", f"base_model.path={ours}"))  # accepted: medtune made it
     empty = Path(str(ours) + "-empty")
     empty.mkdir(exist_ok=True)
-    to_train_config(compose_train(f"base_model.path={empty}"))
+    to_train_config(compose_config("train", f"base_model.path={empty}"))
 
 
 def test_a_second_process_on_the_same_run_dir_stops(tmp_path: Path):
@@ -93,7 +93,7 @@ def test_a_new_run_never_writes_into_a_dir_that_holds_one(tmp_path: Path):
     [(["eval=igakuqa"], "needs eval.path"), (["eval=igakuqa", "eval.path={empty}"], "holds no <year>/ folders")],
 )
 def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
-    compose_train, tmp_path: Path, monkeypatch, overrides, message
+    compose_config, tmp_path: Path, monkeypatch, overrides, message
 ):
     from medtune import training
 
@@ -102,7 +102,7 @@ def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
 
     monkeypatch.setattr(training, "load_base_model", no_weights)
     (tmp_path / "empty").mkdir()
-    cfg = compose_train(*(o.format(empty=tmp_path / "empty") for o in overrides))
+    cfg = compose_config("train", *(o.format(empty=tmp_path / "empty") for o in overrides))
     with pytest.raises((ConfigError, DataError), match=message):
         training.run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "wandb").exists() and not (tmp_path / "run" / RESOLVED_CONFIG).exists()

@@ -138,12 +138,12 @@ def test_an_unknown_wandb_mode_in_the_environment_is_one_clear_error():
         _resolve(WandbConfig(), {"WANDB_MODE": "dryrun"})
 
 
-def test_the_command_line_beats_the_environment_through_the_composed_config(compose_train, monkeypatch, tmp_path):
+def test_the_command_line_beats_the_environment_through_the_composed_config(compose_config, monkeypatch, tmp_path):
     from medtune.config import to_train_config
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    default = to_train_config(compose_train()).wandb
-    given = to_train_config(compose_train("wandb.mode=online", "wandb.project=p")).wandb
+    default = to_train_config(compose_config("train")).wandb
+    given = to_train_config(compose_config("train", "wandb.mode=online", "wandb.project=p")).wandb
     assert _resolve(default, dict(os.environ)).mode == "disabled"
     assert (_resolve(given, dict(os.environ)).mode, given.project) == ("online", "p")
 

@@ -41,13 +41,20 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_prox
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by what a test needs, derived here so they cannot drift: the `tiny_models` fixture → `tiny_model`;
+    a test under tests/integration (the real scripts as subprocesses) → `subprocess` and `slow`; `gpu` without CUDA
+    → skipped."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    integration = Path(__file__).parent / "integration"
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if "tiny_models" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.tiny_model)
+        if item.path.is_relative_to(integration):
+            item.add_marker(pytest.mark.subprocess)
+            item.add_marker(pytest.mark.slow)
+        if skip_gpu and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 
 

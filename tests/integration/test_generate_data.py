@@ -16,7 +16,6 @@ from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 from helpers import kill_script_when, run_script, small_generate
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
 CHUNKS = 20  # 60 lines, 3 per chunk
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from medtune.run_dir import RESOLVED_CONFIG
 from medtune.tracking import read_metrics_log
 
 from helpers import kill_script_when, run_script
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
 FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
 
 
@@ -123,6 +123,16 @@ def test_unloadable_base_model_stops_with_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "cyberagent/open-calm-7b" in proc.stderr and "cannot be loaded" in proc.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
+
+
+def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path, cache_dir: Path):
+    mine = tmp_path / "my-model"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    proc = run_script("train.py", f"base_model.path={mine}", f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds files medtune did not create" in proc.stderr
+    assert [p.name for p in mine.iterdir()] == ["config.json"]
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob(RESOLVED_CONFIG))
 
 
 def test_invalid_pair_fails_at_composition_before_loading(tmp_path):

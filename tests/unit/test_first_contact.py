@@ -1,6 +1,7 @@
 """What a new user meets first: typos, folders they own, a shared run dir, a missing evaluation set, odd files.
 
-Each mistake stops with one clear line before anything is written, any weights load or W&B starts.
+Each mistake stops with one clear line before anything is written, any weights load or W&B starts. (A model folder
+the user owns, through the real train.py: integration/test_train_cli.py.)
 """
 
 from __future__ import annotations
@@ -17,22 +18,12 @@ from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import RESOLVED_CONFIG, claimed
 
-from helpers import REPO, run_script
+from helpers import REPO
 
 
 def test_a_key_added_with_plus_is_checked_like_any_other(compose_config):
     with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_stepz'"):
         to_train_config(compose_config("train", "+trainer.max_stepz=3"))
-
-
-def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path, cache_dir: Path):
-    mine = tmp_path / "my-model"
-    mine.mkdir()
-    (mine / "config.json").write_text("{}")
-    proc = run_script("train.py", f"base_model.path={mine}", f"cache_dir={cache_dir}", cwd=tmp_path)
-    assert proc.returncode == 2 and "holds files medtune did not create" in proc.stderr
-    assert [p.name for p in mine.iterdir()] == ["config.json"]
-    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob(RESOLVED_CONFIG))
 
 
 def test_a_tiny_model_is_not_built_outside_the_cache(compose_config, tmp_path: Path):

@@ -7,6 +7,7 @@ inherit them (see `helpers.script_env`). Shared functions live in helpers.py, fi
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from omegaconf import DictConfig
 
-from helpers import compose
+from helpers import compose, run_script
 
 if TYPE_CHECKING:
     from medtune.config import BaseModelConfig
@@ -82,3 +83,13 @@ def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
 def compose_config(cache_dir: Path) -> Callable[..., DictConfig]:
     """`compose_config("train", "trainer.max_steps=2")`: the real primary config, composed in-process."""
     return lambda name, *overrides: compose(name, *overrides, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_models, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """(run dir, process) of one short `train.py` run (6 LoRA steps, 8 QA questions) from an empty folder, started
+    once per session and shared by the tests that check a run or read one back (test_train_cli, test_evaluate_cli)."""
+    cwd = tmp_path_factory.mktemp("trained")
+    run_dir = cwd / "run"
+    args = ["trainer.max_steps=6", "eval.limit=8", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+    return run_dir, run_script("train.py", *args, f"hydra.run.dir={run_dir}", cwd=cwd)

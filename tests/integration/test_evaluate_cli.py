@@ -58,16 +58,12 @@ def test_untuned_base_is_scored_and_tracked(tmp_path, tiny_models, questions):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()
 
 
-def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, questions):
+def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, trained_run, questions):
     from medtune.config import EvalConfig
     from medtune.evaluation import evaluate_model
     from medtune.models import load_base_model, load_trained
 
-    train_dir, tuned_dir = tmp_path / "train", tmp_path / "tuned"
-    trained = run_script(
-        "train.py", "trainer.max_steps=3", "eval.at_end=false", "trainer.save_steps=1000", f"hydra.run.dir={train_dir}",
-        cwd=tmp_path,
-    )  # fmt: skip
+    (train_dir, trained), tuned_dir = trained_run, tmp_path / "tuned"
     assert trained.returncode == 0, trained.stderr[-3000:]
     tuned = run_script(
         "evaluate.py", "eval=jsonl", f"eval.path={questions}", f"run_dir={train_dir}", f"hydra.run.dir={tuned_dir}",

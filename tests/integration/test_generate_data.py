@@ -41,7 +41,10 @@ def _ok_keys(out: Path) -> set[str]:
     return {json.loads(line)["key"] for line in lines if line.strip().endswith("}") and '"status": "ok"' in line}
 
 
-def test_cli_run_with_faults_then_reparse_is_byte_identical_and_tracked(corpus: Path, tmp_path: Path) -> None:
+def test_cli_run_with_faults_then_reparse_is_byte_identical_tracked_and_trains(
+    corpus: Path, tmp_path: Path, tiny_models: dict
+) -> None:
+    """The tiny models come from the session fixture (built once), so train.py only trains here."""
     out = tmp_path / "out"
     with OpenAIServer(qa_responder) as server:
         server.fail_next(
@@ -64,6 +67,17 @@ def test_cli_run_with_faults_then_reparse_is_byte_identical_and_tracked(corpus: 
     # train.py on these records uses this very artifact version (same name, same digest): the lineage edge.
     used = training_dataset(DatasetConfig(source="jsonl", path=str(out / "records.jsonl")), "sft")
     assert (used.name, used.manifest.digest()) == (logged[-1].name, logged[-1].digest)
+    train = run_script(
+        "train.py",
+        "dataset=jsonl",
+        f"dataset.path={out / 'records.jsonl'}",
+        "trainer.max_steps=3",
+        "eval.at_end=false",
+        "wandb.mode=offline",
+        f"hydra.run.dir={tmp_path / 'train'}",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]  # the generated records train
 
 
 def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpus: Path, tmp_path: Path) -> None:
@@ -113,25 +127,6 @@ def test_exhausted_quota_exits_2_with_one_clear_line(corpus: Path, tmp_path: Pat
     errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
     assert len(errors) == 1 and "the account behind $MEDTUNE_TEST_KEY has no quota left" in errors[0]
     assert "Traceback" not in proc.stderr and "sk-do-not-print-me" not in proc.stderr + proc.stdout
-
-
-def test_generated_records_train_with_train_py(corpus: Path, tmp_path: Path, tiny_models: dict) -> None:
-    """The tiny models come from the session fixture (built once), so train.py only trains here."""
-    out = tmp_path / "out"
-    with OpenAIServer(qa_responder) as server:
-        proc = run_script("generate_data.py", *_overrides(server, corpus, out, "wandb.mode=disabled"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    train = run_script(
-        "train.py",
-        "dataset=jsonl",
-        f"dataset.path={out / 'records.jsonl'}",
-        "trainer.max_steps=3",
-        "eval.at_end=false",
-        "wandb.mode=offline",
-        f"hydra.run.dir={tmp_path / 'train'}",
-        cwd=tmp_path,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
 
 
 def test_multirun_records_a_failed_job_and_goes_on(corpus: Path, tmp_path: Path) -> None:

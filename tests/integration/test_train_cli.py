@@ -17,10 +17,9 @@ from wandb_records import offline_runs
 FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
 
 
-def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
-    run_dir = tmp_path / "run"
-    args = ["trainer.max_steps=6", "eval.limit=8", "trainer.logging_steps=2", "trainer.save_steps=1000"]
-    proc = run_script("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+def test_train_run_logs_to_wandb_and_writes_results(trained_run):
+    run_dir, proc = trained_run
+    tmp_path = run_dir.parent  # the cwd it ran in
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The console: the progress bar, no Trainer dict, no warning of any library, the closing summary.
     assert "train: 100%" in proc.stderr and "6/6" in proc.stderr
@@ -60,8 +59,9 @@ def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
 
 
 def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models):
+    """…and once finished, a resume with a changed config is refused (that check comes before "finished")."""
     run_dir = tmp_path / "run"
-    args = ["trainer.max_steps=120", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
+    args = ["trainer.max_steps=60", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
     checkpoint = run_dir / "checkpoints" / "checkpoint-20"
     kill_script_when("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, ready=checkpoint.exists)
     assert not (run_dir / "results.json").exists()
@@ -70,7 +70,7 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     resumed = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["train/global_step"] == 120
+    assert results["train/global_step"] == 60
     first, second = offline_runs(run_dir)
     assert first.run_id == second.run_id == results["wandb_run_id"]
     resumed_steps = [row["train/global_step"] for row in second.history if "train/grad_norm" in row]
@@ -79,49 +79,24 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     assert second.exit_code == 0
     # metrics.jsonl kept the killed attempt's history (its W&B file may not have) and the resumed one appended.
     logged = [r["train/global_step"] for r in read_metrics_log(run_dir / "metrics.jsonl") if "train/grad_norm" in r]
-    assert set(range(5, 121, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 120  # 5: first attempt only
+    assert set(range(5, 61, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 60  # 5: first attempt only
 
     again = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)  # finished: nothing to redo
     assert again.returncode == 0 and len(offline_runs(run_dir)) == 2
+    changed = [arg.replace("max_steps=60", "max_steps=70") for arg in args]
+    refused = run_script("train.py", *changed, f"resume={run_dir}", cwd=tmp_path)
+    assert refused.returncode == 2 and "trainer.max_steps" in refused.stderr
 
 
-def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_models):
-    run_dir = tmp_path / "run"
-    assert (
-        run_script("train.py", "trainer.max_steps=2", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
-    )
-    proc = run_script("train.py", "trainer.max_steps=4", *FAST, f"resume={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2 and "trainer.max_steps" in proc.stderr
-
-
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n', "records.jsonl:2: malformed JSON"),
-        (
-            '{"instruction": "q", "output": "a"}\n{"output": "a"}\n',
-            "records.jsonl:2: required field is missing (field 'instruction')",
-        ),
-        ("", "records.jsonl: no records"),
-        (None, "records.jsonl: file does not exist"),
-    ],
-)
-def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path, content, expected):
+def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path):
+    """The exit status and the one line of the real script; the other bad datasets (and an unloadable base model)
+    go through the same `run_job` in-process: unit/test_first_contact.py."""
     records = tmp_path / "records.jsonl"
-    if content is not None:
-        records.write_text(content)
+    records.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n')
     run_dir = tmp_path / "run"
     proc = run_script("train.py", "dataset=jsonl", f"dataset.path={records}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 2
-    assert expected in proc.stderr and "Traceback" not in proc.stderr
-    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
-
-
-def test_unloadable_base_model_stops_with_a_clear_error(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_script("train.py", "base_model=opencalm_7b", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "cyberagent/open-calm-7b" in proc.stderr and "cannot be loaded" in proc.stderr
+    assert "records.jsonl:2: malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
 
 

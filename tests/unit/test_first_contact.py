@@ -1,4 +1,5 @@
-"""What a new user meets first: typos, folders they own, a shared run dir, a missing evaluation set, odd files.
+"""What a new user meets first: typos, folders they own, a shared run dir, a missing evaluation set, odd files, a bad
+dataset, a base model that cannot be loaded.
 
 Each mistake stops with one clear line before anything is written, any weights load or W&B starts. (A model folder
 the user owns, through the real train.py: integration/test_train_cli.py.)
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from medtune.cli import run_job
 from medtune.config import TINY_MARKER, to_train_config
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
@@ -97,6 +99,45 @@ def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
     with pytest.raises((ConfigError, DataError), match=message):
         training.run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "wandb").exists() and not (tmp_path / "run" / RESOLVED_CONFIG).exists()
+
+
+def train_job_exit(cfg, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """train.py's job in-process, through the same `run_job` wrapper: (exit status, stderr) of a user error."""
+    from medtune.training import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(lambda: run(cfg, run_dir))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"instruction": "q", "output": "a"}\n{"output": "a"}\n',
+            "records.jsonl:2: required field is missing (field 'instruction')",
+        ),
+        ("", "records.jsonl: no records"),
+        (None, "records.jsonl: file does not exist"),
+    ],
+)  # malformed JSON, through the real train.py: integration/test_train_cli.py
+def test_bad_dataset_stops_before_training_with_one_clear_line(compose_config, tmp_path, capsys, content, expected):
+    records = tmp_path / "records.jsonl"
+    if content is not None:
+        records.write_text(content)
+    run_dir = tmp_path / "run"
+    code, stderr = train_job_exit(compose_config("train", "dataset=jsonl", f"dataset.path={records}"), run_dir, capsys)
+    assert code == 2
+    assert expected in stderr and "Traceback" not in stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
+
+
+def test_unloadable_base_model_stops_with_a_clear_error(compose_config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, stderr = train_job_exit(compose_config("train", "base_model=opencalm_7b"), run_dir, capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert "cyberagent/open-calm-7b" in stderr and "cannot be loaded" in stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
 
 
 def test_json_errors_name_the_line_and_show_where(tmp_path: Path):

@@ -3,6 +3,7 @@ metrics.jsonl."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import wandb
 
 from medtune.config import WandbConfig
 from medtune.errors import ConfigError
@@ -72,9 +74,11 @@ def test_failed_online_init_falls_back_to_offline_with_the_same_run(
 ):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", rejecting_wandb_server)
-    # With W&B's default init_timeout (90 s) this test took 90 s; a server on 127.0.0.1 refuses well within 8 s,
-    # and medtune's fallback to offline is the same either way.
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "8")
+    # W&B keeps retrying the refused start until its init_timeout (90 s by default: this test took 90 s), then medtune
+    # falls back to offline. 8 s reaches the same fallback and leaves the offline start after it (same Settings) time on
+    # a busy machine. Not WANDB_INIT_TIMEOUT: W&B reads the environment once per process, so after an earlier test's
+    # W&B run it is ignored; the Settings that start_wandb_run builds carry the timeout instead.
+    monkeypatch.setattr(wandb, "Settings", functools.partial(wandb.Settings, init_timeout=8))
     wb = WandbConfig(mode="online", project="medtune-test")
     run = start_wandb_run(wb, tmp_path, {"a": 1}, tags=["t"], group="g", name="n", job_type="train")
     run.log({"train/loss": 1.0}, step=1)

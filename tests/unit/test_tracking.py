@@ -69,6 +69,7 @@ def rejecting_wandb_server():
     server.shutdown()
 
 
+@pytest.mark.slow  # waits out W&B's init timeout (8 s below)
 def test_failed_online_init_falls_back_to_offline_with_the_same_run(
     tmp_path, monkeypatch, caplog, rejecting_wandb_server
 ):

@@ -35,6 +35,14 @@ def compose(name: str, *overrides: str, cache_dir: Path | None = None) -> DictCo
         return hydra_compose(config_name=name, overrides=[*cache, *overrides])
 
 
+def train_job(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """train.py's job in-process, through the same `run_job` wrapper: a user error exits 2 with one line."""
+    from medtune.cli import run_job
+    from medtune.training import run
+
+    return run_job(lambda: run(cfg, run_dir))
+
+
 def small_generate(corpus: Path, base_url: str) -> list[str]:
     """generate_data overrides of a test: `corpus` in 3-line chunks, the suite's local server, quick retries."""
     return [

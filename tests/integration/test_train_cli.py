@@ -11,7 +11,7 @@ import pytest
 from medtune.run_dir import RESOLVED_CONFIG
 from medtune.tracking import read_metrics_log
 
-from helpers import kill_script_when, run_script
+from helpers import kill_script_when, run_script, train_job
 from wandb_records import offline_runs
 
 FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
@@ -58,7 +58,7 @@ def test_train_run_logs_to_wandb_and_writes_results(trained_run):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()  # nothing in the CWD
 
 
-def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models):
+def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models, compose_config, capsys):
     """…and once finished, a resume with a changed config is refused (that check comes before "finished")."""
     run_dir = tmp_path / "run"
     args = ["trainer.max_steps=60", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
@@ -81,11 +81,13 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     logged = [r["train/global_step"] for r in read_metrics_log(run_dir / "metrics.jsonl") if "train/grad_norm" in r]
     assert set(range(5, 61, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 60  # 5: first attempt only
 
-    again = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)  # finished: nothing to redo
-    assert again.returncode == 0 and len(offline_runs(run_dir)) == 2
+    # Resumed again, in-process through train.py's job: finished, so nothing to redo; a changed config is refused.
+    again = train_job(compose_config("train", *args, f"resume={run_dir}"), run_dir)
+    assert again == results and len(offline_runs(run_dir)) == 2
     changed = [arg.replace("max_steps=60", "max_steps=70") for arg in args]
-    refused = run_script("train.py", *changed, f"resume={run_dir}", cwd=tmp_path)
-    assert refused.returncode == 2 and "trainer.max_steps" in refused.stderr
+    with pytest.raises(SystemExit) as refused:
+        train_job(compose_config("train", *changed, f"resume={run_dir}"), run_dir)
+    assert refused.value.code == 2 and "trainer.max_steps" in capsys.readouterr().err
 
 
 def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path):

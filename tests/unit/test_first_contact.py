@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from medtune.cli import run_job
 from medtune.config import TINY_MARKER, to_train_config
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import RESOLVED_CONFIG, claimed
 
-from helpers import REPO
+from helpers import REPO, train_job
 
 
 def test_a_key_added_with_plus_is_checked_like_any_other(compose_config):
@@ -102,11 +101,9 @@ def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
 
 
 def train_job_exit(cfg, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """train.py's job in-process, through the same `run_job` wrapper: (exit status, stderr) of a user error."""
-    from medtune.training import run
-
+    """(exit status, stderr) of a user error in train.py's job, run in-process."""
     with pytest.raises(SystemExit) as exit_info:
-        run_job(lambda: run(cfg, run_dir))
+        train_job(cfg, run_dir)
     return exit_info.value.code, capsys.readouterr().err
 
 

@@ -32,14 +32,15 @@ os.environ.update(
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "TOKENIZERS_PARALLELISM": "false",
-        # torch's OpenMP threads sleep when idle instead of spinning, which on a 2-core machine with one other busy
-        # process made 20 tiny GPT-NeoX steps take 11.8 s instead of 1.6 s (quiet: 1.1 s spinning, 1.25 s sleeping).
-        "OMP_WAIT_POLICY": "PASSIVE",
         "MEDTUNE_CACHE": str(_SESSION_CACHE),
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }
 )
+# torch's idle OpenMP threads sleep instead of spinning: on this 2-core machine next to one busy process, 20 tiny
+# GPT-NeoX steps took 11.8 s spinning and 1.7 s sleeping; quiet, the README's 500-step `python train.py` takes 38 s
+# spinning and 45 s sleeping. A quiet machine may keep spinning: OMP_WAIT_POLICY=ACTIVE python -m pytest.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 

@@ -1,21 +1,26 @@
 """Test environment: offline Hugging Face, offline W&B, no proxies, one tiny-model cache per session.
 
 These variables are set before any Hugging Face or W&B import, and subprocess runs of the real scripts
-inherit them (see `script_env`).
+inherit them (see `helpers.script_env`). Shared functions live in helpers.py, fixtures here.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from omegaconf import DictConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import compose, run_script
+
+if TYPE_CHECKING:
+    from medtune.config import BaseModelConfig
+
 # A fresh cache per session (CI builds the tiny models once, ~1 min); MEDTUNE_TEST_CACHE reuses one across sessions.
 _SESSION_CACHE = Path(os.environ.get("MEDTUNE_TEST_CACHE") or tempfile.mkdtemp(prefix="medtune-test-cache-"))
 
@@ -32,18 +37,29 @@ os.environ.update(
         "no_proxy": "127.0.0.1,localhost",
     }
 )
+# torch's idle OpenMP threads sleep instead of spinning: on this 2-core machine next to one busy process, 20 tiny
+# GPT-NeoX steps took 11.8 s spinning and 1.7 s sleeping; quiet, the README's 500-step `python train.py` takes 38 s
+# spinning and 45 s sleeping. A quiet machine may keep spinning: OMP_WAIT_POLICY=ACTIVE python -m pytest.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers by what a test needs, derived here so they cannot drift: the `tiny_models` fixture → `tiny_model`;
+    a test under tests/integration (the real scripts as subprocesses) → `subprocess` and `slow`; `gpu` without CUDA
+    → skipped."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    integration = Path(__file__).parent / "integration"
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if "tiny_models" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.tiny_model)
+        if item.path.is_relative_to(integration):
+            item.add_marker(pytest.mark.subprocess)
+            item.add_marker(pytest.mark.slow)
+        if skip_gpu and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 
 
@@ -54,64 +70,25 @@ def cache_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(cache_dir: Path) -> dict[str, Path]:
-    """Both tiny architectures, built once per session and then loaded with from_pretrained."""
+def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
+    """Both tiny architectures as their conf/base_model files describe them, built once per session (every test then
+    loads them with from_pretrained)."""
     from medtune.tiny import tiny_base_model
 
-    paths = {name: Path(tiny_base_model(name, cache_dir).path) for name in ("tiny_gptneox", "tiny_llama")}
-    return paths
+    return {name: tiny_base_model(name, cache_dir) for name in ("tiny_gptneox", "tiny_llama")}
 
 
 @pytest.fixture
-def compose_config(cache_dir: Path) -> Callable[..., object]:
-    """Compose a primary config (train | evaluate | generate_data) in-process with overrides (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-
-    from medtune.config import register_configs
-    from medtune.datagen.config import register_configs as register_generate
-    from medtune.evaluation.config import register_configs as register_evaluate
-
-    for register in (register_configs, register_evaluate, register_generate):
-        register()
-
-    def _compose(name: str, *overrides: str):
-        cache = [] if name == "generate_data" else [f"cache_dir={cache_dir}"]
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name=name, overrides=[*cache, *overrides])
-
-    return _compose
+def compose_config(cache_dir: Path) -> Callable[..., DictConfig]:
+    """`compose_config("train", "trainer.max_steps=2")`: the real primary config, composed in-process."""
+    return lambda name, *overrides: compose(name, *overrides, cache_dir=cache_dir)
 
 
-@pytest.fixture
-def compose_train(compose_config: Callable[..., object]) -> Callable[..., object]:
-    """Compose the real train config in-process with overrides."""
-    return lambda *overrides: compose_config("train", *overrides)
-
-
-def script_env() -> dict[str, str]:
-    """Environment for subprocess runs of the entry scripts (inherits the offline settings above).
-
-    Without WANDB_SERVICE, as in a user's shell: the suite's own in-process W&B runs set it, and a script attached to
-    that shared service and then killed would hold its run id there for the rest of the session (resume fails)."""
-    return {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-
-
-def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run an entry script from a temp cwd (so nothing lands in the repo) and capture its output."""
-    return _run([str(REPO / script), *overrides], cwd, timeout)
-
-
-def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m module args...` from a temp cwd, with the test environment."""
-    return _run(["-m", module, *args], cwd, timeout)
-
-
-def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *argv],
-        cwd=cwd,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+@pytest.fixture(scope="session")
+def trained_run(tiny_models, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """(run dir, process) of one short `train.py` run (6 LoRA steps, 8 QA questions) from an empty folder, started
+    once per session and shared by the tests that check a run or read one back (test_train_cli, test_evaluate_cli)."""
+    cwd = tmp_path_factory.mktemp("trained")
+    run_dir = cwd / "run"
+    args = ["trainer.max_steps=6", "eval.limit=8", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+    return run_dir, run_script("train.py", *args, f"hydra.run.dir={run_dir}", cwd=cwd)

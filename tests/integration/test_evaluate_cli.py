@@ -1,18 +1,22 @@
-"""The real evaluate.py as a subprocess: a base model, a trained run, bad input (API models: test_evaluate_api.py)."""
+"""The real evaluate.py as a subprocess: a base model, a trained run, bad input, an API model that is down, killed or
+fails one job of a multirun (the API backend in-process: unit/test_evaluate_api.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_script, script_env
-from wandb_records import offline_runs
+from medtune.api_client import RequestLog, request_key
+from medtune.run_dir import API_ANSWERS_FILE
+from medtune.testing.openai_server import OpenAIServer, unused_base_url
 
-pytestmark = pytest.mark.slow
+from helpers import REPO, kill_script_when, run_script, script_env
+from wandb_records import offline_runs
 
 QUESTIONS = [
     {"problem_id": "C1", "problem_text": "高アンモニア血症をきたす疾患はどれか。", "category": "小児科",
@@ -56,16 +60,12 @@ def test_untuned_base_is_scored_and_tracked(tmp_path, tiny_models, questions):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()
 
 
-def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, tiny_models, questions):
+def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, trained_run, questions):
     from medtune.config import EvalConfig
     from medtune.evaluation.pipeline import evaluate_model
     from medtune.models import load_base_model, load_trained
 
-    train_dir, tuned_dir = tmp_path / "train", tmp_path / "tuned"
-    trained = run_script(
-        "train.py", "trainer.max_steps=3", "eval.at_end=false", "trainer.save_steps=1000", f"hydra.run.dir={train_dir}",
-        cwd=tmp_path,
-    )  # fmt: skip
+    (train_dir, trained), tuned_dir = trained_run, tmp_path / "tuned"
     assert trained.returncode == 0, trained.stderr[-3000:]
     tuned = run_script(
         "evaluate.py", "eval=jsonl", f"eval.path={questions}", f"run_dir={train_dir}", f"hydra.run.dir={tuned_dir}",
@@ -114,3 +114,56 @@ def test_a_config_mistake_exits_2_with_one_line_before_torch_is_imported(tmp_pat
     assert errors == ["medtune: error: eval=igakuqa needs eval.path=<directory or file>."]
     assert "Traceback" not in proc.stderr
     assert "torch imported: False" in proc.stdout
+
+
+# --------------------------------------------------------------- backend=openai against the suite's local server
+API = ["backend=openai", "eval=jsonl", "eval.prompt=igakuqa", "eval.shots=0", "wandb.mode=disabled", "progress=false"]
+
+
+def test_server_down_exits_2_quickly_with_one_line(tmp_path, questions):
+    url = unused_base_url()
+    started = time.monotonic()
+    proc = run_script(
+        "evaluate.py", "backend=openai", f"openai.base_url={url}", "eval=jsonl", f"eval.path={questions}",
+        "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert time.monotonic() - started < 60  # generous: interpreter start-up and imports included
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
+    assert len(errors) == 1 and f"nothing answers at {url} — is the server running?" in errors[0]
+    assert json.loads((tmp_path / "run" / "run_status.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_multirun_records_a_failed_job_and_goes_on(tmp_path, questions):
+    sweep = tmp_path / "sweep"
+    with OpenAIServer(lambda request: "a") as server:
+        proc = run_script(
+            "evaluate.py", "-m", *API, f"openai.base_url={unused_base_url()},{server.base_url}",
+            f"eval.path={questions}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        )  # fmt: skip
+    assert proc.returncode == 1 and "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.rglob("run_status.json"))
+    assert statuses == ["failed", "finished"]
+
+
+def test_kill9_mid_run_then_resume_never_asks_an_answered_question_again(tmp_path):
+    path = tmp_path / "many.jsonl"
+    many = [dict(QUESTIONS[0], problem_id=f"M{i}", problem_text=f"問題{i}: 正しいのはどれか。") for i in range(40)]
+    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in many), encoding="utf-8")
+    run_dir, log = tmp_path / "run", tmp_path / "run" / API_ANSWERS_FILE
+    with OpenAIServer(lambda request: "a", latency_s=0.1) as server:
+        args = [*API, f"openai.base_url={server.base_url}", "openai.concurrency=2", f"eval.path={path}"]
+        kill_script_when(
+            "evaluate.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, timeout=60,
+            ready=lambda: log.exists() and log.read_text().count('"status": "ok"') >= 6,
+        )  # fmt: skip
+        paid = set(RequestLog(log).answered())
+        before = server.request_count
+        assert 6 <= len(paid) < len(many) and not (run_dir / "metrics.json").exists()
+        proc = run_script("evaluate.py", *args, f"resume={run_dir}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        asked_again = {request_key(c.body) for c in server.calls[before:]}
+    assert not asked_again & paid and len(asked_again) == len(many) - len(paid)
+    assert json.loads((run_dir / "metrics.json").read_text())["n_failed"] == 0
+    assert f"{len(many) - len(paid)} done, 0 failed, {len(paid)} resumed" in proc.stderr

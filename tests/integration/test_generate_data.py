@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +13,9 @@ from medtune.lineage import training_dataset
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
-from conftest import REPO, run_script, script_env
+from helpers import kill_script_when, run_script, small_generate
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
 CHUNKS = 20  # 60 lines, 3 per chunk
 
 
@@ -33,15 +28,8 @@ def corpus(tmp_path: Path) -> Path:
 
 def _overrides(server: OpenAIServer, corpus: Path, out: Path, *extra: str) -> list[str]:
     return [
-        f"source.paths=[{corpus}]",
-        "chunking.lines_per_chunk=3",
-        "generator=local",
-        "generator.model=test-model",
-        f"generator.base_url={server.base_url}",
-        "generator.retry.backoff_initial_s=0.01",
+        *small_generate(corpus, server.base_url),
         "generator.timeout_s=1",
-        "decontamination.eval_sets=[]",
-        "progress=false",
         f"output_dir={out}",
         f"hydra.run.dir={out.parent / (out.name + '-hydra')}",
         *extra,
@@ -53,7 +41,10 @@ def _ok_keys(out: Path) -> set[str]:
     return {json.loads(line)["key"] for line in lines if line.strip().endswith("}") and '"status": "ok"' in line}
 
 
-def test_cli_run_with_faults_then_reparse_is_byte_identical_and_tracked(corpus: Path, tmp_path: Path) -> None:
+def test_cli_run_with_faults_then_reparse_is_byte_identical_tracked_and_trains(
+    corpus: Path, tmp_path: Path, tiny_models: dict
+) -> None:
+    """The tiny models come from the session fixture (built once), so train.py only trains here."""
     out = tmp_path / "out"
     with OpenAIServer(qa_responder) as server:
         server.fail_next(
@@ -76,6 +67,17 @@ def test_cli_run_with_faults_then_reparse_is_byte_identical_and_tracked(corpus: 
     # train.py on these records uses this very artifact version (same name, same digest): the lineage edge.
     used = training_dataset(DatasetConfig(source="jsonl", path=str(out / "records.jsonl")), "sft")
     assert (used.name, used.manifest.digest()) == (logged[-1].name, logged[-1].digest)
+    train = run_script(
+        "train.py",
+        "dataset=jsonl",
+        f"dataset.path={out / 'records.jsonl'}",
+        "trainer.max_steps=3",
+        "eval.at_end=false",
+        "wandb.mode=offline",
+        f"hydra.run.dir={tmp_path / 'train'}",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]  # the generated records train
 
 
 def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpus: Path, tmp_path: Path) -> None:
@@ -83,21 +85,14 @@ def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpu
         whole, resumed = tmp_path / "whole", tmp_path / "resumed"
         common = ("generator.concurrency=2", "wandb.mode=disabled")
         assert run_script("generate_data.py", *_overrides(server, corpus, whole, *common), cwd=tmp_path).returncode == 0
-        killed = subprocess.Popen(
-            [sys.executable, str(REPO / "generate_data.py"), *_overrides(server, corpus, resumed, *common)],
+        log = resumed / "raw_responses.jsonl"
+        kill_script_when(
+            "generate_data.py",
+            *_overrides(server, corpus, resumed, *common),
             cwd=tmp_path,
-            env=script_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ready=lambda: log.exists() and len(_ok_keys(resumed)) >= 6,
+            timeout=60,
         )
-        deadline = time.monotonic() + 60
-        while (
-            time.monotonic() < deadline
-            and len(_ok_keys(resumed) if (resumed / "raw_responses.jsonl").exists() else ()) < 6
-        ):
-            time.sleep(0.02)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
         paid = _ok_keys(resumed)
         assert 6 <= len(paid) < CHUNKS and not (resumed / "records.jsonl").exists()
         before = server.request_count
@@ -132,25 +127,6 @@ def test_exhausted_quota_exits_2_with_one_clear_line(corpus: Path, tmp_path: Pat
     errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
     assert len(errors) == 1 and "the account behind $MEDTUNE_TEST_KEY has no quota left" in errors[0]
     assert "Traceback" not in proc.stderr and "sk-do-not-print-me" not in proc.stderr + proc.stdout
-
-
-def test_generated_records_train_with_train_py(corpus: Path, tmp_path: Path, tiny_models: dict) -> None:
-    """The tiny models come from the session fixture (built once), so train.py only trains here."""
-    out = tmp_path / "out"
-    with OpenAIServer(qa_responder) as server:
-        proc = run_script("generate_data.py", *_overrides(server, corpus, out, "wandb.mode=disabled"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    train = run_script(
-        "train.py",
-        "dataset=jsonl",
-        f"dataset.path={out / 'records.jsonl'}",
-        "trainer.max_steps=3",
-        "eval.at_end=false",
-        "wandb.mode=offline",
-        f"hydra.run.dir={tmp_path / 'train'}",
-        cwd=tmp_path,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
 
 
 def test_multirun_records_a_failed_job_and_goes_on(corpus: Path, tmp_path: Path) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
 import yaml
 
-from conftest import run_module, run_script
+from helpers import run_module, run_script
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
 SMALL = ["trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=1000", "eval.limit=12"]
 
 

@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-import pytest
-
-from conftest import REPO, run_script, script_env
+from helpers import REPO, run_module, run_script
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
 FAST = ["trainer.max_steps=4", "eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+LAUNCH = ["--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def test_accelerate_two_processes_train_one_model_with_one_wandb_run(tmp_path, tiny_models):
     run_dir = tmp_path / "ddp"
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
-    proc = subprocess.run(
-        [*launcher, str(REPO / "train.py"), *FAST, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_module(
+        "accelerate.commands.launch", *LAUNCH, str(REPO / "train.py"), *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((run_dir / "results.json").read_text())

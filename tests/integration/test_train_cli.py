@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from medtune.run_dir import RESOLVED_CONFIG
 from medtune.tracking import read_metrics_log
 
-from conftest import REPO, run_script, script_env
+from helpers import kill_script_when, run_script, train_job
 from wandb_records import offline_runs
 
-pytestmark = pytest.mark.slow
 FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
 
 
-def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
-    run_dir = tmp_path / "run"
-    args = ["trainer.max_steps=6", "eval.limit=8", "trainer.logging_steps=2", "trainer.save_steps=1000"]
-    proc = run_script("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+def test_train_run_logs_to_wandb_and_writes_results(trained_run):
+    run_dir, proc = trained_run
+    tmp_path = run_dir.parent  # the cwd it ran in
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The console: the progress bar, no Trainer dict, no warning of any library, the closing summary.
     assert "train: 100%" in proc.stderr and "6/6" in proc.stderr
@@ -64,30 +58,19 @@ def test_train_run_logs_to_wandb_and_writes_results(tmp_path, tiny_models):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()  # nothing in the CWD
 
 
-def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models):
+def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models, compose_config, capsys):
+    """…and once finished, a resume with a changed config is refused (that check comes before "finished")."""
     run_dir = tmp_path / "run"
-    args = ["trainer.max_steps=120", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=script_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / "checkpoint-20").exists():
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    args = ["trainer.max_steps=60", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
+    checkpoint = run_dir / "checkpoints" / "checkpoint-20"
+    kill_script_when("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, ready=checkpoint.exists)
     assert not (run_dir / "results.json").exists()
     assert json.loads((run_dir / "run_status.json").read_text())["status"] == "running"  # never "finished"
 
     resumed = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["train/global_step"] == 120
+    assert results["train/global_step"] == 60
     first, second = offline_runs(run_dir)
     assert first.run_id == second.run_id == results["wandb_run_id"]
     resumed_steps = [row["train/global_step"] for row in second.history if "train/grad_norm" in row]
@@ -96,50 +79,37 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     assert second.exit_code == 0
     # metrics.jsonl kept the killed attempt's history (its W&B file may not have) and the resumed one appended.
     logged = [r["train/global_step"] for r in read_metrics_log(run_dir / "metrics.jsonl") if "train/grad_norm" in r]
-    assert set(range(5, 121, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 120  # 5: first attempt only
+    assert set(range(5, 61, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 60  # 5: first attempt only
 
-    again = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)  # finished: nothing to redo
-    assert again.returncode == 0 and len(offline_runs(run_dir)) == 2
-
-
-def test_resume_with_a_changed_config_is_refused(tmp_path, tiny_models):
-    run_dir = tmp_path / "run"
-    assert (
-        run_script("train.py", "trainer.max_steps=2", *FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
-    )
-    proc = run_script("train.py", "trainer.max_steps=4", *FAST, f"resume={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2 and "trainer.max_steps" in proc.stderr
+    # Resumed again, in-process through train.py's job: finished, so nothing to redo; a changed config is refused.
+    again = train_job(compose_config("train", *args, f"resume={run_dir}"), run_dir)
+    assert again == results and len(offline_runs(run_dir)) == 2
+    changed = [arg.replace("max_steps=60", "max_steps=70") for arg in args]
+    with pytest.raises(SystemExit) as refused:
+        train_job(compose_config("train", *changed, f"resume={run_dir}"), run_dir)
+    assert refused.value.code == 2 and "trainer.max_steps" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n', "records.jsonl:2: malformed JSON"),
-        (
-            '{"instruction": "q", "output": "a"}\n{"output": "a"}\n',
-            "records.jsonl:2: required field is missing (field 'instruction')",
-        ),
-        ("", "records.jsonl: no records"),
-        (None, "records.jsonl: file does not exist"),
-    ],
-)
-def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path, content, expected):
+def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path):
+    """The exit status and the one line of the real script; the other bad datasets (and an unloadable base model)
+    go through the same `run_job` in-process: unit/test_first_contact.py."""
     records = tmp_path / "records.jsonl"
-    if content is not None:
-        records.write_text(content)
+    records.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n')
     run_dir = tmp_path / "run"
     proc = run_script("train.py", "dataset=jsonl", f"dataset.path={records}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert proc.returncode == 2
-    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert "records.jsonl:2: malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
     assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
 
 
-def test_unloadable_base_model_stops_with_a_clear_error(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = run_script("train.py", "base_model=opencalm_7b", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "cyberagent/open-calm-7b" in proc.stderr and "cannot be loaded" in proc.stderr
-    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
+def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path, cache_dir: Path):
+    mine = tmp_path / "my-model"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    proc = run_script("train.py", f"base_model.path={mine}", f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds files medtune did not create" in proc.stderr
+    assert [p.name for p in mine.iterdir()] == ["config.json"]
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob(RESOLVED_CONFIG))
 
 
 def test_invalid_pair_fails_at_composition_before_loading(tmp_path):

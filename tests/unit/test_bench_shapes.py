@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +21,7 @@ def bench():
     return module
 
 
+@pytest.mark.slow  # ~15 s: the benchmark's own code at toy width, not the inner loop
 def test_smoke_run_measures_every_depth_batching_mode_and_scorer(bench, tmp_path):
     out = tmp_path / "shapes.json"
     bench.main(["--smoke", "--out", str(out)])

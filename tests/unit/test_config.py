@@ -16,8 +16,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 BASE_MODELS = sorted(p.stem for p in (CONF / "base_model").glob("*.yaml"))
 
 
-def test_default_config_is_the_offline_demo(compose_train):
-    tc = to_train_config(compose_train())
+def test_default_config_is_the_offline_demo(compose_config):
+    tc = to_train_config(compose_config("train"))
     assert (tc.base_model.name, tc.adapter.method, tc.quantization.mode) == ("tiny_gptneox", "lora", "none")
     assert tc.dataset.source == "demo" and tc.wandb.mode is None  # unset: $WANDB_MODE, else offline
     assert resolve_mode(tc.wandb.mode, env={}) == "offline"
@@ -26,11 +26,11 @@ def test_default_config_is_the_offline_demo(compose_train):
 
 
 @pytest.mark.parametrize("base_model", BASE_MODELS)
-def test_every_base_model_names_lora_targets_for_its_architecture(compose_train, base_model):
+def test_every_base_model_names_lora_targets_for_its_architecture(compose_config, base_model):
     overrides = [f"base_model={base_model}", "~experiment"]  # the lora group alone, without the demo's values
     if base_model == "medcalm_7b":
         overrides.append("base_model.path=/models/medcalm")
-    tc = to_train_config(compose_train(*overrides))
+    tc = to_train_config(compose_config("train", *overrides))
     assert tc.adapter.target_modules == tc.base_model.lora_targets != []
     assert (tc.adapter.r, tc.adapter.alpha, tc.adapter.dropout) == (8, 32, 0.05)  # the schema's: paper Table 1
 
@@ -44,15 +44,15 @@ def test_every_base_model_names_lora_targets_for_its_architecture(compose_train,
          {"mode": "nf4", "double_quant": True, "compute_dtype": "float32"}),
     ],
 )  # fmt: skip
-def test_a_runs_resolved_config_holds_only_what_its_method_uses(compose_train, overrides, adapter, quantization):
+def test_a_runs_resolved_config_holds_only_what_its_method_uses(compose_config, overrides, adapter, quantization):
     """The demo's LoRA values compose with adapter=full, then drop out: no rank on a full or untuned run."""
-    plain = to_plain_dict(to_train_config(compose_train(*overrides)))
+    plain = to_plain_dict(to_train_config(compose_config("train", *overrides)))
     assert (plain["adapter"], plain["quantization"]) == (adapter, quantization)
 
 
-def test_the_tuning_group_the_run_names_and_the_report_read_one_table(compose_train):
+def test_the_tuning_group_the_run_names_and_the_report_read_one_table(compose_config):
     for name, (adapter, quantization) in TUNING_METHODS.items():
-        tc = to_train_config(compose_train(f"tuning={name}"))
+        tc = to_train_config(compose_config("train", f"tuning={name}"))
         assert (tc.adapter.method, tc.quantization.mode) == (adapter, quantization)
         assert tuning_method(tc.adapter.method, tc.quantization.mode) == name
     assert tuning_method("lora", "int8") == "lora-int8"  # a pair outside the table keeps both parts
@@ -68,9 +68,9 @@ def test_the_tuning_group_the_run_names_and_the_report_read_one_table(compose_tr
         ("trainer.mixed_precision=fp8", "[no, bf16, fp16]"),
     ],
 )
-def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compose_train, override, allowed):
+def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compose_config, override, allowed):
     with pytest.raises(ConfigCompositionException) as err:
-        compose_train(override)
+        compose_config("train", override)
     assert allowed in str(err.value.__cause__ or err.value)
 
 
@@ -90,19 +90,19 @@ def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compos
         (["base_model=tiny_gptneox", "trainer.use_liger_kernel=true"], "use_liger_kernel=true"),
     ],
 )
-def test_invalid_combinations_fail_with_a_sentence(compose_train, overrides, message):
+def test_invalid_combinations_fail_with_a_sentence(compose_config, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        to_train_config(compose_train(*overrides))
+        to_train_config(compose_config("train", *overrides))
 
 
-def test_typo_in_a_key_fails_at_composition(compose_train):
+def test_typo_in_a_key_fails_at_composition(compose_config):
     with pytest.raises(ConfigCompositionException):
-        compose_train("trainer.max_stepz=3")
+        compose_config("train", "trainer.max_stepz=3")
 
 
-def test_wrong_type_fails_at_composition(compose_train):
+def test_wrong_type_fails_at_composition(compose_config):
     with pytest.raises((ConfigCompositionException, ValidationError)):
-        compose_train("trainer.max_steps=many")
+        compose_config("train", "trainer.max_steps=many")
 
 
 @pytest.mark.parametrize(
@@ -115,27 +115,29 @@ def test_wrong_type_fails_at_composition(compose_train):
         ("trainer.optim=paged_adamw_32bit", "is_bitsandbytes_available", "pip install bitsandbytes"),
     ],
 )
-def test_a_knob_whose_package_is_missing_names_the_package(compose_train, monkeypatch, knob, probe, package):
+def test_a_knob_whose_package_is_missing_names_the_package(compose_config, monkeypatch, knob, probe, package):
     from transformers.utils import import_utils
 
     monkeypatch.setattr(import_utils, probe, lambda: False)
     with pytest.raises(ConfigError, match=package):
-        to_train_config(compose_train("base_model=tiny_llama", "base_model.dtype=bfloat16", knob))
+        to_train_config(compose_config("train", "base_model=tiny_llama", "base_model.dtype=bfloat16", knob))
 
 
-def test_flash_attention_needs_half_precision_weights(compose_train, monkeypatch):
+def test_flash_attention_needs_half_precision_weights(compose_config, monkeypatch):
     from transformers.utils import import_utils
 
     monkeypatch.setattr(import_utils, "is_flash_attn_2_available", lambda: True)
     with pytest.raises(ConfigError, match="bfloat16/float16 only"):
-        to_train_config(compose_train("base_model.attn_implementation=flash_attention_2"))  # tiny: float32
-    tc = to_train_config(compose_train("base_model.attn_implementation=flash_attention_2", "base_model.dtype=bfloat16"))
+        to_train_config(compose_config("train", "base_model.attn_implementation=flash_attention_2"))  # tiny: float32
+    tc = to_train_config(
+        compose_config("train", "base_model.attn_implementation=flash_attention_2", "base_model.dtype=bfloat16")
+    )
     assert tc.base_model.attn_implementation == "flash_attention_2"
 
 
-def test_fsdp_activation_checkpointing_and_the_trainers_exclude_each_other(compose_train, monkeypatch):
+def test_fsdp_activation_checkpointing_and_the_trainers_exclude_each_other(compose_config, monkeypatch):
     # accelerate launch sets this from conf/accelerate/fsdp.yaml's fsdp_activation_checkpointing
     monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
     with pytest.raises(ConfigError, match=r"set trainer\.gradient_checkpointing=false"):
-        to_train_config(compose_train("trainer.gradient_checkpointing=true"))
-    assert not to_train_config(compose_train()).trainer.gradient_checkpointing
+        to_train_config(compose_config("train", "trainer.gradient_checkpointing=true"))
+    assert not to_train_config(compose_config("train")).trainer.gradient_checkpointing

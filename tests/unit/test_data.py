@@ -28,7 +28,7 @@ RECORD = Record(instruction="2型糖尿病の第一選択薬は何ですか。",
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_models):
-    return AutoTokenizer.from_pretrained(tiny_models["tiny_gptneox"])
+    return AutoTokenizer.from_pretrained(tiny_models["tiny_gptneox"].path)
 
 
 def write_lines(path: Path, *lines: str) -> Path:
@@ -94,7 +94,7 @@ def test_packing_hands_varlen_kernels_the_sequence_boundaries(tokenizer, attn):
 
 @pytest.mark.parametrize(("arch", "attn"), [("tiny_gptneox", "sdpa"), ("tiny_llama", "sdpa"), ("tiny_llama", "eager")])
 def test_packed_examples_do_not_attend_to_each_other(tiny_models, arch, attn):
-    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch], attn_implementation=attn).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch].path, attn_implementation=attn).eval()
     first, second = torch.randint(5, 500, (1, 11)), torch.randint(5, 500, (1, 7))
     packed = torch.cat([first, second], dim=1)
     positions = torch.cat([torch.arange(11), torch.arange(7)]).unsqueeze(0)

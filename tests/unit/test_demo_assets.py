@@ -12,7 +12,7 @@ import pytest
 
 from medtune import demo_assets
 
-from conftest import REPO
+from helpers import REPO
 
 GENERATED = {
     "demo_train.jsonl": demo_assets.train_path,

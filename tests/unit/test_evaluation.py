@@ -18,11 +18,13 @@ from hydra.errors import ConfigCompositionException
 
 from medtune.config import EvalConfig
 from medtune.errors import ConfigError
-from medtune.evaluation.config import register_configs, to_evaluate_config
+from medtune.evaluation.config import to_evaluate_config
 from medtune.evaluation.local import generate_responses, inference, loglik_scores
 from medtune.evaluation.pipeline import evaluate_model
 from medtune.evaluation.prompts import answer_text, build_prompts
 from medtune.qa_data import load_questions
+
+from helpers import CONF
 
 QUESTIONS = [
     {"problem_id": "T1", "problem_text": "高アンモニア血症をきたす疾患はどれか。",
@@ -158,24 +160,13 @@ def test_igakuqa_prompt_scores_letters(trained, eval_cfg, tmp_path):
             assert all(len(row["parsed"]) == len(row["gold"][0]) for row in rows)
 
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def compose_evaluate(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="evaluate", overrides=["cache_dir=/tmp/unused", *overrides])
-
-
 @pytest.mark.parametrize("suite", sorted(p.stem for p in (CONF / "eval").glob("*.yaml")))
-def test_every_eval_suite_composes_into_a_valid_config(suite):
-    cfg = to_evaluate_config(compose_evaluate(f"eval={suite}", "eval.path=/data/x"))
+def test_every_eval_suite_composes_into_a_valid_config(suite, compose_config):
+    cfg = to_evaluate_config(compose_config("evaluate", f"eval={suite}", "eval.path=/data/x"))
     assert cfg.eval.suite in (suite, "custom") and cfg.backend == "local" and cfg.adapter.method == "none"
 
 
-def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_path):
+def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_path, compose_config):
     rows = [
         {"problem_id": "109001", "problem_text": "どれか。", "choices": ["x", "y", "z"], "text_only": True,
          "answer": ["2"], "comment": "", "num_images": 0},
@@ -184,7 +175,9 @@ def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_p
     ]  # fmt: skip
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    cfg = to_evaluate_config(compose_evaluate("eval=yakugakuqa", f"eval.hub.data_files={data}", "eval.text_only=false"))
+    cfg = to_evaluate_config(
+        compose_config("evaluate", "eval=yakugakuqa", f"eval.hub.data_files={data}", "eval.text_only=false")
+    )
     questions = load_questions(cfg.eval)
     assert [(q.problem_id, q.answer, q.text_only) for q in questions] == [
         ("109001", ["b"], True), ("109002", ["a", "c"], False)
@@ -201,17 +194,17 @@ def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_p
         (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
     ],
 )
-def test_configs_that_cannot_run_fail_before_loading_anything(overrides, message):
+def test_configs_that_cannot_run_fail_before_loading_anything(overrides, message, compose_config):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        to_evaluate_config(compose_evaluate(*overrides))
+        to_evaluate_config(compose_config("evaluate", *overrides))
 
 
 @pytest.mark.parametrize(
     ("override", "allowed"), [("backend=telepathy", "[local, openai]"), ("eval.mode=beam", "[generate, loglik]")]
 )
-def test_an_enumerated_value_fails_at_composition(override, allowed):
+def test_an_enumerated_value_fails_at_composition(override, allowed, compose_config):
     with pytest.raises(ConfigCompositionException) as err:
-        compose_evaluate(override)
+        compose_config("evaluate", override)
     assert allowed in str(err.value.__cause__ or err.value)
 
 

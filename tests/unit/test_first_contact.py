@@ -1,6 +1,8 @@
-"""What a new user meets first: typos, folders they own, a shared run dir, a missing evaluation set, odd files.
+"""What a new user meets first: typos, folders they own, a shared run dir, a missing evaluation set, odd files, a bad
+dataset, a base model that cannot be loaded.
 
-Each mistake stops with one clear line before anything is written, any weights load or W&B starts.
+Each mistake stops with one clear line before anything is written, any weights load or W&B starts. (A model folder
+the user owns, through the real train.py: integration/test_train_cli.py.)
 """
 
 from __future__ import annotations
@@ -17,38 +19,28 @@ from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import RESOLVED_CONFIG, claimed
 
-from conftest import REPO, run_script
+from helpers import REPO, train_job
 
 
-def test_a_key_added_with_plus_is_checked_like_any_other(compose_train):
+def test_a_key_added_with_plus_is_checked_like_any_other(compose_config):
     with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_stepz'"):
-        to_train_config(compose_train("+trainer.max_stepz=3"))
+        to_train_config(compose_config("train", "+trainer.max_stepz=3"))
 
 
-def test_a_folder_the_user_owns_is_never_replaced_by_a_tiny_model(tmp_path: Path, cache_dir: Path):
-    mine = tmp_path / "my-model"
-    mine.mkdir()
-    (mine / "config.json").write_text("{}")
-    proc = run_script("train.py", f"base_model.path={mine}", f"cache_dir={cache_dir}", cwd=tmp_path)
-    assert proc.returncode == 2 and "holds files medtune did not create" in proc.stderr
-    assert [p.name for p in mine.iterdir()] == ["config.json"]
-    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob(RESOLVED_CONFIG))
-
-
-def test_a_tiny_model_is_not_built_outside_the_cache(compose_train, tmp_path: Path):
+def test_a_tiny_model_is_not_built_outside_the_cache(compose_config, tmp_path: Path):
     with pytest.raises(ConfigError, match="builds tiny models only inside cache_dir"):
-        to_train_config(compose_train(f"base_model.path={tmp_path / 'not-there'}"))
+        to_train_config(compose_config("train", f"base_model.path={tmp_path / 'not-there'}"))
     assert not (tmp_path / "not-there").exists()
 
 
-def test_a_build_of_ours_or_an_empty_folder_may_be_replaced(compose_train, cache_dir: Path):
+def test_a_build_of_ours_or_an_empty_folder_may_be_replaced(compose_config, cache_dir: Path):
     ours = cache_dir / "models" / "old-build"
     ours.mkdir(parents=True, exist_ok=True)
     (ours / TINY_MARKER).write_text(json.dumps({"recipe_version": 0}))
-    to_train_config(compose_train(f"base_model.path={ours}"))  # accepted: medtune made it
+    to_train_config(compose_config("train", f"base_model.path={ours}"))  # accepted: medtune made it
     empty = Path(str(ours) + "-empty")
     empty.mkdir(exist_ok=True)
-    to_train_config(compose_train(f"base_model.path={empty}"))
+    to_train_config(compose_config("train", f"base_model.path={empty}"))
 
 
 def test_a_second_process_on_the_same_run_dir_stops(tmp_path: Path):
@@ -93,7 +85,7 @@ def test_a_new_run_never_writes_into_a_dir_that_holds_one(tmp_path: Path):
     [(["eval=igakuqa"], "needs eval.path"), (["eval=igakuqa", "eval.path={empty}"], "holds no <year>/ folders")],
 )
 def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
-    compose_train, tmp_path: Path, monkeypatch, overrides, message
+    compose_config, tmp_path: Path, monkeypatch, overrides, message
 ):
     from medtune import training
 
@@ -102,10 +94,47 @@ def test_a_missing_evaluation_set_stops_before_weights_or_wandb(
 
     monkeypatch.setattr(training, "load_base_model", no_weights)
     (tmp_path / "empty").mkdir()
-    cfg = compose_train(*(o.format(empty=tmp_path / "empty") for o in overrides))
+    cfg = compose_config("train", *(o.format(empty=tmp_path / "empty") for o in overrides))
     with pytest.raises((ConfigError, DataError), match=message):
         training.run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "wandb").exists() and not (tmp_path / "run" / RESOLVED_CONFIG).exists()
+
+
+def train_job_exit(cfg, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """(exit status, stderr) of a user error in train.py's job, run in-process."""
+    with pytest.raises(SystemExit) as exit_info:
+        train_job(cfg, run_dir)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"instruction": "q", "output": "a"}\n{"output": "a"}\n',
+            "records.jsonl:2: required field is missing (field 'instruction')",
+        ),
+        ("", "records.jsonl: no records"),
+        (None, "records.jsonl: file does not exist"),
+    ],
+)  # malformed JSON, through the real train.py: integration/test_train_cli.py
+def test_bad_dataset_stops_before_training_with_one_clear_line(compose_config, tmp_path, capsys, content, expected):
+    records = tmp_path / "records.jsonl"
+    if content is not None:
+        records.write_text(content)
+    run_dir = tmp_path / "run"
+    code, stderr = train_job_exit(compose_config("train", "dataset=jsonl", f"dataset.path={records}"), run_dir, capsys)
+    assert code == 2
+    assert expected in stderr and "Traceback" not in stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
+
+
+def test_unloadable_base_model_stops_with_a_clear_error(compose_config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, stderr = train_job_exit(compose_config("train", "base_model=opencalm_7b"), run_dir, capsys)
+    assert code == 2 and "Traceback" not in stderr
+    assert "cyberagent/open-calm-7b" in stderr and "cannot be loaded" in stderr
+    assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
 
 
 def test_json_errors_name_the_line_and_show_where(tmp_path: Path):

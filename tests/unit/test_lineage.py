@@ -8,8 +8,8 @@ from medtune.config import DatasetConfig, to_train_config
 from medtune.lineage import generated_dataset, generated_dataset_name, model_artifact, training_dataset
 
 
-def test_the_model_artifact_evaluate_uses_by_reference_is_the_one_train_logged_as_a_copy(compose_train, tmp_path):
-    tc = to_train_config(compose_train())
+def test_the_model_artifact_evaluate_uses_by_reference_is_the_one_train_logged_as_a_copy(compose_config, tmp_path):
+    tc = to_train_config(compose_config("train"))
     (tmp_path / "model" / "sub").mkdir(parents=True)
     (tmp_path / "model" / "adapter_model.safetensors").write_bytes(b"weights")
     (tmp_path / "model" / "sub" / "tokenizer.json").write_text("{}")

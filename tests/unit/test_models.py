@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import bitsandbytes as bnb
 import pytest
 import torch
@@ -19,7 +17,8 @@ from medtune.config import (
 from medtune.errors import ConfigError
 from medtune.models import attach_adapter, count_parameters, load_base_model
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from helpers import CONF
+
 TINY = {"gpt_neox": "tiny_gptneox", "llama": "tiny_llama"}
 # The paper's "all linear layers" (QLoRA; qlora.py find_all_linear_names: every linear layer but the output layer),
 # which peft's `all-linear` must wrap and no more.
@@ -27,12 +26,6 @@ ALL_LINEAR_LAYERS = {
     "gpt_neox": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
     "llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
 }
-
-
-def base_config(tiny_models, name: str) -> BaseModelConfig:
-    arch = "gpt_neox" if name == "tiny_gptneox" else "llama"
-    targets = {"gpt_neox": ["query_key_value"], "llama": ["q_proj", "k_proj", "v_proj"]}[arch]
-    return BaseModelConfig(name=name, path=str(tiny_models[name]), arch=arch, tiny=True, lora_targets=targets)
 
 
 def loss_after_steps(model, steps: int = 8, lr: float = 1e-2) -> tuple[float, float]:
@@ -56,7 +49,7 @@ def loss_after_steps(model, steps: int = 8, lr: float = 1e-2) -> tuple[float, fl
     ("method", "quant"), [("lora", "none"), ("lora", "nf4"), ("lora", "int8"), ("dora", "none"), ("full", "none")]
 )
 def test_adapter_trains_on_both_architectures(tiny_models, name, method, quant):
-    base = base_config(tiny_models, name)
+    base = tiny_models[name]
     model, _ = load_base_model(base, BitsAndBytesQuantConfig(mode=quant))
     adapter = LoraAdapterConfig(method=method, r=8, alpha=16, dropout=0.0, target_modules=base.lora_targets)
     model = attach_adapter(model, adapter, quantized=quant != "none")
@@ -73,10 +66,10 @@ def test_adapter_trains_on_both_architectures(tiny_models, name, method, quant):
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "base_model").glob("*.yaml")))
-def test_every_base_model_targets_resolve_on_a_tiny_model_of_its_architecture(tiny_models, compose_train, option):
+def test_every_base_model_targets_resolve_on_a_tiny_model_of_its_architecture(tiny_models, compose_config, option):
     overrides = [f"base_model={option}"] + (["base_model.path=/x"] if option == "medcalm_7b" else [])
-    tc = to_train_config(compose_train(*overrides))
-    tiny = base_config(tiny_models, TINY[tc.base_model.arch])
+    tc = to_train_config(compose_config("train", *overrides))
+    tiny = tiny_models[TINY[tc.base_model.arch]]
     all_linear = ALL_LINEAR_LAYERS[tc.base_model.arch]
     for targets, expected in (
         (tc.base_model.lora_targets, set(tc.base_model.lora_targets)),
@@ -101,7 +94,7 @@ def test_unloadable_base_model_is_a_clear_config_error(tmp_path):
 
 
 @pytest.mark.parametrize("quant", ["none", "nf4"])
-def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_models, compose_train, tmp_path, quant):
+def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_models, compose_config, tmp_path, quant):
     """The frozen base gets no input-grad hook: non-reentrant checkpoints still carry gradients to LoRA."""
     from transformers import Trainer
 
@@ -109,14 +102,15 @@ def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_model
     from medtune.data import build_collator
 
     tc = to_train_config(
-        compose_train(
+        compose_config(
+            "train",
             "base_model=tiny_llama",
             f"quantization={quant}",
             "trainer.gradient_checkpointing=true",
             "trainer.max_steps=2",
         )
     )
-    base = base_config(tiny_models, "tiny_llama")
+    base = tiny_models["tiny_llama"]
     model, tokenizer = load_base_model(base, tc.quantization)
     model = attach_adapter(model, tc.adapter, quantized=quant != "none")
     rows = [{"input_ids": list(range(5, 30)), "labels": list(range(5, 30))}] * 4

@@ -77,8 +77,8 @@ def _dotted(tree: dict[str, Any], key: str) -> Any:
 @pytest.mark.parametrize(
     ("preset", "expected"), [("jmedlora_opencalm", OPENCALM_LORA), ("jmedlora_llama2_qlora", LLAMA2_QLORA)]
 )
-def test_paper_preset_values_match_their_sources(compose_train, preset, expected):
-    plain = to_plain_dict(to_train_config(compose_train(f"experiment={preset}", *PATHS)))
+def test_paper_preset_values_match_their_sources(compose_config, preset, expected):
+    plain = to_plain_dict(to_train_config(compose_config("train", f"experiment={preset}", *PATHS)))
     actual = {key: _dotted(plain, key) for key in expected}
     assert actual == expected
 

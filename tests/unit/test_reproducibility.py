@@ -24,10 +24,10 @@ METHODS = {
 }
 
 
-def run_once(compose_train, run_dir: Path, overrides: list[str]) -> dict:
+def run_once(compose_config, run_dir: Path, overrides: list[str]) -> dict:
     from medtune.training import run
 
-    run(compose_train(*SMALL, *overrides), run_dir)
+    run(compose_config("train", *SMALL, *overrides), run_dir)
     (checkpoint,) = (run_dir / "checkpoints").glob("checkpoint-*")
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
     return {
@@ -41,17 +41,17 @@ def run_once(compose_train, run_dir: Path, overrides: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_same_config_same_run(method, compose_train, tiny_models, tmp_path):
-    first = run_once(compose_train, tmp_path / "a", METHODS[method])
-    second = run_once(compose_train, tmp_path / "b", METHODS[method])
+def test_same_config_same_run(method, compose_config, tiny_models, tmp_path):
+    first = run_once(compose_config, tmp_path / "a", METHODS[method])
+    second = run_once(compose_config, tmp_path / "b", METHODS[method])
     assert [step for step, *_ in first["losses"]] == list(range(1, STEPS + 1))
     assert first["losses"] == second["losses"]
     assert first["weights"] and first["weights"] == second["weights"]
     assert first["answers"] == second["answers"]
 
 
-def test_another_seed_is_another_run(compose_train, tiny_models, tmp_path):
+def test_another_seed_is_another_run(compose_config, tiny_models, tmp_path):
     """The seed reaches the adapter's initialisation: the guard that the test above can fail."""
-    first = run_once(compose_train, tmp_path / "a", ["trainer.seed=1"])
-    second = run_once(compose_train, tmp_path / "b", ["trainer.seed=2"])
+    first = run_once(compose_config, tmp_path / "a", ["trainer.seed=1"])
+    second = run_once(compose_config, tmp_path / "b", ["trainer.seed=2"])
     assert first["losses"] != second["losses"]

@@ -3,6 +3,7 @@ metrics.jsonl."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import wandb
 
 from medtune.config import WandbConfig
 from medtune.errors import ConfigError
@@ -67,11 +69,17 @@ def rejecting_wandb_server():
     server.shutdown()
 
 
+@pytest.mark.slow  # waits out W&B's init timeout (8 s below)
 def test_failed_online_init_falls_back_to_offline_with_the_same_run(
     tmp_path, monkeypatch, caplog, rejecting_wandb_server
 ):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", rejecting_wandb_server)
+    # W&B keeps retrying the refused start until its init_timeout (90 s by default: this test took 90 s), then medtune
+    # falls back to offline. 8 s reaches the same fallback and leaves the offline start after it (same Settings) time on
+    # a busy machine. Not WANDB_INIT_TIMEOUT: W&B reads the environment once per process, so after an earlier test's
+    # W&B run it is ignored; the Settings that start_wandb_run builds carry the timeout instead.
+    monkeypatch.setattr(wandb, "Settings", functools.partial(wandb.Settings, init_timeout=8))
     wb = WandbConfig(mode="online", project="medtune-test")
     run = start_wandb_run(wb, tmp_path, {"a": 1}, tags=["t"], group="g", name="n", job_type="train")
     run.log({"train/loss": 1.0}, step=1)
@@ -138,12 +146,12 @@ def test_an_unknown_wandb_mode_in_the_environment_is_one_clear_error():
         _resolve(WandbConfig(), {"WANDB_MODE": "dryrun"})
 
 
-def test_the_command_line_beats_the_environment_through_the_composed_config(compose_train, monkeypatch, tmp_path):
+def test_the_command_line_beats_the_environment_through_the_composed_config(compose_config, monkeypatch, tmp_path):
     from medtune.config import to_train_config
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    default = to_train_config(compose_train()).wandb
-    given = to_train_config(compose_train("wandb.mode=online", "wandb.project=p")).wandb
+    default = to_train_config(compose_config("train")).wandb
+    given = to_train_config(compose_config("train", "wandb.mode=online", "wandb.project=p")).wandb
     assert _resolve(default, dict(os.environ)).mode == "disabled"
     assert (_resolve(given, dict(os.environ)).mode, given.project) == ("online", "p")
 

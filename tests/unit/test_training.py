@@ -23,14 +23,15 @@ def test_changed_keys_are_found_at_any_depth():
     assert changed_keys(old, old) == []
 
 
-def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation_warning(compose_train, tmp_path):
+def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation_warning(compose_config, tmp_path):
     import warnings
 
     from medtune.arguments import training_arguments
     from medtune.config import to_train_config
 
     tc = to_train_config(
-        compose_train(
+        compose_config(
+            "train",
             "experiment=jmedlora_llama2_qlora",
             "dataset.path=/d.jsonl",
             "eval.path=/e",

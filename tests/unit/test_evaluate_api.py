@@ -1,34 +1,28 @@
 """API backend against a real OpenAI-compatible HTTP server on 127.0.0.1, through the official client.
 
 Answers are scripted per question; 429 and 500 replies must be retried; a question that still fails is
-recorded and counted; a re-run in the same directory pays only for what is missing.
+recorded and counted; a re-run in the same directory pays only for what is missing. (evaluate.py itself with
+backend=openai, as a subprocess: integration/test_evaluate_cli.py.)
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from medtune.api_client import ApiFailed, ApiStopped, RequestLog, RetryConfig, request_key
+from medtune.api_client import ApiFailed, ApiStopped, RetryConfig
 from medtune.config import EvalConfig, WandbConfig
 from medtune.evaluation import pipeline
 from medtune.evaluation.config import EvaluateConfig, OpenAIConfig
 from medtune.evaluation.pipeline import evaluate_openai
 from medtune.run_dir import API_ANSWERS_FILE
-from medtune.testing.openai_server import Fault, OpenAIServer, unused_base_url
+from medtune.testing.openai_server import Fault, OpenAIServer
 
-from conftest import REPO, run_script, script_env
 from wandb_records import offline_runs
-
-pytestmark = pytest.mark.slow
 
 QUESTIONS = [
     {"problem_id": f"Q{i}", "problem_text": f"問題{i}: 正しいのはどれか。", "choices": ["甲", "乙", "丙", "丁", "戊"],
@@ -184,60 +178,3 @@ def test_max_failed_share_lets_a_few_failures_through_as_a_score(eval_cfg, api_k
         cfg = openai_cfg(server, retry=RetryConfig(max_attempts=1), max_failed_share=0.2)
         metrics = evaluate_openai(cfg, eval_cfg, tmp_path / "run")
     assert metrics["n_failed"] == 1 and metrics["official_accuracy"] == pytest.approx(3 / 5)
-
-
-def test_server_down_exits_2_quickly_with_one_line(eval_cfg, api_key, tmp_path):
-    url = unused_base_url()
-    started = time.monotonic()
-    proc = run_script(
-        "evaluate.py", "backend=openai", f"openai.base_url={url}", "eval=jsonl", f"eval.path={eval_cfg.path}",
-        "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
-    )  # fmt: skip
-    assert time.monotonic() - started < 60  # generous: interpreter start-up and imports included
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
-    assert len(errors) == 1 and f"nothing answers at {url} — is the server running?" in errors[0]
-    assert json.loads((tmp_path / "run" / "run_status.json").read_text())["status"] == "failed"
-    assert not (tmp_path / "run" / "metrics.json").exists()
-
-
-def test_multirun_records_a_failed_job_and_goes_on(eval_cfg, api_key, tmp_path):
-    sweep = tmp_path / "sweep"
-    with OpenAIServer(responder) as server:
-        proc = run_script(
-            "evaluate.py", "-m", "backend=openai", f"openai.base_url={unused_base_url()},{server.base_url}",
-            "eval=jsonl", f"eval.path={eval_cfg.path}", "eval.prompt=igakuqa", "eval.shots=0", "wandb.mode=disabled",
-            "progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-        )  # fmt: skip
-    assert proc.returncode == 1 and "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
-    statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.rglob("run_status.json"))
-    assert statuses == ["failed", "finished"]
-
-
-def test_kill9_mid_run_then_resume_never_asks_an_answered_question_again(eval_cfg, tmp_path):
-    path = tmp_path / "many.jsonl"
-    many = [dict(QUESTIONS[0], problem_id=f"M{i}", problem_text=f"問題{i}: 正しいのはどれか。") for i in range(40)]
-    path.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in many), encoding="utf-8")
-    run_dir, log = tmp_path / "run", tmp_path / "run" / API_ANSWERS_FILE
-    with OpenAIServer(lambda request: "a", latency_s=0.1) as server:
-        args = ["backend=openai", f"openai.base_url={server.base_url}", "openai.concurrency=2", "eval=jsonl",
-                f"eval.path={path}", "eval.prompt=igakuqa", "eval.shots=0", "wandb.mode=disabled",
-                "progress=false"]  # fmt: skip
-        killed = subprocess.Popen(
-            [sys.executable, str(REPO / "evaluate.py"), *args, f"hydra.run.dir={run_dir}"],
-            cwd=tmp_path, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not log.exists() or log.read_text().count('"status": "ok"') < 6):
-            time.sleep(0.02)
-        os.kill(killed.pid, signal.SIGKILL)
-        killed.wait()
-        paid = set(RequestLog(log).answered())
-        before = server.request_count
-        assert 6 <= len(paid) < len(many) and not (run_dir / "metrics.json").exists()
-        proc = run_script("evaluate.py", *args, f"resume={run_dir}", cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        asked_again = {request_key(c.body) for c in server.calls[before:]}
-    assert not asked_again & paid and len(asked_again) == len(many) - len(paid)
-    assert json.loads((run_dir / "metrics.json").read_text())["n_failed"] == 0
-    assert f"{len(many) - len(paid)} done, 0 failed, {len(paid)} resumed" in proc.stderr

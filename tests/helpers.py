@@ -1,0 +1,101 @@
+"""What tests share besides fixtures: the repo's paths, composing the real config, running and killing the scripts.
+
+Fixtures live in conftest.py; test files import these plain functions (`from helpers import run_script`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def compose(name: str, *overrides: str, cache_dir: Path | None = None) -> DictConfig:
+    """Compose a primary config (train | evaluate | generate_data) in-process, as its script would (Hydra's compose
+    API); tests reach it through the `compose_config` fixture, which passes the session's cache_dir."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from medtune.config import register_configs
+    from medtune.datagen.config import register_configs as register_generate
+    from medtune.evaluation.config import register_configs as register_evaluate
+
+    for register in (register_configs, register_evaluate, register_generate):
+        register()
+    cache = [f"cache_dir={cache_dir}"] if cache_dir is not None and name != "generate_data" else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name=name, overrides=[*cache, *overrides])
+
+
+def train_job(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """train.py's job in-process, through the same `run_job` wrapper: a user error exits 2 with one line."""
+    from medtune.cli import run_job
+    from medtune.training import run
+
+    return run_job(lambda: run(cfg, run_dir))
+
+
+def small_generate(corpus: Path, base_url: str) -> list[str]:
+    """generate_data overrides of a test: `corpus` in 3-line chunks, the suite's local server, quick retries."""
+    return [
+        f"source.paths=[{corpus}]",
+        "chunking.lines_per_chunk=3",
+        "generator=local",
+        "generator.model=test-model",
+        f"generator.base_url={base_url}",
+        "generator.retry.backoff_initial_s=0.01",
+        "decontamination.eval_sets=[]",
+        "progress=false",
+    ]
+
+
+def script_env() -> dict[str, str]:
+    """Environment for subprocess runs of the entry scripts (inherits the offline settings of conftest.py).
+
+    Without WANDB_SERVICE, as in a user's shell: the suite's own in-process W&B runs set it, and a script attached to
+    that shared service and then killed would hold its run id there for the rest of the session (resume fails)."""
+    return {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
+
+
+def run_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an entry script from a temp cwd (so nothing lands in the repo) and capture its output."""
+    return _run([str(REPO / script), *overrides], cwd, timeout)
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m module args...` from a temp cwd, with the test environment."""
+    return _run(["-m", module, *args], cwd, timeout)
+
+
+def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *argv], cwd=cwd, env=script_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def kill_script_when(script: str, *overrides: str, cwd: Path, ready: Callable[[], bool], timeout: float = 300) -> None:
+    """Start an entry script, wait until `ready()` holds, then SIGKILL it: a crash at that very point."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / script), *overrides],
+        cwd=cwd,
+        env=script_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, f"{script} ended before it could be killed"
+            assert time.monotonic() < deadline, f"{script} did not get there within {timeout} s"
+            time.sleep(0.02)
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup, as when a node dies
+        proc.wait()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # A fresh cache per session (CI builds the tiny models once, ~1 min); MEDTUNE_TEST_CACHE reuses one across sessions.
 _SESSION_CACHE = Path(os.environ.get("MEDTUNE_TEST_CACHE") or tempfile.mkdtemp(prefix="medtune-test-cache-"))
+os.environ["MEDTUNE_TEST_CACHE"] = str(_SESSION_CACHE)  # pytest-xdist's workers start after this: one cache for all
 
 os.environ.update(
     {
@@ -41,6 +42,8 @@ os.environ.update(
 # GPT-NeoX steps took 11.8 s spinning and 1.7 s sleeping; quiet, the README's 500-step `python train.py` takes 38 s
 # spinning and 45 s sleeping. A quiet machine may keep spinning: OMP_WAIT_POLICY=ACTIVE python -m pytest.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "PYTEST_XDIST_WORKER" in os.environ:  # one torch thread per worker (and its scripts): 2 workers fill 2 cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 
@@ -75,7 +78,10 @@ def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
     loads them with from_pretrained)."""
     from medtune.tiny import tiny_base_model
 
-    return {name: tiny_base_model(name, cache_dir) for name in ("tiny_gptneox", "tiny_llama")}
+    names = ("tiny_gptneox", "tiny_llama")
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":  # the second worker builds the other model meanwhile
+        names = names[::-1]
+    return {name: tiny_base_model(name, cache_dir) for name in names}
 
 
 @pytest.fixture

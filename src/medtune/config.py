@@ -283,7 +283,7 @@ class WandbConfig:
     entity: str | None = None  # null: $WANDB_ENTITY, else your W&B default entity
     dir: str | None = None  # null: $WANDB_DIR, else the run dir (run files under <dir>/wandb/)
     group: str | None = None  # null: $WANDB_RUN_GROUP, else the experiment name
-    name: str | None = None  # null: $WANDB_NAME, else <base>-<method>-<quant>-<steps>
+    name: str | None = None  # null: $WANDB_NAME, else <base>-<tuning>-<steps>
     tags: list[str] | None = None  # null: $WANDB_TAGS (comma-separated); added to medtune's own tags
     # train.py's `model` artifact: copy (files go into W&B), reference (file:// + digests, nothing copied),
     # auto (copy up to MODEL_COPY_LIMIT_MB, e.g. an adapter; reference above, e.g. 70B full weights), off

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +121,17 @@ def read_offline_run(run_file: Path) -> OfflineRun:
             name = record.metric.name or record.metric.glob_name
             run.step_metrics[name] = record.metric.step_metric
     return run
+
+
+def finished_offline_runs(run_dir: Path, timeout: float = 30.0) -> list[OfflineRun]:
+    """`offline_runs` once every run file holds its exit record: W&B's service process may still be writing the
+    file when `finish()` has returned in a busy process (seen once: a summary key missing under heavy load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = offline_runs(run_dir)
+        if (runs and all(run.exit_code is not None for run in runs)) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
 
 
 def offline_runs(run_dir: Path) -> list[OfflineRun]:

@@ -22,7 +22,7 @@ from medtune.evaluation.pipeline import evaluate_openai
 from medtune.run_dir import API_ANSWERS_FILE
 from medtune.testing.openai_server import Fault, OpenAIServer
 
-from wandb_records import offline_runs
+from wandb_records import finished_offline_runs
 
 QUESTIONS = [
     {"problem_id": f"Q{i}", "problem_text": f"問題{i}: 正しいのはどれか。", "choices": ["甲", "乙", "丙", "丁", "戊"],
@@ -166,7 +166,7 @@ def test_a_question_failed_after_its_retries_fails_the_run_and_records_no_score(
     assert json.loads((out / "metrics.json").read_text()) == {"status": "failed", "n_questions": 5, "n_failed": 1}
     rows = {row["problem_id"]: row for row in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())}
     assert rows["Q3"]["failed"] and "InternalServerError" in rows["Q3"]["error"] and rows["Q1"]["correct"]
-    [wb] = offline_runs(out)
+    [wb] = finished_offline_runs(out)
     assert wb.exit_code == 1 and wb.summary["eval/api/n_failed"] == 1
     assert not any("accuracy" in key for key in wb.summary)
     assert not any(api_key.encode() in path.read_bytes() for path in out.rglob("*") if path.is_file())  # W&B too

@@ -24,7 +24,7 @@ from medtune import report as rep
 from medtune.errors import DataError
 from medtune.stats import mcnemar_exact
 
-from wandb_records import offline_runs
+from wandb_records import finished_offline_runs
 
 N = 40
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -248,7 +248,7 @@ def test_report_logged_to_wandb_offline(sweep: Path, tmp_path: Path):
     out = tmp_path / "out"
     files = rep.write_report(report, out)
     run_id = rep.log_report_to_wandb(report, files, out, project="medtune-test", mode="offline")
-    (logged,) = offline_runs(out)
+    (logged,) = finished_offline_runs(out)
     assert logged.run_id == run_id
     summary = logged.summary  # nested media dicts arrive flattened: report/matrix/_type, ...
     assert (summary["report/matrix/_type"], summary["report/matrix/nrows"]) == ("table-file", 6)

@@ -24,7 +24,7 @@ from medtune.tracking import (
     start_wandb_run,
 )
 
-from wandb_records import offline_runs
+from wandb_records import finished_offline_runs
 
 
 def test_trainer_log_keys_map_to_medtunemetric_names():
@@ -85,7 +85,7 @@ def test_failed_online_init_falls_back_to_offline_with_the_same_run(
     run.log({"train/loss": 1.0}, step=1)
     run.finish()
     assert "Continuing in OFFLINE mode" in caplog.text
-    [record] = offline_runs(tmp_path)
+    [record] = finished_offline_runs(tmp_path)
     assert record.run_id == (tmp_path / "wandb_run_id.txt").read_text()
     assert record.history[0]["train/loss"] == 1.0
 

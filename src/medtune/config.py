@@ -412,7 +412,8 @@ def _validate_attention(cfg: TrainConfig) -> None:
         )
     if is_hub_kernel and not import_utils.is_kernels_available():
         raise ConfigError(f"base_model.attn_implementation={attn} is a kernels-hub kernel: pip install kernels.")
-    weights_dtype = cfg.quantization.compute_dtype if cfg.quantization.mode != "none" else cfg.base_model.dtype
+    quant = cfg.quantization
+    weights_dtype = quant.compute_dtype if isinstance(quant, BitsAndBytesQuantConfig) else cfg.base_model.dtype
     if attn in VARLEN_ATTENTION and weights_dtype == "float32":
         raise ConfigError(
             f"base_model.attn_implementation={attn} runs in bfloat16/float16 only: set base_model.dtype=bfloat16."

@@ -14,7 +14,18 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from medtune.config import ALL_LINEAR, AdapterConfig, BaseModelConfig, QuantizationConfig, TrainConfig, to_train_config
+from medtune.config import (
+    ALL_LINEAR,
+    LORA_METHODS,
+    AdapterConfig,
+    BaseModelConfig,
+    BitsAndBytesQuantConfig,
+    LoraAdapterConfig,
+    QuantizationConfig,
+    QuantMode,
+    TrainConfig,
+    to_train_config,
+)
 from medtune.errors import ConfigError
 from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG
 
@@ -24,7 +35,10 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def build_quantization_config(quant: QuantizationConfig) -> BitsAndBytesConfig | None:
-    if quant.mode == "nf4":
+    if quant.mode == QuantMode.none:
+        return None
+    assert isinstance(quant, BitsAndBytesQuantConfig)  # every quantized mode composes as one (config.applicable)
+    if quant.mode == QuantMode.nf4:
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -33,12 +47,13 @@ def build_quantization_config(quant: QuantizationConfig) -> BitsAndBytesConfig |
         )
     if quant.mode == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return None
+    raise ValueError(f"no bitsandbytes settings for quantization.mode={quant.mode}")
 
 
 def build_peft_config(adapter: AdapterConfig) -> LoraConfig | None:
-    if adapter.method not in ("lora", "dora"):
+    if adapter.method not in LORA_METHODS:
         return None
+    assert isinstance(adapter, LoraAdapterConfig)  # lora and dora compose as one (config.applicable)
     return LoraConfig(
         r=adapter.r,
         lora_alpha=adapter.alpha,

@@ -25,14 +25,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
 from medtune.cli import exit_on_user_error
-from medtune.config import tuning_method
+from medtune.config import WandbMode, tuning_method
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import (
@@ -58,7 +58,6 @@ from medtune.tracking import STEP_METRIC, read_metrics_log, resolve_mode
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
 PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full", "api")  # matrix column order
-WandbMode = Literal["offline", "online", "disabled"]
 NOT_STARTED = "not started"
 MISSING = "missing"
 NOT_APPLICABLE = "n/a"  # an API model's row has only the `api` column, and a trained base no `api` cell

@@ -38,7 +38,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.arguments import training_arguments
-from medtune.config import TrainConfig, to_plain_dict, to_train_config, tuning_method
+from medtune.config import EvalMode, TrainConfig, WandbMode, to_plain_dict, to_train_config, tuning_method
 from medtune.console import bar
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
@@ -137,7 +137,7 @@ def _run_tracked(
     train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
     method, tuning = tc.adapter.method, tuning_method(tc.adapter.method, tc.quantization.mode)
     run = start_wandb_run(
-        tc.wandb if main else replace(tc.wandb, mode="disabled"),
+        tc.wandb if main else replace(tc.wandb, mode=WandbMode.disabled),
         out,
         plain_config,
         tags=list(
@@ -306,7 +306,7 @@ class QAEvalCallback(TrainerCallback):
     """Cheap QA accuracy during training: log-likelihood scoring every `eval.every_steps` steps."""
 
     def __init__(self, tc: TrainConfig, tokenizer: Any, out: Path, run: Any) -> None:
-        self.eval_cfg = replace(tc.eval, mode="loglik")
+        self.eval_cfg = replace(tc.eval, mode=EvalMode.loglik)
         self.tokenizer, self.out, self.run = tokenizer, out, run
 
     def on_step_end(self, args, state, control, model=None, **kwargs):

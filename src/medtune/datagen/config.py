@@ -13,7 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import ApiConfig, validate_api
-from medtune.config import EvalConfig, WandbConfig, register_resolvers, to_typed
+from medtune.config import EvalConfig, EvalSource, WandbConfig, register_resolvers, to_typed
 from medtune.errors import ConfigError
 
 
@@ -106,7 +106,7 @@ class DedupConfig:
 @dataclass
 class DecontaminationConfig:
     # Evaluation suites (same fields as train.py's eval group) whose questions must not leak.
-    eval_sets: list[EvalConfig] = field(default_factory=lambda: [EvalConfig(suite="demo", source="demo")])
+    eval_sets: list[EvalConfig] = field(default_factory=lambda: [EvalConfig(suite="demo", source=EvalSource.demo)])
     threshold: float = 0.5  # Jaccard of character n-grams, record instruction vs question text
     shared_chars: int = 30  # also flag a verbatim run of this many characters shared with a question
     remove: bool = True  # false: keep flagged records, still list the matches in the manifest

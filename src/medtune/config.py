@@ -445,13 +445,14 @@ def _validate_trainer_knobs(cfg: TrainConfig) -> None:
 
 
 def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None]) -> T:
-    """Resolve a composed DictConfig into its schema's dataclasses and run the schema's cross-group checks."""
+    """Resolve a composed DictConfig into its schema's dataclasses, keep what applies to the run's method
+    (`applicable`), and run the schema's cross-group checks."""
     if isinstance(cfg, DictConfig):
         _reject_unknown_keys(cfg, schema)
     typed = cfg if isinstance(cfg, schema) else OmegaConf.to_object(cfg)
     if not isinstance(typed, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(typed).__name__}")
-    check(typed)
+    check(applicable(typed))
     return typed
 
 
@@ -466,7 +467,7 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    return to_typed(cfg, TrainConfig, lambda typed: validate(applicable(typed)))
+    return to_typed(cfg, TrainConfig, validate)
 
 
 def applicable(cfg: T) -> T:

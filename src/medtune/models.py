@@ -45,7 +45,7 @@ def build_quantization_config(quant: QuantizationConfig) -> BitsAndBytesConfig |
             bnb_4bit_use_double_quant=quant.double_quant,
             bnb_4bit_compute_dtype=torch_dtype(quant.compute_dtype),
         )
-    if quant.mode == "int8":
+    if quant.mode == QuantMode.int8:
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"no bitsandbytes settings for quantization.mode={quant.mode}")
 

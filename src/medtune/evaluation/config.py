@@ -21,7 +21,6 @@ from medtune.config import (
     LoraAdapterConfig,
     QuantizationConfig,
     WandbConfig,
-    applicable,
     check_eval,
     check_tiny_model_path,
     register_resolvers,
@@ -89,4 +88,4 @@ def validate(cfg: EvaluateConfig) -> None:
 
 
 def to_evaluate_config(cfg: DictConfig | EvaluateConfig) -> EvaluateConfig:
-    return to_typed(cfg, EvaluateConfig, lambda typed: validate(applicable(typed)))
+    return to_typed(cfg, EvaluateConfig, validate)

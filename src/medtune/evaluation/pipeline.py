@@ -18,21 +18,24 @@ from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_
 from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
 from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_eval_run
-from medtune.qa_data import load_questions
+from medtune.qa_data import Question, load_questions
 from medtune.run_dir import PREDICTIONS_FILE, write_status
 
 log = logging.getLogger(__package__)  # the package's one logger: console lines read [medtune.evaluation]
 
 
-def evaluate(backend: Backend, eval_cfg: EvalConfig, output_dir: str | Path) -> dict[str, float]:
-    """Score a backend on the suite; writes metrics.json and predictions.jsonl into output_dir.
+def evaluate(
+    backend: Backend, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
+) -> dict[str, float]:
+    """Score a backend on the suite (`questions`: the suite when the caller has already loaded it); writes
+    metrics.json and predictions.jsonl into output_dir.
 
     Raises ApiFailed when more than the backend's max_failed_share of the questions have no answer.
     """
     start = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    questions = load_questions(eval_cfg)
+    questions = load_questions(eval_cfg) if questions is None else questions
     prompts = build_prompts(questions, eval_cfg)
     answers = backend.answer(questions, prompts)
     seconds = time.perf_counter() - start
@@ -65,12 +68,12 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     """
     typed = to_evaluate_config(cfg)
     output_dir = Path(output_dir)
-    load_questions(typed.eval)  # a bad data file fails here, before any weights load or any W&B run starts
+    questions = load_questions(typed.eval)  # a bad data file fails here, before any weights load or W&B run starts
     output_dir.mkdir(parents=True, exist_ok=True)
     write_status(output_dir, "running")
     run_ = start_eval_run(typed, output_dir)
     try:
-        metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir)
+        metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir, questions)
         if run_ is not None:
             log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
             run_.finish(exit_code=0)

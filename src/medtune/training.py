@@ -2,7 +2,7 @@
 
 Everything a run writes lands in its run dir:
     resolved_config.yaml   the config that produced it (evaluate.py and the report read it)
-    run_status.json        running | finished | failed (+ error), so a crash never looks finished
+    run_status.json        the run's state (medtune.run_dir.RunState), so a crash never looks finished
     checkpoints/           Trainer checkpoints; `resume=<run dir>` continues from the last one
     model/                 the adapter (safetensors) or full weights, plus the tokenizer
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
@@ -59,9 +59,10 @@ from medtune.run_dir import (
     RESOLVED_CONFIG,
     RESULTS_FILE,
     TUNED_EVAL_SUBDIR,
+    RunState,
     claimed,
+    lifecycle,
     write_json,
-    write_status,
 )
 from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run, wandb_locations
 
@@ -90,16 +91,9 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
         load_questions(tc.eval)  # so does a missing or empty evaluation set (reading it takes milliseconds)
     if not main:
         return _run_tracked(tc, plain_config, splits, out, main)
-    with claimed(out, resuming=bool(tc.resume)):
-        write_status(out, "running")
+    with claimed(out, resuming=bool(tc.resume)), lifecycle(out):  # results.json is written before "finished"
         OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
-        try:
-            results = _run_tracked(tc, plain_config, splits, out, main)
-        except BaseException as err:
-            write_status(out, "failed", err)
-            raise
-        write_status(out, "finished")  # results.json is already written (_record_outputs)
-    return results
+        return _run_tracked(tc, plain_config, splits, out, main)
 
 
 def _check_resumable(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] | None:
@@ -151,7 +145,7 @@ def _run_tracked(
         quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )
     define_training_axes(run)
-    results: dict[str, Any] = {"status": "finished", "run_dir": str(out), "wandb_run_id": run.id}
+    results: dict[str, Any] = {"status": RunState.finished, "run_dir": str(out), "wandb_run_id": run.id}
     results |= wandb_locations(run)
     try:
         use_training_inputs(run, tc)

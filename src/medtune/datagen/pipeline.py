@@ -31,7 +31,7 @@ from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.errors import DataError
 from medtune.lineage import MANIFEST_ARTIFACT_KEY, generated_dataset, generated_dataset_name
-from medtune.run_dir import write_json, write_status
+from medtune.run_dir import lifecycle, write_json
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
@@ -63,14 +63,8 @@ def run(cfg: DictConfig | GenerateConfig, output_dir: str | Path) -> dict[str, A
     if not gen.reparse:
         storage.write_jsonl(out / storage.CHUNKS, [_chunk_row(c, p) for c, p in zip(chunks, plan, strict=True)])
     questions = eval_questions(gen)  # fail on a bad eval set before paying for any call
-    write_status(out, "running")
-    try:
-        manifest = _generate_tracked(plan, raw, gen, questions, out)
-    except BaseException as err:
-        write_status(out, "failed", err)
-        raise
-    write_status(out, "finished")
-    return manifest
+    with lifecycle(out):
+        return _generate_tracked(plan, raw, gen, questions, out)
 
 
 def _generate_tracked(

@@ -5,7 +5,7 @@ chunks.jsonl         the plan: every chunk with its request key (reparse needs n
 records.jsonl        the training set (`train.py dataset=jsonl dataset.path=...`), rebuilt from the two above
 rejects.jsonl        every pair or fragment not kept, with its reason
 manifest.json        funnel, tokens, cost, decontamination matches, versions
-run_status.json      running | finished | failed (+ error), as in every medtune run dir (medtune.run_dir)
+run_status.json      the run state (medtune.run_dir.RunState), as in every medtune run dir
 """
 
 from __future__ import annotations

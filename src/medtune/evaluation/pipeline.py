@@ -19,7 +19,7 @@ from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
 from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_eval_run
 from medtune.qa_data import Question, load_questions
-from medtune.run_dir import PREDICTIONS_FILE, write_status
+from medtune.run_dir import PREDICTIONS_FILE, lifecycle
 
 log = logging.getLogger(__package__)  # the package's one logger: console lines read [medtune.evaluation]
 
@@ -70,20 +70,18 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     output_dir = Path(output_dir)
     questions = load_questions(typed.eval)  # a bad data file fails here, before any weights load or W&B run starts
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_status(output_dir, "running")
-    run_ = start_eval_run(typed, output_dir)
-    try:
-        metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir, questions)
-        if run_ is not None:
-            log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
-            run_.finish(exit_code=0)
-    except BaseException as err:
-        write_status(output_dir, "failed", err)
-        if run_ is not None:
-            log_failure(run_, typed.eval.suite, output_dir)
-            run_.finish(exit_code=1)
-        raise
-    write_status(output_dir, "finished")
+    with lifecycle(output_dir):
+        run_ = start_eval_run(typed, output_dir)
+        try:
+            metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir, questions)
+            if run_ is not None:
+                log_eval_to_wandb(run_, typed.eval.suite, metrics, output_dir / PREDICTIONS_FILE)
+                run_.finish(exit_code=0)
+        except BaseException:
+            if run_ is not None:
+                log_failure(run_, typed.eval.suite, output_dir)
+                run_.finish(exit_code=1)
+            raise
     print(json.dumps({k: metrics[k] for k in ("accuracy", "official_accuracy", "gestalt", "n_questions")}))
     return metrics
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,11 +18,14 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from medtune.errors import MedtuneError
+from medtune.preemption import hand_on
+from medtune.run_dir import Preempted
 
 USER_ERROR_EXIT = 2
 FAILED_JOBS_EXIT = 1
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_failed_here: list[int] = []  # jobs of this process's multirun that raised (e.g. refused: a changed config)
 
 
 def quiet_known_warnings() -> None:
@@ -55,34 +58,58 @@ def _fail(message: str) -> None:
 
 def run_job(task: Callable[[], T]) -> T | None:
     """Run one Hydra job. In a multirun a failed job (bad cell, out of memory) is recorded and the sweep goes on;
-    `MultirunFailures` reports the failed jobs and sets the exit status when the sweep ends."""
-    if not _in_multirun():
-        with exit_on_user_error():
-            return task()
+    `SweepSummary` counts the cells per state and sets the exit status when the sweep ends. A preempted job (its
+    checkpoint saved) stops the process either way, handing the signal on (submitit's handler requeues the job)."""
     try:
-        return task()
-    except Exception as err:
-        job = HydraConfig.get().job.num
-        log.error("job %s failed", job, exc_info=not isinstance(err, MedtuneError))  # full traceback in the job log
-        print(f"medtune: error: multirun job {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
-        return None
+        if not _in_multirun():
+            with exit_on_user_error():
+                return task()
+        try:
+            return task()
+        except Preempted:
+            raise
+        except Exception as err:
+            job = HydraConfig.get().job.num
+            log.error("job %s failed", job, exc_info=not isinstance(err, MedtuneError))  # traceback in the job log
+            print(
+                f"medtune: error: multirun job {job} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True
+            )
+            _failed_here.append(job)
+            return None
+    except Preempted as stop:
+        where = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else "the run"
+        again = "the same command again" if _in_multirun() else f"the same command with resume={where}"
+        print(f"medtune: {where} preempted: {stop}. Run {again} to continue.", file=sys.stderr, flush=True)
+        hand_on(stop)
+        sys.exit(128 + (stop.signum or 15))
 
 
 def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-class MultirunFailures(Callback):
-    """At the end of a multirun, list the jobs whose run_status.json says failed and exit non-zero."""
+class SweepSummary(Callback):
+    """At the end of a multirun: the count of cells per state, the unfinished ones by name, and exit status 0
+    only when every cell is done (finished, or pruned by a search)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir)
-        failed = sorted(  # rglob: an override holding a path (eval.path=/data/x) nests the job's dir
-            (path.relative_to(sweep).parts[0], status.get("error", ""))
-            for path in sweep.rglob("run_status.json")
-            if (status := json.loads(path.read_text())).get("status") == "failed"
-        )
-        if failed:
-            lines = "\n".join(f"  {name}: {error}" for name, error in failed)
-            print(f"medtune: error: {len(failed)} multirun job(s) failed:\n{lines}", file=sys.stderr, flush=True)
+        from medtune.sweep import sweep_cells
+
+        cells = sweep_cells(Path(config.hydra.sweep.dir))
+        counts = Counter(str(cell.state) for cell in cells)
+        print("medtune: sweep " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), flush=True)
+        unfinished = [cell for cell in cells if not cell.done]
+        if _failed_here and not unfinished:
+            print(f"medtune: error: job(s) {', '.join(map(str, _failed_here))} failed (above)", file=sys.stderr)
+            sys.exit(FAILED_JOBS_EXIT)
+        if unfinished:
+            lines = "\n".join(
+                f"  {cell.name}: {cell.state}{f' ({cell.error})' if cell.error else ''}" for cell in unfinished
+            )
+            print(
+                f"medtune: error: {len(unfinished)} cell(s) did not finish (run the same command again to continue "
+                f"them):\n{lines}",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(FAILED_JOBS_EXIT)

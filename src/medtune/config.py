@@ -496,6 +496,14 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver(
         "medtune.first_set", lambda value, fallback: fallback if value is None else value, replace=True
     )
+    # A single run under SLURM lives in outputs/slurm-<job id>: a requeued job (same id) finds its run again.
+    OmegaConf.register_new_resolver(
+        "medtune.slurm_run_dir",
+        lambda: f"outputs/slurm-{os.environ['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in os.environ else None,
+        replace=True,
+    )
+    # A multirun cell's dir is named by its overrides alone (no job number), so a re-run finds it again.
+    OmegaConf.register_new_resolver("medtune.cell", lambda overrides: overrides or "no-overrides", replace=True)
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups, beside the entry scripts

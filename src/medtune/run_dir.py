@@ -10,11 +10,13 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
                            the top of its own run dir)
     metrics.jsonl          every logged scalar, one flushed line per log call, appended on resume
     api_answers.jsonl      evaluate.py backend=openai: one line per API attempt (medtune.api_client.RequestLog)
+    wandb_run_id.txt       the W&B run id, so every resume continues the same W&B run
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from omegaconf import OmegaConf
 
 from medtune.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "resolved_config.yaml"
 STATUS_FILE = "run_status.json"
@@ -37,6 +42,7 @@ BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
 TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
+RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
 
 
@@ -80,9 +86,14 @@ class Stopped(Exception):
 
 
 class Preempted(Stopped):
-    """The run was asked to stop (SIGTERM / SIGUSR2) and saved what it had."""
+    """The run was asked to stop (SIGTERM / SIGUSR2) and saved what it had; `previous` is the signal handler
+    medtune replaced (submitit's requeues the job), to be called once the run dir is in order."""
 
     state = RunState.preempted
+
+    def __init__(self, message: str, signum: int | None = None, previous: Any = None) -> None:
+        super().__init__(message)
+        self.signum, self.previous = signum, previous
 
 
 class Pruned(Stopped):
@@ -93,6 +104,8 @@ class Pruned(Stopped):
 
 def write_status(run_dir: Path, status: RunState, error: BaseException | None = None) -> None:
     payload: dict[str, Any] = {"status": str(status)}
+    if "SLURM_JOB_ID" in os.environ:  # `medtune.sweep status` names the job; a requeued job keeps its id
+        payload["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
     if error is not None:
         payload["error"] = f"{type(error).__name__}: {error}"
     write_json(run_dir / STATUS_FILE, payload)
@@ -123,10 +136,10 @@ def lifecycle(run_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def claimed(run_dir: Path, resuming: bool) -> Iterator[None]:
-    """Hold the run dir for one run: a second process on the same dir stops at once instead of sharing its files
-    and W&B run, and a new run never writes over a finished or interrupted one (that one is continued with
-    `resume=<dir>`)."""
+def claimed(run_dir: Path) -> Iterator[None]:
+    """Hold the run dir for one process: a second live process on the same dir stops at once instead of sharing
+    its files and W&B run. The OS releases the lock when its holder dies, so a dir whose status says running but
+    whose lock is free was killed (kill -9, a lost node) and can be continued."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir / LOCK_FILE))
     try:
@@ -137,11 +150,67 @@ def claimed(run_dir: Path, resuming: bool) -> Iterator[None]:
             "hydra.run.dir."
         ) from None
     try:
-        if not resuming and (run_dir / RESOLVED_CONFIG).exists():
-            raise ConfigError(
-                f"{run_dir} already holds a run ({RESOLVED_CONFIG} is there); continue it with resume={run_dir}, "
-                "or give this run its own hydra.run.dir."
-            )
         yield
     finally:
         lock.release()
+
+
+def is_live(run_dir: Path) -> bool:
+    """Whether a process holds the run dir right now (its lock is taken)."""
+    if not (run_dir / LOCK_FILE).exists():
+        return False
+    lock = FileLock(str(run_dir / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def effective_state(run_dir: Path) -> RunState | None:
+    """The state a re-run acts on: `running` without a live process is what a kill leaves, i.e. preempted."""
+    status = read_status(run_dir)
+    if status is None:
+        return None
+    state = status["status"]
+    return RunState.preempted if state == RunState.running and not is_live(run_dir) else state
+
+
+BOOKKEEPING = ("resume", "cache_dir", "wandb")  # where a run is kept and tracked, not what it computes
+
+
+def previous_run(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] | None:
+    """What a run dir already holds for this config. A dir with a run of another config is refused (naming the
+    keys that differ); a finished (or pruned) run is returned as it is, so a re-run sweep skips it; an interrupted
+    or failed one (None) is continued from its last checkpoint, into the same W&B run."""
+    saved_path = out / RESOLVED_CONFIG
+    if not saved_path.exists():
+        return None
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path))
+    assert isinstance(saved, dict)
+    changed = [key for key in changed_keys(plain_config, saved) if key.split(".")[0] not in BOOKKEEPING]
+    if changed:
+        raise ConfigError(
+            f"{out} holds a run started with a different config (changed: {', '.join(changed)}); give this run "
+            "its own hydra.run.dir (or a new hydra.sweep.dir)."
+        )
+    state = effective_state(out)
+    if state in FINAL_STATES and (out / RESULTS_FILE).exists():
+        log.info("%s already %s: nothing to do", out, state)
+        return json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
+    if state == RunState.pruned:
+        return {"status": RunState.pruned, "run_dir": str(out), "objective": float("nan")}
+    return None  # continued: training logs the checkpoint it resumes from
+
+
+def changed_keys(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = []
+    for key in sorted(new.keys() | old.keys()):
+        a, b = new.get(key), old.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys

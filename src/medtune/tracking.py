@@ -24,11 +24,10 @@ import wandb
 
 from medtune.config import WandbConfig, WandbMode
 from medtune.errors import ConfigError
-from medtune.run_dir import METRICS_LOG
+from medtune.run_dir import METRICS_LOG, RUN_ID_FILE
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "wandb_run_id.txt"
 STEP_METRIC = "train/global_step"  # x-axis of every training chart
 DEFAULT_PROJECT = "medtune"
 # Trainer log keys → medtune metric names (anything else lands under train/ or eval/ as it is).
@@ -133,24 +132,38 @@ class TrackedRun:
     """A W&B run whose every logged scalar is also appended, flushed, to `<run dir>/metrics.jsonl`.
 
     A run killed with SIGKILL can lose the tail of its W&B run file; this file keeps every figure logged before
-    the kill, a resumed run appends to it, and the report plots learning curves from it. Everything else
+    the kill, a resumed run appends to it, and the report plots learning curves from it. A resumed run re-trains
+    the steps after its checkpoint: a figure already logged at a step (in metrics.jsonl) is not logged again, so
+    the file and the W&B history hold each step's figures once across any number of resumes. Everything else
     (summary, artifacts, id, ...) is the W&B run's own.
+
+    SLURM signals every process of a job, W&B's service too, which then dies at once: the run goes on (and
+    finishes its checkpoint) with metrics.jsonl alone, and says so once.
     """
 
     def __init__(self, run: Any, metrics_path: Path) -> None:
         self.run, self.metrics_path = run, metrics_path
         self._handle: TextIO | None = None
+        self._logged = {
+            (row[STEP_METRIC], key) for row in read_metrics_log(metrics_path) if STEP_METRIC in row for key in row
+        }
+        self.service_lost = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.run, name)
 
     def log(self, data: dict[str, Any], step: int | None = None) -> None:
         """Log a row; `step` is the training step, the x-axis of train/* and eval/* (see define_training_axes)."""
+        if step is not None:
+            data = {key: value for key, value in data.items() if (step, key) not in self._logged}
+            if not data:
+                return
+            self._logged |= {(step, key) for key in data}
         row = {STEP_METRIC: step, **data} if step is not None else dict(data)
         scalars = {k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         if scalars:
             self._write({"time": round(time.time(), 3), **scalars})
-        self.run.log(row)
+        self._to_wandb(self.run.log, row)
 
     def _write(self, row: dict[str, Any]) -> None:
         if self._handle is None:
@@ -158,11 +171,27 @@ class TrackedRun:
         self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()  # on disk before the next step: a kill loses nothing that was logged
 
+    def _to_wandb(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        if self.service_lost:
+            return
+        try:
+            call(*args, **kwargs)
+        except ConnectionError:  # the service process is gone (it got the job's SIGTERM too)
+            self.service_lost = True
+            log.warning(
+                "W&B's service stopped (a signal reached it too); the figures go on in %s, and the W&B run continues "
+                "when this run resumes",
+                self.metrics_path,
+            )
+
+    def mark_preempting(self) -> None:
+        self._to_wandb(self.run.mark_preempting)
+
     def finish(self, exit_code: int | None = None) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-        self.run.finish(exit_code=exit_code)
+        self._to_wandb(self.run.finish, exit_code=exit_code)
 
 
 def open_appending(path: Path) -> TextIO:

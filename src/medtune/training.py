@@ -50,6 +50,7 @@ from medtune.lineage import (
     use_training_inputs,
 )
 from medtune.models import attach_adapter, count_parameters, load_base_model
+from medtune.preemption import StopRequest, preemptible
 from medtune.qa_data import load_questions
 from medtune.run_dir import (
     BASE_EVAL_SUBDIR,
@@ -59,9 +60,11 @@ from medtune.run_dir import (
     RESOLVED_CONFIG,
     RESULTS_FILE,
     TUNED_EVAL_SUBDIR,
+    Preempted,
     RunState,
     claimed,
     lifecycle,
+    previous_run,
     write_json,
 )
 from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run, wandb_locations
@@ -82,50 +85,24 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
     out = Path(output_dir)
     main = PartialState().is_main_process
     plain_config = to_plain_dict(tc)
-    if tc.resume:
-        finished = _check_resumable(out, plain_config)
-        if finished is not None:
-            return finished
-    splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before any weights load
-    if tc.stage == "sft" and (tc.eval.at_end or tc.eval.every_steps):
-        load_questions(tc.eval)  # so does a missing or empty evaluation set (reading it takes milliseconds)
-    if not main:
-        return _run_tracked(tc, plain_config, splits, out, main)
-    with claimed(out, resuming=bool(tc.resume)), lifecycle(out):  # results.json is written before "finished"
-        OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
-        return _run_tracked(tc, plain_config, splits, out, main)
-
-
-def _check_resumable(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] | None:
-    """A resumed run must use the config it started with; a finished one is returned as it is."""
-    saved_path = out / RESOLVED_CONFIG
-    if not saved_path.exists():
+    if tc.resume and not (out / RESOLVED_CONFIG).exists():
         raise ConfigError(f"resume={out} is not a medtune run dir ({RESOLVED_CONFIG} is missing).")
-    saved = OmegaConf.to_container(OmegaConf.load(saved_path))
-    assert isinstance(saved, dict)
-    changed = [key for key in changed_keys(plain_config, saved) if key != "resume"]
-    if changed:
-        raise ConfigError(f"resume={out} was started with a different config; changed: {', '.join(changed)}.")
-    if (out / RESULTS_FILE).exists():
-        log.info("run %s already finished; nothing to resume", out)
-        return json.loads((out / RESULTS_FILE).read_text())
-    return None
-
-
-def changed_keys(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts."""
-    keys = []
-    for key in sorted(new.keys() | old.keys()):
-        a, b = new.get(key), old.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(f"{prefix}{key}")
-    return keys
+    if not main:
+        return _run_tracked(tc, plain_config, load_splits(tc.dataset, tc.stage, tc.trainer.seed), out, main, None)
+    with claimed(out):
+        done = previous_run(out, plain_config)
+        if done is not None:
+            return done
+        splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before weights load
+        if tc.stage == "sft" and (tc.eval.at_end or tc.eval.every_steps):
+            load_questions(tc.eval)  # so does a missing or empty evaluation set (reading it takes milliseconds)
+        with preemptible() as stop, lifecycle(out):  # results.json is written before "finished"
+            OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
+            return _run_tracked(tc, plain_config, splits, out, main, stop)
 
 
 def _run_tracked(
-    tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, out: Path, main: bool
+    tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, out: Path, main: bool, stop: StopRequest | None
 ) -> dict[str, Any]:
     model, tokenizer = load_base_model(tc.base_model, tc.quantization)  # an unloadable id stops before W&B starts
     train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
@@ -165,9 +142,11 @@ def _run_tracked(
             "params/total": total,
             "params/trainable_pct": 100 * trainable / total,
         }
-        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run)
+        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop)
         if method != "none":
             results |= _train(trainer, out)
+            if stop is not None and stop.signum is not None:
+                raise stop.preempted(f"stopped at step {trainer.state.global_step}; checkpoint saved")
             trainer.save_model(str(out / MODEL_SUBDIR))  # main process only, as are checkpoints
             if main:
                 tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
@@ -189,6 +168,10 @@ def _run_tracked(
             _record_outputs(run, tc, out, results)
         run.summary.update({k: v for k, v in results.items() if isinstance(v, int | float)})
         run.finish(exit_code=0)
+    except Preempted:
+        run.mark_preempting()  # W&B shows the run preempted, and the resumed process continues it
+        run.finish(exit_code=1)
+        raise
     except BaseException:
         run.finish(exit_code=1)  # marked failed in W&B; a multirun's next job gets a fresh run
         raise
@@ -217,9 +200,17 @@ def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, ru
 
 
 def _build_trainer(
-    tc: TrainConfig, model: PreTrainedModel, tokenizer: Any, train_set: Any, heldout_set: Any, out: Path, run: Any
+    tc: TrainConfig,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    train_set: Any,
+    heldout_set: Any,
+    out: Path,
+    run: Any,
+    stop: StopRequest | None,
 ) -> Trainer:
     qa_callbacks = [QAEvalCallback(tc, tokenizer, out, run)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
+    stop_callbacks = [StopOnSignal(stop)] if stop is not None else []
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
     args = training_arguments(tc, out / CHECKPOINT_SUBDIR, evaluates=heldout_set is not None)
@@ -230,7 +221,7 @@ def _build_trainer(
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
         processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks],
+        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it
     return trainer
@@ -339,3 +330,23 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
         return None
     complete = [p for p in checkpoints.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / TRAINER_STATE_NAME).is_file()]
     return str(max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]))) if complete else None
+
+
+class StopOnSignal(TrainerCallback):
+    """Finish the optimizer step in progress, save a checkpoint, and stop training when a stop signal came."""
+
+    def __init__(self, request: StopRequest) -> None:
+        self.request = request
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.request.deferred = True
+        if self.request.signum is not None:  # a signal during start-up: stop before the first step
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.request.signum is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.request.deferred = False

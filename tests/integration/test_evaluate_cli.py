@@ -142,7 +142,7 @@ def test_multirun_records_a_failed_job_and_goes_on(tmp_path, questions):
             "evaluate.py", "-m", *API, f"openai.base_url={unused_base_url()},{server.base_url}",
             f"eval.path={questions}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
         )  # fmt: skip
-    assert proc.returncode == 1 and "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "1 cell(s) did not finish" in proc.stderr and "Traceback" not in proc.stderr
     statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.rglob("run_status.json"))
     assert statuses == ["failed", "finished"]
 

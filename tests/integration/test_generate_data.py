@@ -139,7 +139,7 @@ def test_multirun_records_a_failed_job_and_goes_on(corpus: Path, tmp_path: Path)
             "decontamination.eval_sets=[]", "progress=false", "wandb.mode=disabled", f"hydra.sweep.dir={sweep}",
             cwd=tmp_path,
         )  # fmt: skip
-    assert proc.returncode == 1 and "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "1 cell(s) did not finish" in proc.stderr and "Traceback" not in proc.stderr
     assert "does not serve model 'no-such-model'" in proc.stderr and "it serves: medtune-test" in proc.stderr
     statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.rglob("run_status.json"))
     assert statuses == ["failed", "finished"] and len(list(sweep.rglob("records.jsonl"))) == 2

@@ -35,6 +35,14 @@ def test_demo_matrix_runs_every_cell_and_the_report_shows_them(tmp_path, tiny_mo
     assert all(row["p_value"] != "" for (_, method), row in cells.items() if method != "untuned")
     assert (sweep / "report" / "report.md").read_text().count("tiny_medcalm") >= 1
 
+    # The identical command again: every cell is finished, so nothing trains and no W&B run starts.
+    again = run_script("train.py", "-m", "experiment=demo_matrix", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0 and "sweep 9 finished" in again.stdout, again.stderr[-3000:]
+    cells = [job for job in sweep.glob("*/") if (job / "results.json").exists()]  # not report/, the report's run
+    assert sorted(run.run_id for job in cells for run in offline_runs(job)) == sorted(r.run_id for r in runs)
+    status = run_module("medtune.sweep", "status", str(sweep), cwd=tmp_path)
+    assert status.returncode == 0 and "9 of 9 cells done" in status.stdout
+
 
 def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_models):
     """GPT-NeoX has query_key_value, Llama does not: the Llama cell fails after its W&B run started."""
@@ -49,7 +57,7 @@ def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_model
         cwd=tmp_path,
     )
     assert proc.returncode == 1
-    assert "1 multirun job(s) failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert "1 cell(s) did not finish" in proc.stderr and "Traceback" not in proc.stderr
     statuses = sorted(json.loads(path.read_text())["status"] for path in sweep.glob("*/run_status.json"))
     assert statuses == ["failed", "finished"]
     exit_codes = sorted(run.exit_code for job in sweep.glob("*/") for run in offline_runs(job))

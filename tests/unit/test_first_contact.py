@@ -17,7 +17,19 @@ import pytest
 from medtune.config import TINY_MARKER, to_train_config
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
-from medtune.run_dir import RESOLVED_CONFIG, claimed
+from medtune.run_dir import (
+    RESOLVED_CONFIG,
+    RESULTS_FILE,
+    Preempted,
+    RunState,
+    claimed,
+    effective_state,
+    is_live,
+    lifecycle,
+    previous_run,
+    read_status,
+    write_status,
+)
 
 from helpers import REPO, train_job
 
@@ -54,30 +66,54 @@ def test_a_second_process_on_the_same_run_dir_stops(tmp_path: Path):
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         with (
             pytest.raises(ConfigError, match="in use by another running medtune process"),
-            claimed(tmp_path / "run", resuming=False),
+            claimed(tmp_path / "run"),
         ):
             pass
     finally:
         holder.kill()
         holder.wait()
-    with claimed(tmp_path / "run", resuming=True):  # the dead holder's lock is gone with its process
-        pass
+    assert is_live(tmp_path / "run") is False  # the dead holder's lock is gone with its process
+    with claimed(tmp_path / "run"):
+        assert is_live(tmp_path / "run")
 
 
 HOLD_RUN_DIR = """
 import sys, time
 from pathlib import Path
 from medtune.run_dir import claimed
-with claimed(Path(sys.argv[1]), resuming=False):
+with claimed(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(120)
 """
 
 
-def test_a_new_run_never_writes_into_a_dir_that_holds_one(tmp_path: Path):
-    (tmp_path / RESOLVED_CONFIG).write_text("stage: sft\n")
-    with pytest.raises(ConfigError, match=f"continue it with resume={tmp_path}"), claimed(tmp_path, False):
-        pass
+def test_a_run_dir_holding_another_config_is_refused_naming_the_keys(tmp_path: Path):
+    (tmp_path / RESOLVED_CONFIG).write_text("stage: sft\ntrainer: {max_steps: 10}\nwandb: {mode: offline}\n")
+    mine = {"stage": "sft", "trainer": {"max_steps": 20}, "wandb": {"mode": "online"}}
+    with pytest.raises(ConfigError, match=r"different config \(changed: trainer.max_steps\)"):
+        previous_run(tmp_path, mine)  # wandb.* is bookkeeping: where a run is tracked, not what it computes
+
+
+def test_a_re_run_skips_a_finished_run_and_continues_an_interrupted_one(tmp_path: Path):
+    config = {"stage": "sft", "trainer": {"max_steps": 10}}
+    assert previous_run(tmp_path, config) is None  # nothing there: a new run
+    (tmp_path / RESOLVED_CONFIG).write_text("stage: sft\ntrainer: {max_steps: 10}\n")
+    write_status(tmp_path, RunState.running)
+    assert effective_state(tmp_path) == RunState.preempted  # running, but no process holds it: killed
+    assert previous_run(tmp_path, config) is None  # continued
+    (tmp_path / RESULTS_FILE).write_text('{"objective": 0.5}')
+    write_status(tmp_path, RunState.finished)
+    assert previous_run(tmp_path, config) == {"objective": 0.5}
+
+
+def test_lifecycle_records_how_a_run_ended(tmp_path: Path):
+    with lifecycle(tmp_path):
+        assert read_status(tmp_path)["status"] == RunState.running
+    assert read_status(tmp_path)["status"] == RunState.finished
+    for error, state in [(Preempted("stopped at step 3"), RunState.preempted), (ValueError("x"), RunState.failed)]:
+        with pytest.raises(type(error)), lifecycle(tmp_path):
+            raise error
+        assert read_status(tmp_path) == {"status": state, "error": f"{type(error).__name__}: {error}"}
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from medtune.training import changed_keys, last_complete_checkpoint
+from medtune.run_dir import changed_keys
+from medtune.training import last_complete_checkpoint
 
 
 def test_resume_skips_a_checkpoint_whose_save_was_interrupted(tmp_path):

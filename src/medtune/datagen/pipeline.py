@@ -31,6 +31,7 @@ from medtune.datagen.filters import pair_problem, to_pair
 from medtune.datagen.parsing import parse_reply
 from medtune.errors import DataError
 from medtune.lineage import MANIFEST_ARTIFACT_KEY, generated_dataset, generated_dataset_name
+from medtune.preemption import preemptible
 from medtune.run_dir import lifecycle, write_json
 from medtune.tracking import start_wandb_run
 
@@ -63,7 +64,7 @@ def run(cfg: DictConfig | GenerateConfig, output_dir: str | Path) -> dict[str, A
     if not gen.reparse:
         storage.write_jsonl(out / storage.CHUNKS, [_chunk_row(c, p) for c, p in zip(chunks, plan, strict=True)])
     questions = eval_questions(gen)  # fail on a bad eval set before paying for any call
-    with lifecycle(out):
+    with preemptible(), lifecycle(out):  # SIGTERM: preempted; the same command asks only unanswered chunks
         return _generate_tracked(plan, raw, gen, questions, out)
 
 

@@ -18,6 +18,7 @@ from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_
 from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
 from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_eval_run
+from medtune.preemption import preemptible
 from medtune.qa_data import Question, load_questions
 from medtune.run_dir import PREDICTIONS_FILE, lifecycle
 
@@ -70,7 +71,7 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     output_dir = Path(output_dir)
     questions = load_questions(typed.eval)  # a bad data file fails here, before any weights load or W&B run starts
     output_dir.mkdir(parents=True, exist_ok=True)
-    with lifecycle(output_dir):
+    with preemptible(), lifecycle(output_dir):  # SIGTERM: preempted; resume= asks only what has no answer
         run_ = start_eval_run(typed, output_dir)
         try:
             metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir, questions)

@@ -1,0 +1,58 @@
+"""A sweep that a cluster stops: SIGTERM mid-cell (what `scancel`, `scontrol requeue` and preemption send first), then
+the identical command again. (SIGKILL of a single run: test_train_cli.py; a finished matrix re-run: test_matrix.py.)"""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from medtune.tracking import read_metrics_log
+
+from helpers import REPO, run_module, run_script, script_env
+from wandb_records import offline_runs
+
+ARGS = ["trainer.max_steps=30", "trainer.save_steps=1000", "trainer.logging_steps=5", "eval.limit=6"]
+
+
+def test_sigterm_mid_cell_checkpoints_and_the_same_command_finishes_the_sweep(tmp_path, tiny_models):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, str(REPO / "train.py"), "-m", "trainer.seed=1,2", *ARGS, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=script_env(), stderr=subprocess.PIPE, text=True)
+    second = sweep / ",".join(sorted([*ARGS, "trainer.seed=2"]))
+    deadline = time.monotonic() + 300
+    while not any(row.get("train/global_step", 0) >= 10 for row in read_metrics_log(second / "metrics.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the second cell never reached step 10"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "preempted" in stderr and "Run the same command again" in stderr and "Traceback" not in stderr
+    status = json.loads((second / "run_status.json").read_text())
+    assert status["status"] == "preempted"
+    (stopped_at,) = [int(p.name.rsplit("-", 1)[1]) for p in (second / "checkpoints").glob("checkpoint-*")]
+    assert 10 <= stopped_at < 30  # saved at the signal's step (save_steps=1000 would never have saved)
+    assert run_module("medtune.sweep", "status", str(sweep), cwd=tmp_path).returncode == 1
+
+    again = run_script("train.py", *command[2:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    first = sweep / ",".join(sorted([*ARGS, "trainer.seed=1"]))
+    assert len(offline_runs(first)) == 1  # finished: skipped, no new W&B run
+    runs = offline_runs(second)
+    results = json.loads((second / "results.json").read_text())
+    assert results["train/global_step"] == 30 and {run.run_id for run in runs} == {results["wandb_run_id"]}
+    resumed = [row["train/global_step"] for row in runs[-1].history if "train/grad_norm" in row]
+    assert min(resumed) > stopped_at  # continued from the signal's checkpoint
+    wandb_steps = [row["train/global_step"] for run in runs for row in run.history if "train/grad_norm" in row]
+    assert sorted(wandb_steps) == list(range(5, 31, 5))  # each step once in the W&B history, across both attempts
+    logged = collections.Counter(
+        (row["train/global_step"], key)
+        for row in read_metrics_log(second / "metrics.jsonl")
+        for key in row
+        if key not in ("time", "train/global_step")
+    )
+    assert max(logged.values()) == 1  # ... and in metrics.jsonl
+    assert run_module("medtune.sweep", "status", str(sweep), cwd=tmp_path).returncode == 0

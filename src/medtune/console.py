@@ -46,7 +46,7 @@ def training_summary(results: dict[str, Any], suite: str) -> str:
 
 def _accuracy_line(results: dict[str, Any], out: Path, suite: str) -> str | None:
     """base → tuned accuracy with 95 % bootstrap CIs and McNemar's p, from the saved predictions."""
-    from medtune.report import PREDICTIONS, read_correct
+    from medtune.report.records import PREDICTIONS, read_correct
     from medtune.stats import bootstrap_ci, mcnemar_by_question
 
     base, tuned = read_correct(out / PREDICTIONS["base"]), read_correct(out / PREDICTIONS["tuned"])

@@ -20,8 +20,16 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from medtune import report as rep
+from medtune.config import tuning_method
 from medtune.errors import DataError
+from medtune.report.cells import CSV_COLUMNS, build_cell, column_label
+from medtune.report.command import main
+from medtune.report.matrix import build_matrix, build_report, choose_runs
+from medtune.report.records import HYDRA_CONFIG, PREDICTIONS, RunRecord, collect_local, read_run_dir
+from medtune.report.tables import render_cell
+from medtune.report.wandb_log import log_report_to_wandb
+from medtune.report.write import write_report
+from medtune.run_dir import RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
 from medtune.stats import mcnemar_exact
 
 from wandb_records import finished_offline_runs
@@ -64,16 +72,16 @@ def make_run(
 ) -> Path:
     """A run dir with the files train.py writes; `started` sets the config's mtime (the run's start)."""
     run_dir.mkdir(parents=True)
-    (run_dir / rep.RESOLVED_CONFIG).write_text(yaml.safe_dump(config))
-    os.utime(run_dir / rep.RESOLVED_CONFIG, (started, started))
-    (run_dir / rep.STATUS_FILE).write_text(json.dumps({"status": status} | ({"error": error} if error else {})))
+    (run_dir / RESOLVED_CONFIG).write_text(yaml.safe_dump(config))
+    os.utime(run_dir / RESOLVED_CONFIG, (started, started))
+    (run_dir / STATUS_FILE).write_text(json.dumps({"status": status} | ({"error": error} if error else {})))
     if base is not None:
-        _write_predictions(run_dir / rep.PREDICTIONS["base"], base)
+        _write_predictions(run_dir / PREDICTIONS["base"], base)
     if tuned is not None:
-        _write_predictions(run_dir / rep.PREDICTIONS["tuned"], tuned)
+        _write_predictions(run_dir / PREDICTIONS["tuned"], tuned)
     scored = tuned if tuned is not None else base
     if status == "finished" and scored is None:  # a pretraining run: no QA score
-        (run_dir / rep.RESULTS_FILE).write_text(json.dumps({"train/loss": 2.5}))
+        (run_dir / RESULTS_FILE).write_text(json.dumps({"train/loss": 2.5}))
     elif status == "finished":
         assert scored is not None
         accuracy = sum(scored) / len(scored)
@@ -86,7 +94,7 @@ def make_run(
         }
         if tuned is not None:
             results |= {"perf/train_runtime_s": 12.5, "perf/train_tokens_per_s": 4321.0, "train/global_step": 5}
-        (run_dir / rep.RESULTS_FILE).write_text(json.dumps(results))
+        (run_dir / RESULTS_FILE).write_text(json.dumps(results))
     return run_dir
 
 
@@ -111,14 +119,14 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def report_dir(sweep: Path) -> Path:
-    rep.main([str(sweep), "--wandb-mode", "disabled", "--n-boot", "2000"])
+    main([str(sweep), "--wandb-mode", "disabled", "--n-boot", "2000"])
     return sweep / "report"
 
 
 def _csv_rows(report_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
     with (report_dir / "report.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == rep.CSV_COLUMNS
+    assert list(rows[0]) == CSV_COLUMNS
     return {(r["base_model"], r["tuning"]): r for r in rows}
 
 
@@ -186,7 +194,7 @@ def test_an_untrained_job_and_a_killed_run_are_shown_as_such(tmp_path: Path):
     (hydra_only / ".hydra").mkdir(parents=True)
     (hydra_only / ".hydra" / "config.yaml").write_text(yaml.safe_dump(_config("tiny_llama", "dora", "none")))
     (hydra_only / "train.log").write_text("[INFO] start\nmedtune: error: demo.jsonl:3: not valid JSON\n\n")
-    rep.main([str(sweep), "--out", str(tmp_path / "out"), "--wandb-mode", "disabled", "--n-boot", "500"])
+    main([str(sweep), "--out", str(tmp_path / "out"), "--wandb-mode", "disabled", "--n-boot", "500"])
     rows = _csv_rows(tmp_path / "out")
     assert rows["tiny_llama", "lora"]["status"] == "running"
     assert "killed" in rows["tiny_llama", "lora"]["error"] and rows["tiny_llama", "lora"]["source"] == str(killed)
@@ -199,7 +207,7 @@ def test_runs_given_one_by_one_and_duplicate_choice(tmp_path: Path):
     early = make_run(tmp_path / "a", _config("m", "lora", "none"), base=_correct(5), tuned=_correct(6), started=1e6)
     late = make_run(tmp_path / "b", _config("m", "lora", "none"), base=_correct(5), tuned=_correct(9), started=2e6)
     failed_later = make_run(tmp_path / "c", _config("m", "lora", "none"), "failed", error="boom", started=3e6)
-    chosen, superseded = rep.choose_runs(rep.collect_local([failed_later, late, early]))
+    chosen, superseded = choose_runs(collect_local([failed_later, late, early]))
     assert [r.source for r in chosen] == [str(late)]
     assert {r.source for r in superseded} == {str(early), str(failed_later)}
 
@@ -214,40 +222,40 @@ def test_tuning_method_names_the_matrix_columns():
         ("full", "none"): "full",
         ("none", "nf4"): "untuned-nf4",  # a quantized base is a different model from the untuned one
     }
-    assert {pair: rep.tuning_method(*pair) for pair in names} == names
+    assert {pair: tuning_method(*pair) for pair in names} == names
 
 
 def test_file_names_agree_with_the_writers():
     """The report keeps its own names (importing training would load torch); they must not drift."""
     from medtune.evaluation import scoring
 
-    assert rep.PREDICTIONS["tuned"].endswith("/" + scoring.PREDICTIONS_FILE)
+    assert PREDICTIONS["tuned"].endswith("/" + scoring.PREDICTIONS_FILE)
 
 
 def test_bad_predictions_line_names_file_and_line(tmp_path: Path):
     run_dir = make_run(tmp_path / "r", _config("m", "lora", "none"), base=_correct(5), tuned=_correct(6))
-    path = run_dir / rep.PREDICTIONS["tuned"]
+    path = run_dir / PREDICTIONS["tuned"]
     path.write_text(path.read_text() + '{"problem_id": "q999"}\n')
     with pytest.raises(DataError, match=r"predictions\.jsonl:41: missing field \(field 'correct'\)"):
-        rep.collect_local([run_dir])
+        collect_local([run_dir])
 
 
 def test_not_a_run_dir_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     (tmp_path / "empty").mkdir()
     for argv in ([str(tmp_path / "empty")], [str(tmp_path / "nowhere")], []):
         with pytest.raises(SystemExit) as exit_info:
-            rep.main([*argv, "--wandb-mode", "disabled"])
+            main([*argv, "--wandb-mode", "disabled"])
         assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "holds no train.py runs" in err and "is not a directory" in err and "--wandb-project" in err
 
 
 def test_report_logged_to_wandb_offline(sweep: Path, tmp_path: Path):
-    records = rep.collect_local([sweep])
-    report = rep.build_report(records, [str(sweep)], n_boot=500)
+    records = collect_local([sweep])
+    report = build_report(records, [str(sweep)], n_boot=500)
     out = tmp_path / "out"
-    files = rep.write_report(report, out)
-    run_id = rep.log_report_to_wandb(report, files, out, project="medtune-test", mode="offline")
+    files = write_report(report, out)
+    run_id = log_report_to_wandb(report, files, out, project="medtune-test", mode="offline")
     (logged,) = finished_offline_runs(out)
     assert logged.run_id == run_id
     summary = logged.summary  # nested media dicts arrive flattened: report/matrix/_type, ...
@@ -255,19 +263,19 @@ def test_report_logged_to_wandb_offline(sweep: Path, tmp_path: Path):
     assert summary["report/accuracy/demo/_type"] == summary["report/memory_vs_accuracy/demo/_type"] == "image-file"
     (table_file,) = out.glob(f"wandb/offline-run-*/files/{summary['report/matrix/path']}")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == rep.CSV_COLUMNS
+    assert table["columns"] == CSV_COLUMNS
     rows = {(row[1], row[2]): row for row in table["data"]}
     assert rows["tiny_llama", "qlora"][4] == "failed" and rows["tiny_llama", "lora"][4] == "missing"
     assert logged.exit_code == 0
 
 
 def test_columns_follow_the_study_order_then_steps():
-    def record(method: str, steps: int) -> rep.RunRecord:
-        return rep.RunRecord("x", "m", method, steps, "demo", "sft", "failed", "boom")
+    def record(method: str, steps: int) -> RunRecord:
+        return RunRecord("x", "m", method, steps, "demo", "sft", "failed", "boom")
 
     runs = [record(m, s) for m, s in [("full", 5), ("dora-nf4", 5), ("qlora", 50), ("qlora", 5), ("untuned", 0)]]
-    matrix = rep.build_matrix("demo", runs)
-    assert [rep.column_label(c) for c in matrix.columns] == [
+    matrix = build_matrix("demo", runs)
+    assert [column_label(c) for c in matrix.columns] == [
         "untuned",
         "qlora · 5 steps",
         "qlora · 50 steps",
@@ -288,7 +296,7 @@ def test_seeds_of_a_cell_are_grouped_with_spread_flips_and_one_paired_test(tmp_p
         make_run(root / f"lora_s{seed}", lora, base=_correct(8), tuned=_shifted(n_right, shift))
         make_run(root / f"untuned_s{seed}", _config("tiny_gptneox", "none", "none", seed=seed), base=_correct(8))
     make_run(root / "lora_s4", _config("tiny_gptneox", "lora", "none", seed=4), "failed", error=OOM)
-    rep.main([str(root), "--wandb-mode", "disabled", "--n-boot", "2000"])
+    main([str(root), "--wandb-mode", "disabled", "--n-boot", "2000"])
     rows = {row["tuning"]: row for row in csv.DictReader((root / "report" / "report.csv").open())}
     lora = rows["lora"]
     assert lora["n_seeds"] == "3" and lora["seed_accuracies"] == "1:0.5000 2:0.6000 3:0.5500"
@@ -304,7 +312,7 @@ def test_seeds_of_a_cell_are_grouped_with_spread_flips_and_one_paired_test(tmp_p
 
 def test_one_seed_keeps_the_exact_mcnemar_test(tmp_path: Path):
     root = build_sweep(tmp_path / "sweep")
-    rep.main([str(root), "--wandb-mode", "disabled", "--n-boot", "200"])
+    main([str(root), "--wandb-mode", "disabled", "--n-boot", "200"])
     rows = list(csv.DictReader((root / "report" / "report.csv").open()))
     assert {row["paired_test"] for row in rows if row["p_value"]} == {"mcnemar"}
     assert {row["n_seeds"] for row in rows if row["status"] == "finished"} == {"1"}
@@ -312,7 +320,7 @@ def test_one_seed_keeps_the_exact_mcnemar_test(tmp_path: Path):
 
 def test_cells_show_official_caveats_normalisations_rotations_and_the_exam_verdict(tmp_path: Path):
     run_dir = make_run(tmp_path / "r", _config("tiny_gptneox", "lora", "none"), base=_correct(12), tuned=_correct(30))
-    results = json.loads((run_dir / rep.RESULTS_FILE).read_text())
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
     results |= {
         "eval/demo/official_accuracy": 0.7,
         "eval/demo/n_unparsed": 3.0,
@@ -329,9 +337,9 @@ def test_cells_show_official_caveats_normalisations_rotations_and_the_exam_verdi
         "eval/demo/year/2025/general_pass": 0.0,
         "eval/demo/year/2025/passed": 0.0,
     }
-    (run_dir / rep.RESULTS_FILE).write_text(json.dumps(results))
-    cell = rep.build_cell([rep.read_run_dir(run_dir)], n_boot=200)
-    text = rep.render_cell(cell)
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results))
+    cell = build_cell([read_run_dir(run_dir)], n_boot=200)
+    text = render_cell(cell)
     assert "official 0.700 (3 unparsed, 2 excluded)" in text
     assert "/char 0.710 · /byte 0.720 · /token 0.730" in text and "consistent over rotations 0.500" in text
     assert cell.exam == "2025: required 170/200 pass · general 200/300 fail → FAIL" and cell.exam in text
@@ -381,8 +389,8 @@ def _evaluation_dir(path: Path, status: str, correct: list[bool] | None = None, 
     """The files evaluate.py backend=openai writes: its composed config, status, metrics and predictions."""
     (path / ".hydra").mkdir(parents=True)
     config = {"backend": "openai", "openai": {"model": "gpt-4o"}, "eval": {"suite": "demo"}, "run_dir": None}
-    (path / rep.HYDRA_CONFIG).write_text(yaml.safe_dump(config))
-    (path / rep.STATUS_FILE).write_text(json.dumps({"status": status} | ({"error": error} if error else {})))
+    (path / HYDRA_CONFIG).write_text(yaml.safe_dump(config))
+    (path / STATUS_FILE).write_text(json.dumps({"status": status} | ({"error": error} if error else {})))
     if correct is not None:
         _write_predictions(path / "predictions.jsonl", correct)
         (path / "metrics.json").write_text(json.dumps({"accuracy": sum(correct) / len(correct), "n_failed": 0}))
@@ -395,20 +403,20 @@ def test_an_api_evaluation_is_a_row_and_a_failed_one_is_never_a_score(tmp_path: 
     root = build_sweep(tmp_path / "sweep")
     _evaluation_dir(root / "eval_gpt4o", "finished", _correct(31))
     failed = _evaluation_dir(tmp_path / "eval_down", "failed", error="ApiFailed: 3 of 40 questions failed")
-    rep.main([str(root), str(failed), "--wandb-mode", "disabled", "--n-boot", "200"])
+    main([str(root), str(failed), "--wandb-mode", "disabled", "--n-boot", "200"])
     rows = list(csv.DictReader((root / "report" / "report.csv").open()))
     (api,) = [r for r in rows if r["base_model"] == "api:gpt-4o"]  # only its api column; the failed rerun is older
     assert api["status"] == "finished" and api["tuning"] == "api" and float(api["accuracy"]) == pytest.approx(31 / N)
     assert not [r for r in rows if r["tuning"] == "api" and r["base_model"] != "api:gpt-4o"]
     assert "| **—** |" in (root / "report" / "report.md").read_text()  # not applicable, not "missing"
-    rep.main([str(failed), "--out", str(tmp_path / "only_failed"), "--wandb-mode", "disabled"])
+    main([str(failed), "--out", str(tmp_path / "only_failed"), "--wandb-mode", "disabled"])
     (row,) = csv.DictReader((tmp_path / "only_failed" / "report.csv").open())
     assert row["status"] == "failed" and row["accuracy"] == "" and "3 of 40 questions failed" in row["error"]
 
 
 def test_base_and_tuned_scored_on_different_questions_of_the_same_count_do_not_pair(tmp_path: Path):
     run_dir = make_run(tmp_path / "r", _config("m", "lora", "none"), base=_correct(5), tuned=_correct(6))
-    tuned = run_dir / rep.PREDICTIONS["tuned"]
+    tuned = run_dir / PREDICTIONS["tuned"]
     tuned.write_text(tuned.read_text().replace('"q000"', '"x000"'))
     with pytest.raises(DataError, match=r"do not pair up.*1 only before, e\.g\. \['q000'\]"):
-        rep.build_cell([rep.read_run_dir(run_dir)])
+        build_cell([read_run_dir(run_dir)])

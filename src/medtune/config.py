@@ -83,6 +83,13 @@ class EvalMode(StrEnum):
     loglik = "loglik"
 
 
+class LoglikConvention(StrEnum):
+    """How loglik mode scores a choice (README "Modes"): medtune's, or lm-evaluation-harness 0.4's."""
+
+    medtune = "medtune"  # + EOS log-probability (jmedlora prompt); a k-answer question: top k == gold set
+    lm_eval = "lm_eval"  # no EOS; the context's trailing whitespace moves into each continuation; top 1 in gold
+
+
 class EvalPrompt(StrEnum):
     jmedlora = "jmedlora"
     igakuqa = "igakuqa"
@@ -265,6 +272,7 @@ class EvalConfig:
     prompt: EvalPrompt = EvalPrompt.jmedlora
     shots: int = 1
     mode: EvalMode = EvalMode.loglik
+    loglik_convention: LoglikConvention = LoglikConvention.medtune
     batch_size: int = 8
     max_new_tokens: int = 48
     limit: int | None = None  # first N questions (smoke runs)

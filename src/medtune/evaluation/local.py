@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from medtune.config import EvalConfig
+from medtune.config import EvalConfig, LoglikConvention
 from medtune.console import bar
 from medtune.evaluation.backend import Answer
 from medtune.evaluation.prompts import Prompt
@@ -44,10 +44,13 @@ class LocalBackend:
         """Loglik: the n_answers choices of highest log-probability answer."""
         if not indices:
             return {}
-        jmedlora = self.eval_cfg.prompt == "jmedlora"
-        terminator = self.tokenizer.eos_token_id if jmedlora else None  # trained (jmedlora) answers end in EOS
         texts, candidates = [prompts[i].text for i in indices], [prompts[i].continuations for i in indices]
-        tokens = encode_continuations(self.tokenizer, candidates, terminator)
+        if self.eval_cfg.loglik_convention == LoglikConvention.lm_eval:
+            texts, tokens = lm_eval_requests(self.tokenizer, texts, candidates)
+        else:
+            jmedlora = self.eval_cfg.prompt == "jmedlora"
+            terminator = self.tokenizer.eos_token_id if jmedlora else None  # trained (jmedlora) answers end in EOS
+            tokens = encode_continuations(self.tokenizer, candidates, terminator)
         scores = score_encoded(self.model, self.tokenizer, texts, tokens, self.eval_cfg.batch_size)
         answers = {}
         for i, row, ids in zip(indices, scores, tokens, strict=True):
@@ -174,6 +177,23 @@ def encode_continuations(tokenizer, candidates: list[list[str]], terminator: int
     flat = iter(_encode_all(tokenizer, [c for cs in candidates for c in cs]))
     end = [terminator] if terminator is not None else []
     return [[next(flat) + end for _ in cs] for cs in candidates]
+
+
+def lm_eval_requests(
+    tokenizer, prompts: list[str], candidates: list[list[str]]
+) -> tuple[list[str], list[list[list[int]]]]:
+    """(contexts, continuation ids) as lm-evaluation-harness 0.4 builds them (HFLM._encode_pair): the context's
+    trailing whitespace moves to the front of every continuation, whose ids are those of context + continuation
+    after the context's own ids; no end-of-text token."""
+    contexts = [p.rstrip() for p in prompts]
+    wholes = _encode_all(tokenizer, [p + x for p, xs in zip(prompts, candidates, strict=True) for x in xs])  # ctx+ws+x
+    context_lengths = iter(len(ids) for ids in _encode_all(tokenizer, contexts))
+    flat = iter(wholes)
+    tokens = []
+    for cs in candidates:
+        n = next(context_lengths)
+        tokens.append([next(flat)[n:] for _ in cs])
+    return contexts, tokens
 
 
 def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:

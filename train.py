@@ -21,9 +21,10 @@ quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside mai
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from medtune.cli import run_job
+    from medtune.cli import default_cuda_allocator, run_job
 
     def job() -> dict:
+        default_cuda_allocator()  # in the job's own process (a submitit worker too), before CUDA starts
         config = to_train_config(cfg)  # config mistakes show here, before torch is imported
         output_dir = Path(HydraConfig.get().runtime.output_dir)
         finished = previous_run(output_dir, to_plain_dict(config))  # a re-run sweep skips a finished cell here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections import Counter
@@ -23,6 +24,8 @@ from medtune.run_dir import Preempted
 
 USER_ERROR_EXIT = 2
 FAILED_JOBS_EXIT = 1
+CUDA_ALLOC_ENV = "PYTORCH_CUDA_ALLOC_CONF"
+CUDA_ALLOC_DEFAULT = "expandable_segments:True"
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _failed_here: list[int] = []  # jobs of this process's multirun that raised (e.g. refused: a changed config)
@@ -37,6 +40,13 @@ def quiet_known_warnings() -> None:
     # bitsandbytes looks for optional 4-bit CPU kernels from the Hugging Face hub (`pip install kernels`), which an
     # offline machine cannot fetch; it then uses its own CPU code, so the notice changes nothing.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+def default_cuda_allocator() -> None:
+    """Expandable segments unless the user configured the allocator: without them the caching allocator's
+    fragmentation alone took the Llama-2-70B QLoRA preset past an 80 GB card (BENCHMARKS.md, issue 13).
+    Call before torch initialises CUDA (torch reads the variable then); on a CPU it changes nothing."""
+    os.environ.setdefault(CUDA_ALLOC_ENV, CUDA_ALLOC_DEFAULT)
 
 
 @contextmanager

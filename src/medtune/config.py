@@ -83,6 +83,13 @@ class EvalMode(StrEnum):
     loglik = "loglik"
 
 
+class LoglikConvention(StrEnum):
+    """How loglik mode scores a choice (README "Modes"): medtune's, or lm-evaluation-harness 0.4's."""
+
+    medtune = "medtune"  # + EOS log-probability (jmedlora prompt); a k-answer question: top k == gold set
+    lm_eval = "lm_eval"  # no EOS; the context's trailing whitespace moves into each continuation; top 1 in gold
+
+
 class EvalPrompt(StrEnum):
     jmedlora = "jmedlora"
     igakuqa = "igakuqa"
@@ -265,6 +272,7 @@ class EvalConfig:
     prompt: EvalPrompt = EvalPrompt.jmedlora
     shots: int = 1
     mode: EvalMode = EvalMode.loglik
+    loglik_convention: LoglikConvention = LoglikConvention.medtune
     batch_size: int = 8
     max_new_tokens: int = 48
     limit: int | None = None  # first N questions (smoke runs)
@@ -291,6 +299,20 @@ class WandbConfig:
 
 
 @dataclass
+class GpuMemoryConfig:
+    """GPU memory a preset needs (README "Memory per cell"): `floor_gb` computed from the shapes (weights as loaded
+    + trainable parameters, gradients, AdamW moments), `activations_gb` measured by bench/bench_shapes.py at
+    `at_batch` examples per device batch (they scale with the batch). 0: not stated, nothing is checked."""
+
+    floor_gb: float = 0.0
+    activations_gb: float = 0.0
+    at_batch: int = 8
+
+    def needed_gb(self, batch_size: int) -> float:
+        return self.floor_gb + self.activations_gb * batch_size / self.at_batch
+
+
+@dataclass
 class TrainConfig:
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     adapter: AdapterConfig = field(default_factory=LoraAdapterConfig)
@@ -303,6 +325,27 @@ class TrainConfig:
     stage: Stage = Stage.sft  # sft: instruction-tuning; pretrain: continual pretraining on raw text
     cache_dir: str = MISSING  # where offline tiny models are built (not an output)
     resume: str | None = None  # a previous run dir: continue it (same dir, checkpoint, W&B run)
+    gpu_memory: GpuMemoryConfig = field(default_factory=GpuMemoryConfig)  # checked against a CUDA device at start-up
+
+
+def check_gpu_memory(tc: TrainConfig, device_gb: float | None) -> None:
+    """A preset that cannot fit the GPU stops before any weights load, with what would make it fit."""
+    need = tc.gpu_memory.needed_gb(tc.trainer.batch_size)
+    if device_gb is None or not tc.gpu_memory.floor_gb or need <= device_gb:
+        return
+    stated = (
+        f"experiment '{tc.experiment_name}' needs about {need:.1f} GB of GPU memory at trainer.batch_size="
+        f"{tc.trainer.batch_size} (gpu_memory: {tc.gpu_memory.floor_gb} GB weights and optimizer state + "
+        f"activations); this GPU has {device_gb:.1f} GB"
+    )
+    fitting = [b for b in range(tc.trainer.batch_size, 0, -1) if tc.gpu_memory.needed_gb(b) <= device_gb]
+    if not fitting:
+        raise ConfigError(f"{stated}: it does not fit even at trainer.batch_size=1; use a larger GPU")
+    fits = fitting[0]
+    accum = -(-tc.trainer.batch_size * tc.trainer.grad_accum // fits)
+    raise ConfigError(
+        f"{stated}: use trainer.batch_size={fits} trainer.grad_accum={accum} (about the same examples per step)"
+    )
 
 
 def tiny_build_may_replace(path: Path) -> bool:

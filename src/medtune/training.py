@@ -38,7 +38,15 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from medtune.arguments import training_arguments
-from medtune.config import EvalMode, TrainConfig, WandbMode, to_plain_dict, to_train_config, tuning_method
+from medtune.config import (
+    EvalMode,
+    TrainConfig,
+    WandbMode,
+    check_gpu_memory,
+    to_plain_dict,
+    to_train_config,
+    tuning_method,
+)
 from medtune.console import bar
 from medtune.data import Splits, build_collator, build_datasets, load_splits
 from medtune.errors import ConfigError
@@ -87,6 +95,7 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
     plain_config = to_plain_dict(tc)
     if tc.resume and not (out / RESOLVED_CONFIG).exists():
         raise ConfigError(f"resume={out} is not a medtune run dir ({RESOLVED_CONFIG} is missing).")
+    check_gpu_memory(tc, _cuda_memory_gb())  # a preset too big for this GPU stops before any weights load
     if not main:
         return _run_tracked(tc, plain_config, load_splits(tc.dataset, tc.stage, tc.trainer.seed), out, main, None)
     with claimed(out):
@@ -99,6 +108,15 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
         with preemptible() as stop, lifecycle(out):  # results.json is written before "finished"
             OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
             return _run_tracked(tc, plain_config, splits, out, main, stop)
+
+
+def _cuda_memory_gb() -> float | None:
+    """Total memory of this process's CUDA device in GB (1e9 bytes, as the presets state it); None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 1e9
 
 
 def _run_tracked(

@@ -8,6 +8,7 @@ the user owns, through the real train.py: integration/test_train_cli.py.)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,14 @@ def test_a_byte_order_mark_is_accepted(tmp_path: Path):
 def test_a_folder_given_as_a_file_is_called_a_folder(tmp_path: Path):
     with pytest.raises(DataError, match="is a directory; a file was expected"):
         list(read_jsonl_objects(tmp_path))
+
+
+def test_training_defaults_the_cuda_allocator_but_keeps_the_users(monkeypatch):
+    from medtune.cli import CUDA_ALLOC_DEFAULT, CUDA_ALLOC_ENV, default_cuda_allocator
+
+    monkeypatch.delenv(CUDA_ALLOC_ENV, raising=False)
+    default_cuda_allocator()
+    assert os.environ[CUDA_ALLOC_ENV] == CUDA_ALLOC_DEFAULT == "expandable_segments:True"
+    monkeypatch.setenv(CUDA_ALLOC_ENV, "max_split_size_mb:128")
+    default_cuda_allocator()
+    assert os.environ[CUDA_ALLOC_ENV] == "max_split_size_mb:128"

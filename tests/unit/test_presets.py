@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from medtune.config import to_plain_dict, to_train_config
+from medtune.config import check_gpu_memory, to_plain_dict, to_train_config
+from medtune.errors import ConfigError
 
 PATHS = ("dataset.path=/data/records.jsonl", "eval.path=/data/IgakuQA")
 
@@ -92,3 +93,17 @@ def test_qlora_constant_schedule_is_flat_from_step_zero_as_in_qlora_py():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
     scheduler = get_scheduler("constant", optimizer, num_warmup_steps=27, num_training_steps=900)
     assert scheduler.get_last_lr() == [2e-4]
+
+
+def test_gpu_presets_state_their_memory_and_stop_on_a_gpu_too_small(compose_config):
+    opencalm = to_train_config(compose_config("train", "experiment=jmedlora_opencalm", *PATHS))
+    qlora = to_train_config(compose_config("train", "experiment=jmedlora_llama2_qlora", *PATHS))
+    assert qlora.gpu_memory.needed_gb(8) == pytest.approx(68.5)  # README: 68.5 GB allocated at batch 8
+    check_gpu_memory(qlora, 85.0)  # an 80 GB H100 reports 85.0e9 bytes (79.2 GiB)
+    check_gpu_memory(qlora, None)  # no CUDA device: nothing to check
+    check_gpu_memory(to_train_config(compose_config("train")), 1.0)  # the demo states no GPU memory
+    with pytest.raises(ConfigError, match=r"needs about 20\.8 GB .* this GPU has 17\.1 GB: use trainer\.batch_size=3 "
+                       r"trainer\.grad_accum=3"):  # fmt: skip
+        check_gpu_memory(opencalm, 17.1)
+    with pytest.raises(ConfigError, match=r"does not fit even at trainer\.batch_size=1"):
+        check_gpu_memory(qlora, 51.0)  # a 48 GB card

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from medtune.config import EvalConfig
+from medtune.config import EvalConfig, LoglikConvention
 from medtune.console import bar
 from medtune.evaluation.backend import Answer
 from medtune.evaluation.prompts import Prompt
@@ -44,11 +44,14 @@ class LocalBackend:
         """Loglik: the n_answers choices of highest log-probability answer."""
         if not indices:
             return {}
-        jmedlora = self.eval_cfg.prompt == "jmedlora"
-        terminator = self.tokenizer.eos_token_id if jmedlora else None  # trained (jmedlora) answers end in EOS
         texts, candidates = [prompts[i].text for i in indices], [prompts[i].continuations for i in indices]
-        scores = loglik_scores(self.model, self.tokenizer, texts, candidates, self.eval_cfg.batch_size, terminator)
-        tokens = encode_continuations(self.tokenizer, candidates, terminator)
+        if self.eval_cfg.loglik_convention == LoglikConvention.lm_eval:
+            texts, tokens = lm_eval_requests(self.tokenizer, texts, candidates)
+        else:
+            jmedlora = self.eval_cfg.prompt == "jmedlora"
+            terminator = self.tokenizer.eos_token_id if jmedlora else None  # trained (jmedlora) answers end in EOS
+            tokens = encode_continuations(self.tokenizer, candidates, terminator)
+        scores = score_encoded(self.model, self.tokenizer, texts, tokens, self.eval_cfg.batch_size)
         answers = {}
         for i, row, ids in zip(indices, scores, tokens, strict=True):
             picked = top_choices(questions[i], row)
@@ -148,11 +151,17 @@ def loglik_scores(
     model, tokenizer, prompts: list[str], candidates: list[list[str]], batch_size: int, terminator: int | None
 ) -> list[list[float]]:
     """Summed log-probability of each candidate continuation (plus `terminator`, e.g. EOS) given its prompt."""
+    return score_encoded(model, tokenizer, prompts, encode_continuations(tokenizer, candidates, terminator), batch_size)
+
+
+def score_encoded(
+    model, tokenizer, prompts: list[str], conts: list[list[list[int]]], batch_size: int
+) -> list[list[float]]:
+    """Summed log-probability of each prompt's token continuations, `batch_size` prompts per forward pass."""
     device, pad_id = _device(model), _pad_id(tokenizer)
-    conts = encode_continuations(tokenizer, candidates, terminator)
-    longest = max((len(c) for cs in conts for c in cs), default=1)
+    longest = max((sum(len(c) for c in cs) for cs in conts), default=1)
     limit = _context_limit(model, longest)
-    encoded = [_fit(_encode(tokenizer, p), limit) for p in prompts]
+    encoded = [_fit(ids, limit) for ids in _encode_all(tokenizer, prompts)]
     scores: list[list[float]] = [[] for _ in prompts]
     with bar(len(prompts), "QA loglik", "q", leave=False) as progress:
         for batch in _batches_by_length([len(e) for e in encoded], batch_size):
@@ -165,58 +174,132 @@ def loglik_scores(
 
 def encode_continuations(tokenizer, candidates: list[list[str]], terminator: int | None) -> list[list[list[int]]]:
     """Token ids of each candidate continuation, plus the terminator the model must also predict."""
-    return [[_encode(tokenizer, c) + ([terminator] if terminator is not None else []) for c in cs] for cs in candidates]
+    flat = iter(_encode_all(tokenizer, [c for cs in candidates for c in cs]))
+    end = [terminator] if terminator is not None else []
+    return [[next(flat) + end for _ in cs] for cs in candidates]
+
+
+def lm_eval_requests(
+    tokenizer, prompts: list[str], candidates: list[list[str]]
+) -> tuple[list[str], list[list[list[int]]]]:
+    """(contexts, continuation ids) as lm-evaluation-harness 0.4 builds them (HFLM._encode_pair): the context's
+    trailing whitespace moves to the front of every continuation, whose ids are those of context + continuation
+    after the context's own ids; no end-of-text token."""
+    contexts = [p.rstrip() for p in prompts]
+    wholes = _encode_all(tokenizer, [p + x for p, xs in zip(prompts, candidates, strict=True) for x in xs])  # ctx+ws+x
+    context_lengths = iter(len(ids) for ids in _encode_all(tokenizer, contexts))
+    flat = iter(wholes)
+    tokens = []
+    for cs in candidates:
+        n = next(context_lengths)
+        tokens.append([next(flat)[n:] for _ in cs])
+    return contexts, tokens
+
+
+def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
+    """`_encode` of many texts in one tokenizer call (a fast tokenizer encodes the list in parallel, in Rust)."""
+    return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
 
 def _score_batch(
     model, prompts: list[list[int]], conts: list[list[list[int]]], pad_id: int, device
 ) -> list[list[float]]:
-    """Score every choice of a batch of prompts: each token is encoded once.
+    """Score every choice of a batch of prompts in two forward passes: each token is encoded once.
 
-    The prompts' common prefix (template + exemplar) is encoded once, their own tails once per prompt
-    (left-padded between prefix and tail), and each prompt's KV cache is copied to its choices, so the
-    choices only cost their own tokens.
+    The prompts' common prefix (template + exemplar) is encoded once; then one row per prompt holds its own
+    tail (left-padded) followed by all its choices, and a 4-D attention mask lets each choice see the prefix,
+    its prompt's tail and itself only, with positions restarting after the tail for every choice. No cache
+    is copied per choice and no Python runs per choice.
     """
     prefix_len = _common_prefix_len(prompts)
-    cache, mask = None, torch.ones((len(prompts), prefix_len), dtype=torch.long, device=device)
+    cache = None
     if prefix_len:
         prefix = torch.tensor([prompts[0][:prefix_len]], device=device)
         cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
         cache.batch_repeat_interleave(len(prompts))
-    tails, tail_mask = _pad([p[prefix_len:] for p in prompts], pad_id, device, left=True)
-    mask = torch.cat([mask, tail_mask], dim=1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # padding takes no position: count real tokens only
-    out = model(
-        input_ids=tails,
-        attention_mask=mask,
-        position_ids=positions[:, prefix_len:],
+    layout = _RowLayout.build([p[prefix_len:] for p in prompts], conts, prefix_len, pad_id)
+    dtype = next(model.parameters()).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    logits = model(
+        input_ids=layout.ids.to(device),
+        attention_mask=layout.mask(prefix_len, dtype).to(device),
+        position_ids=layout.positions.to(device),
         cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    first = out.logits[:, -1].float().log_softmax(-1)  # next-token distribution after each prompt
-    owner = torch.tensor([q for q, cs in enumerate(conts) for _ in cs], device=device)
-    cont_ids, cont_mask = _pad([c for cs in conts for c in cs], pad_id, device, left=False)
-    token_logprobs = first[owner].gather(1, cont_ids[:, :1])  # the first continuation token
-    if cont_ids.shape[1] > 1:
-        cache = out.cache
-        cache.batch_select_indices(owner)  # each choice continues its own prompt's cache
-        feed = cont_ids[:, :-1]
-        rest = model(
-            input_ids=feed,
-            attention_mask=torch.cat([mask[owner], cont_mask[:, :-1]], dim=1),
-            position_ids=positions[owner, -1:] + 1 + torch.arange(feed.shape[1], device=device),
-            cache=cache,
-            use_cache=True,
-        ).logits.float()
-        later = rest.log_softmax(-1).gather(2, cont_ids[:, 1:, None]).squeeze(2)
-        token_logprobs = torch.cat([token_logprobs, later], dim=1)
-    summed = (token_logprobs * cont_mask).sum(dim=1).tolist()
+        use_cache=cache is not None,
+        logits_to_keep=layout.scored_width,  # the LM head only runs from the tails' last token on
+    ).logits
+    logprobs = logits.float().log_softmax(-1)
+    picked = logprobs[layout.src_row, layout.src_col - (layout.ids.shape[1] - layout.scored_width), layout.target]
+    picked = picked.cpu()
+    summed = torch.zeros(layout.n_choices).index_add_(0, layout.choice, picked).tolist()
     scores: list[list[float]] = []
     for cs in conts:
         scores.append(summed[: len(cs)])
         summed = summed[len(cs) :]
     return scores
+
+
+@dataclass
+class _RowLayout:
+    """One row per prompt: [left padding, tail, choice 1, choice 2, ..., right padding].
+
+    `segment` is -1 for padding, 0 for the tail, j + 1 for choice j; every scored token is read from the
+    logits at (src_row, src_col), the position before it (the tail's last token for a choice's first).
+    """
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    segment: torch.Tensor
+    src_row: torch.Tensor
+    src_col: torch.Tensor
+    target: torch.Tensor
+    choice: torch.Tensor  # the (flat) choice each scored token belongs to
+    n_choices: int
+    scored_width: int  # columns whose logits are read: the tails' last one and the choices'
+
+    @classmethod
+    def build(cls, tails: list[list[int]], conts: list[list[list[int]]], offset: int, pad_id: int) -> _RowLayout:
+        tail_width = max(len(t) for t in tails)
+        width = tail_width + max(sum(len(c) for c in cs) for cs in conts)
+        ids, positions, segment = [], [], []
+        src_row, src_col, target, choice = [], [], [], []
+        flat = 0
+        for row, (tail, cs) in enumerate(zip(tails, conts, strict=True)):
+            pad = tail_width - len(tail)
+            row_ids, row_pos = [pad_id] * pad + tail, [0] * pad + list(range(offset, offset + len(tail)))
+            row_seg = [-1] * pad + [0] * len(tail)
+            start = offset + len(tail)
+            for j, c in enumerate(cs):
+                col = len(row_ids)
+                src_col += [tail_width - 1, *range(col, col + len(c) - 1)]
+                src_row += [row] * len(c)
+                target += c
+                choice += [flat] * len(c)
+                row_ids += c
+                row_pos += range(start, start + len(c))
+                row_seg += [j + 1] * len(c)
+                flat += 1
+            fill = width - len(row_ids)
+            ids.append(row_ids + [pad_id] * fill)
+            positions.append(row_pos + [0] * fill)
+            segment.append(row_seg + [-1] * fill)
+        as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+        return cls(
+            *map(as_long, (ids, positions, segment, src_row, src_col, target, choice)),
+            n_choices=flat,
+            scored_width=width - tail_width + 1,
+        )
+
+    def mask(self, prefix_len: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive (batch, 1, query, prefix + row) mask: 0 where a token may attend, the dtype's minimum elsewhere."""
+        seg = self.segment
+        causal = torch.ones(seg.shape[1], seg.shape[1], dtype=torch.bool).tril()
+        same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+        allowed = causal & same & (seg[:, None, :] >= 0)
+        allowed |= torch.eye(seg.shape[1], dtype=torch.bool)  # a padding query attends to itself (no empty row)
+        allowed = torch.cat([torch.ones(*allowed.shape[:2], prefix_len, dtype=torch.bool), allowed], dim=2)
+        blocked = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return blocked[:, None]
 
 
 def _common_prefix_len(rows: list[list[int]]) -> int:

@@ -67,6 +67,7 @@ def _metrics(
     metrics = aggregate([questions[i] for i in published], [scores[i] for i in published])
     metrics.update(normalized_accuracies([questions[i] for i in published], [prompts[i] for i in published],
                                          [answers[i] for i in published], [scores[i] for i in published]))  # fmt: skip
+    metrics.update(lm_eval_accuracies(*([seq[i] for i in published] for seq in (questions, prompts, answers))))
     metrics.update(permutation_metrics(questions, scores))
     metrics.update(exclusion_counts(questions))
     return metrics
@@ -107,6 +108,30 @@ def normalized_accuracies(
             per = zip(answer.choice_scores, prompt.continuations, answer.choice_tokens, strict=True)
             normalized = [total / max(length(text, tokens), 1) for total, text, tokens in per]
             correct.append(letters_match(question, top_choices(question, normalized).letters))
+        metrics[name] = sum(correct) / len(correct)
+    return metrics
+
+
+LM_EVAL_METRICS = {  # lm-evaluation-harness 0.4 multiple_choice metric → a choice's length (text without delimiter)
+    "lm_eval/acc": lambda text: 1,
+    "lm_eval/acc_norm": len,
+    "lm_eval/acc_bytes": lambda text: len(text.encode("utf-8")),
+}
+
+
+def lm_eval_accuracies(questions: list[Question], prompts: list[Prompt], answers: list[Answer]) -> dict[str, float]:
+    """lm-eval's acc / acc_norm / acc_bytes from the same pass: right when the single top choice is any gold answer
+    (also on a k-answer question). With eval.loglik_convention=lm_eval these equal lm-eval's own figures."""
+    scored = [(q, p, a) for q, p, a in zip(questions, prompts, answers, strict=True) if a.choice_scores]
+    if not scored:
+        return {}
+    metrics = {}
+    for name, length in LM_EVAL_METRICS.items():
+        correct = []
+        for question, prompt, answer in scored:
+            normalized = [s / length(t) for s, t in zip(answer.choice_scores, prompt.continuations, strict=True)]
+            top = max(range(len(normalized)), key=lambda i: normalized[i])  # first of ties, as numpy's argmax
+            correct.append(any(question.labels[top] in gold for gold in question.gold_sets))
         metrics[name] = sum(correct) / len(correct)
     return metrics
 

@@ -5,6 +5,8 @@ python train.py base_model=tiny_llama quantization=nf4 trainer.max_steps=50   # 
 python train.py -m base_model=tiny_gptneox,tiny_llama quantization=none,nf4   # 4 runs
 """
 
+import math
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -17,7 +19,7 @@ quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside mai
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
     from medtune.cli import run_job
 
     def job() -> dict:
@@ -30,14 +32,15 @@ def main(cfg: DictConfig) -> float | None:
 
     results = run_job(job)
     if not results:
-        return None
+        return math.nan  # a failed cell: optimising sweepers (Optuna, W&B) take NaN, not None, as a failed trial
     from accelerate import PartialState
 
     from medtune.console import training_summary
 
     if PartialState().is_main_process:
         print(training_summary(results, cfg.eval.suite), flush=True)
-    return results.get("objective")
+    objective = results.get("objective")
+    return math.nan if objective is None else objective
 
 
 if __name__ == "__main__":

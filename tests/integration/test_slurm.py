@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from helpers import run_script
+from wandb_records import offline_runs
 
 SLURM = [
     "hydra/launcher=slurm",
@@ -50,3 +51,7 @@ def test_two_cell_matrix_runs_as_slurm_jobs(tmp_path, tiny_models, slurm_cluster
     assert steps == {0, 4}
     assert "Bypassing sacct" not in proc.stdout + proc.stderr  # no accounting here: squeue follows the jobs
     assert "job states come from squeue" in proc.stdout + proc.stderr  # ... and the launcher says so once
+    for cell in (p.parent for p in sweep.glob("*/run_status.json")):
+        [wb] = offline_runs(cell)
+        assert {"tuning", "seed", "max_steps"} <= wb.config.keys()  # the matrix axes, top-level for W&B's group-by
+        assert wb.config["max_steps"] == 4 and wb.name.endswith(f"-4-seed{wb.config['seed']}")

@@ -53,6 +53,7 @@ def iter_records(path: Path):
 @dataclass
 class OfflineRun:
     run_id: str = ""
+    name: str = ""
     config: dict = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
     group: str = ""
@@ -92,7 +93,7 @@ def read_offline_run(run_file: Path) -> OfflineRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             assert record.run.run_id == run.run_id
-            run.group, run.tags = record.run.run_group, list(record.run.tags)
+            run.group, run.tags, run.name = record.run.run_group, list(record.run.tags), record.run.display_name
             for item in record.run.config.update:
                 run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "config":

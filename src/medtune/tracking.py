@@ -246,11 +246,12 @@ def use_artifact(run: Any, artifact: Any) -> None:
 
 
 def _run_id(output_dir: Path) -> str:
-    """The run dir's W&B id, created once and reused on resume."""
+    """The run dir's W&B id, created once and reused on resume. Under `wandb agent` it is the agent's run id
+    ($WANDB_RUN_ID), so the sweep's run and the run dir's are one."""
     path = output_dir / RUN_ID_FILE
     if path.exists():
         return path.read_text().strip()
-    run_id = secrets.token_hex(4)  # W&B ids are short lowercase alphanumerics
+    run_id = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)  # W&B ids are short lowercase alphanumerics
     path.write_text(run_id)
     return run_id
 

@@ -125,17 +125,18 @@ def _run_tracked(
     model, tokenizer = load_base_model(tc.base_model, tc.quantization)  # an unloadable id stops before W&B starts
     train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
     method, tuning = tc.adapter.method, tuning_method(tc.adapter.method, tc.quantization.mode)
+    coordinates = {"tuning": tuning, "seed": tc.trainer.seed, "max_steps": tc.trainer.max_steps}
     run = start_wandb_run(
         tc.wandb if main else replace(tc.wandb, mode=WandbMode.disabled),
         out,
-        plain_config,
+        plain_config | coordinates,  # the matrix axes as top-level keys (base_model.name is already one)
         tags=list(
             dict.fromkeys(
                 [tc.base_model.name, tuning, method, f"quant-{tc.quantization.mode}", tc.experiment_name, tc.stage]
             )
         ),
         group=tc.experiment_name,
-        name=f"{tc.base_model.name}-{tuning}-{tc.trainer.max_steps}",
+        name=f"{tc.base_model.name}-{tuning}-{tc.trainer.max_steps}-seed{tc.trainer.seed}",
         job_type=tc.stage,
         quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )

@@ -171,3 +171,12 @@ def test_every_logged_scalar_is_appended_to_metrics_jsonl_and_a_resumed_run_appe
     rows = read_metrics_log(tmp_path / METRICS_LOG)
     assert [(r["train/global_step"], r["train/loss"]) for r in rows] == [(1, 2.0), (2, 1.0)]
     assert "text" not in rows[0] and "flag" not in rows[0]
+
+
+def test_under_wandb_agent_the_agents_run_id_is_the_runs_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_RUN_ID", "agent123")  # what `wandb agent` hands each run it starts
+    start_wandb_run(WandbConfig(mode="disabled"), tmp_path, {}, tags=[], group="g", name="n", job_type="t").finish()
+    assert (tmp_path / "wandb_run_id.txt").read_text() == "agent123"
+    monkeypatch.setenv("WANDB_RUN_ID", "other")  # a resumed run keeps the id its run dir holds
+    start_wandb_run(WandbConfig(mode="disabled"), tmp_path, {}, tags=[], group="g", name="n", job_type="t").finish()
+    assert (tmp_path / "wandb_run_id.txt").read_text() == "agent123"

@@ -17,7 +17,8 @@ COMMAND = re.compile(r"^(?:accelerate launch .*?)?python (train\.py|evaluate\.py
 def readme_commands() -> list[tuple[str, list[str]]]:
     """(script, overrides) of every entry-script line in the README's shell blocks, placeholders filled in."""
     commands, fenced, shell = [], False, False
-    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+    text = (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")  # shell line continuations
+    for line in text.splitlines():
         if line.startswith("```"):
             fenced, shell = not fenced, not fenced and line.strip() in ("```bash", "```")
             continue

@@ -196,7 +196,7 @@ def test_an_untrained_job_and_a_killed_run_are_shown_as_such(tmp_path: Path):
     (hydra_only / "train.log").write_text("[INFO] start\nmedtune: error: demo.jsonl:3: not valid JSON\n\n")
     main([str(sweep), "--out", str(tmp_path / "out"), "--wandb-mode", "disabled", "--n-boot", "500"])
     rows = _csv_rows(tmp_path / "out")
-    assert rows["tiny_llama", "lora"]["status"] == "running"
+    assert rows["tiny_llama", "lora"]["status"] == "preempted"  # running, with no live process: as sweep status says
     assert "killed" in rows["tiny_llama", "lora"]["error"] and rows["tiny_llama", "lora"]["source"] == str(killed)
     assert rows["tiny_llama", "dora"]["status"] == "not started"
     assert rows["tiny_llama", "dora"]["error"] == "medtune: error: demo.jsonl:3: not valid JSON"

@@ -23,6 +23,9 @@ from medtune.run_dir import (
     RESULTS_FILE,
     STATUS_FILE,
     TUNED_EVAL_SUBDIR,
+    RunState,
+    effective_state,
+    read_status,
 )
 from medtune.tracking import read_metrics_log
 
@@ -117,7 +120,7 @@ def read_run_dir(run_dir: Path) -> RunRecord:
     if not config_path.is_file():  # Hydra started the job, but train.py stopped before writing anything
         config_path = run_dir / HYDRA_CONFIG
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    status, error = read_status(run_dir)
+    status, error = read_run_state(run_dir)
     if "backend" in config:
         return read_evaluation_dir(run_dir, config, status, error, config_path.stat().st_mtime)
     results_path = run_dir / RESULTS_FILE
@@ -181,14 +184,17 @@ def _evaluated_model_config(config: dict[str, Any]) -> dict[str, Any]:
     return {"trainer": {"max_steps": 0}} | placed
 
 
-def read_status(run_dir: Path) -> tuple[str, str]:
-    """(status, error); without run_status.json the job stopped before training began: its log says why."""
-    status_path = run_dir / STATUS_FILE
-    if status_path.is_file():
-        status = json.loads(status_path.read_text(encoding="utf-8"))
-        if status["status"] == "running":
-            return "running", status.get("error") or "still running, or killed (it never wrote a final status)"
-        return status["status"], status.get("error", "")
+def read_run_state(run_dir: Path) -> tuple[str, str]:
+    """(state, error) as `medtune.sweep status` shows it (a killed run reads preempted: the same command continues
+    it); without run_status.json the job stopped before training began: its log says why."""
+    status = read_status(run_dir)
+    if status is not None:
+        state = effective_state(run_dir)
+        if state == RunState.running:
+            return str(state), status.get("error") or "still running"
+        if state == RunState.preempted and not status.get("error"):
+            return str(state), "killed (it never wrote a final status); the same command continues it"
+        return str(state), status.get("error", "")
     logs = sorted(run_dir.glob("*.log"))
     last_lines = [line for log in logs for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     return NOT_STARTED, last_lines[-1].strip() if last_lines else f"no {STATUS_FILE}: see the job's output"

@@ -17,7 +17,7 @@ def collect_wandb(project: str, sweep: str | None) -> list[RunRecord]:
     return [_wandb_record(run) for run in runs if {"base_model", "adapter", "trainer", "eval"} <= run.config.keys()]
 
 
-WANDB_STATES = {"finished": "finished", "running": "running"}  # crashed, killed, failed, preempted → failed
+WANDB_STATES = {"finished": "finished", "running": "running", "preempted": "preempted"}  # else: failed
 
 
 def _wandb_record(run: Any) -> RunRecord:

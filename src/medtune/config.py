@@ -7,6 +7,7 @@ Code below the entry scripts receives these dataclasses via `to_train_config`, n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,6 +149,40 @@ VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # packing hands t
 # Model types the Trainer's use_liger_kernel can patch (liger_kernel.transformers.MODEL_TYPE_TO_APPLY_LIGER_FN).
 LIGER_ARCHITECTURES = ("llama",)
 T = TypeVar("T")
+RANGE = "range"  # dataclass field metadata key: the values a numeric key may take
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric key, declared beside its field and checked by `check_ranges` at composition."""
+
+    low: float
+    high: float | None = None
+    high_open: bool = False
+    low_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        if self.high is None:
+            return above
+        return above and (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+def ranged(default: Any, allowed: Range) -> Any:
+    """A dataclass field whose value must lie in `allowed` (None, where the type allows it, always passes)."""
+    return field(default=default, metadata={RANGE: allowed})
+
+
+POSITIVE = Range(0, low_open=True)
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, high_open=True)
+UNIT = Range(0, 1)
 
 
 @dataclass
@@ -180,9 +215,9 @@ class LoraAdapterConfig(AdapterConfig):
     composes with adapter=full; `to_train_config` then keeps only what the method uses."""
 
     method: AdapterMethod = AdapterMethod.lora
-    r: int = 8
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = ranged(8, AT_LEAST_1)
+    alpha: int = ranged(32, AT_LEAST_1)
+    dropout: float = ranged(0.05, FRACTION)
     # module names, or [all-linear] (peft's shorthand: every linear layer but the output layer)
     target_modules: list[str] = field(default_factory=list)
 
@@ -209,41 +244,41 @@ class DatasetConfig:
     name: str | None = None  # hf config name
     split: str = "train"
     eval_path: str | None = None  # held-out jsonl file (jsonl) or split name (hf)
-    eval_fraction: float = 0.05  # held out from the training records when no eval_path is given
+    eval_fraction: float = ranged(0.05, FRACTION)  # held out from the training records when no eval_path is given
     prompt_template: str = "alpaca_ja"  # a name from medtune.prompts.PROMPT_TEMPLATES
     train_on_inputs: bool = False  # False: prompt tokens are masked out of the loss
-    max_input_tokens: int = 512  # prompt truncation (the paper: 512)
-    max_target_tokens: int = 512  # response truncation (the paper: 512)
-    block_size: int = 768  # stage=pretrain: tokens per packed block (the paper: 768)
+    max_input_tokens: int = ranged(512, AT_LEAST_1)  # prompt truncation (the paper: 512)
+    max_target_tokens: int = ranged(512, AT_LEAST_1)  # response truncation (the paper: 512)
+    block_size: int = ranged(768, AT_LEAST_1)  # stage=pretrain: tokens per packed block (the paper: 768)
     packing: bool = False  # concatenate examples per batch; attention never crosses examples
-    limit: int | None = None  # use only the first N records (smoke runs)
+    limit: int | None = ranged(None, AT_LEAST_1)  # use only the first N records (smoke runs)
 
 
 @dataclass
 class TrainerConfig:
     max_steps: int = 200
-    learning_rate: float = 5e-5
-    batch_size: int = 8  # examples per optimizer step = batch_size × grad_accum × processes
-    grad_accum: int = 1
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
+    learning_rate: float = ranged(5e-5, POSITIVE)
+    batch_size: int = ranged(8, AT_LEAST_1)  # examples per optimizer step = batch_size × grad_accum × processes
+    grad_accum: int = ranged(1, AT_LEAST_1)
+    warmup_ratio: float = ranged(0.0, UNIT)
+    weight_decay: float = ranged(0.0, NON_NEGATIVE)
     lr_scheduler: str = "linear"
     optim: str = "adamw_torch"
     mixed_precision: MixedPrecision = MixedPrecision.no
-    max_grad_norm: float = 1.0  # gradient-norm clipping; 0 disables it
+    max_grad_norm: float = ranged(1.0, NON_NEGATIVE)  # gradient-norm clipping; 0 disables it
     gradient_checkpointing: bool = False  # non-reentrant (use_reentrant=False): recompute activations in backward
     group_by_length: bool = False  # batches of similar lengths: less padding, less randomness
     use_liger_kernel: bool = False  # the Trainer's Liger kernels (fused RMSNorm/SwiGLU/cross-entropy; pip liger-kernel)
     torch_compile: bool = False  # the Trainer compiles the model with torch.compile
-    logging_steps: int = 10
-    eval_steps: int = 0  # held-out loss every N steps; 0 = only at the end
-    save_steps: int = 50  # checkpoint cadence; a killed run resumes from the last one
+    logging_steps: int = ranged(10, AT_LEAST_1)
+    eval_steps: int = ranged(0, NON_NEGATIVE)  # held-out loss every N steps; 0 = only at the end
+    save_steps: int = ranged(50, AT_LEAST_1)  # checkpoint cadence; a killed run resumes from the last one
     save_total_limit: int = 2
     seed: int = 42  # adapter init, dropout, data order and the held-out split; sweep it like any key
     # The libraries' deterministic algorithms (torch.use_deterministic_algorithms, cuDNN/cuBLAS settings): identical
     # runs also on GPUs, at some speed; on CPUs runs are reproducible from the seed alone.
     deterministic: bool = False
-    dataloader_workers: int = 0
+    dataloader_workers: int = ranged(0, NON_NEGATIVE)
 
 
 @dataclass
@@ -270,15 +305,16 @@ class EvalConfig:
     years: list[int] = field(default_factory=list)  # IgakuQA: keep these exam years (empty: all)
     text_only: bool = True  # skip questions that need an image
     prompt: EvalPrompt = EvalPrompt.jmedlora
-    shots: int = 1
+    shots: int = ranged(1, NON_NEGATIVE)
     mode: EvalMode = EvalMode.loglik
     loglik_convention: LoglikConvention = LoglikConvention.medtune
-    batch_size: int = 8
-    max_new_tokens: int = 48
-    limit: int | None = None  # first N questions (smoke runs)
+    batch_size: int = ranged(8, AT_LEAST_1)
+    max_new_tokens: int = ranged(48, AT_LEAST_1)
+    limit: int | None = ranged(None, AT_LEAST_1)  # first N questions (smoke runs)
     at_end: bool = True  # train.py: score base and tuned model on this suite
-    every_steps: int = 0  # train.py: loglik accuracy every N steps (0: off)
-    permutations: int = 1  # >1: ask every question again with its choices rotated 1..k-1 places (position bias)
+    every_steps: int = ranged(0, NON_NEGATIVE)  # train.py: loglik accuracy every N steps (0: off)
+    # >1: ask every question again with its choices rotated 1..k-1 places (position bias)
+    permutations: int = ranged(1, AT_LEAST_1)
 
 
 @dataclass
@@ -384,8 +420,6 @@ def check_eval(eval_cfg: EvalConfig) -> None:
     if eval_cfg.source != EvalSource.demo and not eval_cfg.path:
         kind = {"igakuqa": "directory or file", "hf": "hub dataset or saved dataset dir"}.get(eval_cfg.source, "file")
         raise ConfigError(f"eval={eval_cfg.source} needs eval.path=<{kind}>.")
-    if eval_cfg.permutations < 1:
-        raise ConfigError(f"eval.permutations must be >= 1 (got {eval_cfg.permutations}).")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -418,8 +452,6 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"dataset={cfg.dataset.source} needs dataset.path=<file>.")
     if cfg.trainer.max_steps <= 0 and method != "none":
         raise ConfigError(f"trainer.max_steps must be positive (got {cfg.trainer.max_steps}).")
-    if not 0.0 <= cfg.dataset.eval_fraction < 1.0:
-        raise ConfigError(f"dataset.eval_fraction must be in [0, 1) (got {cfg.dataset.eval_fraction}).")
     _validate_attention(cfg)
     _validate_trainer_knobs(cfg)
 
@@ -483,8 +515,6 @@ def _validate_trainer_knobs(cfg: TrainConfig) -> None:
             "the accelerate config already checkpoints activations (fsdp_activation_checkpointing: true); "
             "set trainer.gradient_checkpointing=false."
         )
-    if t.max_grad_norm < 0:
-        raise ConfigError(f"trainer.max_grad_norm must be >= 0 (0 disables clipping; got {t.max_grad_norm}).")
 
 
 def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None]) -> T:
@@ -495,8 +525,21 @@ def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None])
     typed = cfg if isinstance(cfg, schema) else OmegaConf.to_object(cfg)
     if not isinstance(typed, schema):
         raise ConfigError(f"expected a {schema.__name__} config, got {type(typed).__name__}")
+    check_ranges(typed)
     check(applicable(typed))
     return typed
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Every field declared with `ranged` holds a value in its range: one walk over the schema, before any model
+    loads (`adapter.r=0` would otherwise fail deep inside peft)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+        elif RANGE in f.metadata and value is not None and value not in f.metadata[RANGE]:
+            raise ConfigError(f"{key}={value} is out of range: allowed {f.metadata[RANGE]}.")
 
 
 def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:

@@ -86,13 +86,30 @@ def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compos
         (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
         (["dataset.prompt_template=alpaca"], "dataset.prompt_template='alpaca' is not one of alpaca_ja, plain"),
         (["base_model.attn_implementation=flash"], "base_model.attn_implementation='flash' is not one of"),
-        (["trainer.max_grad_norm=-1"], "trainer.max_grad_norm must be >= 0"),
+        (["trainer.max_grad_norm=-1"], r"trainer.max_grad_norm=-1.0 is out of range: allowed >= 0"),
         (["base_model=tiny_gptneox", "trainer.use_liger_kernel=true"], "use_liger_kernel=true"),
     ],
 )
 def test_invalid_combinations_fail_with_a_sentence(compose_config, overrides, message):
     with pytest.raises(ConfigError, match=message):
         to_train_config(compose_config("train", *overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.learning_rate=-1e-3", "trainer.learning_rate=-0.001 is out of range: allowed > 0"),
+        ("trainer.batch_size=0", "trainer.batch_size=0 is out of range: allowed >= 1"),
+        ("adapter.r=0", "adapter.r=0 is out of range: allowed >= 1"),
+        ("dataset.max_input_tokens=-1", "dataset.max_input_tokens=-1 is out of range: allowed >= 1"),
+        ("eval.limit=-5", "eval.limit=-5 is out of range: allowed >= 1"),
+        ("adapter.dropout=1.0", r"adapter.dropout=1.0 is out of range: allowed \[0, 1\)"),
+        ("trainer.warmup_ratio=1.5", r"trainer.warmup_ratio=1.5 is out of range: allowed \[0, 1\]"),
+    ],
+)
+def test_a_meaningless_number_fails_naming_key_value_and_range(compose_config, override, message):
+    with pytest.raises(ConfigError, match=message):
+        to_train_config(compose_config("train", override))
 
 
 def test_typo_in_a_key_fails_at_composition(compose_config):

@@ -2,16 +2,15 @@
 
 Hydra validates each composed YAML against these dataclasses (a typo or a wrong type fails at
 composition), and `validate()` checks the rules that cross config groups before any weights load.
-Code below the entry scripts receives these dataclasses via `to_train_config`, never raw DictConfigs.
+Code below the entry scripts receives these dataclasses via `to_train_config`, never raw DictConfigs. The enumerated
+settings live in medtune.enums, the numeric ranges in medtune.ranges.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,101 +18,26 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
 
+from medtune.enums import (
+    LORA_METHODS,
+    AdapterMethod,
+    AnswerFormat,
+    Arch,
+    DatasetSource,
+    Dtype,
+    EvalMode,
+    EvalPrompt,
+    EvalSource,
+    LoglikConvention,
+    MixedPrecision,
+    ModelArtifact,
+    QuantMode,
+    Stage,
+    WandbMode,
+)
 from medtune.errors import ConfigError
 from medtune.prompts import get_template
-
-
-# Enumerated settings: OmegaConf checks them when Hydra composes (`adapter.method=lorx` fails there, naming the
-# allowed values). StrEnum members compare, hash and print as their plain strings.
-class Arch(StrEnum):
-    gpt_neox = "gpt_neox"
-    llama = "llama"
-
-
-class Dtype(StrEnum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class AdapterMethod(StrEnum):
-    lora = "lora"
-    dora = "dora"
-    full = "full"
-    none = "none"  # evaluate the untuned base
-
-
-LORA_METHODS = (AdapterMethod.lora, AdapterMethod.dora)  # the methods with a rank, alpha, dropout and targets
-
-
-class QuantMode(StrEnum):
-    none = "none"
-    nf4 = "nf4"  # 4-bit NormalFloat (QLoRA)
-    int8 = "int8"  # LLM.int8()
-
-
-class DatasetSource(StrEnum):
-    demo = "demo"
-    jsonl = "jsonl"
-    hf = "hf"
-    text = "text"  # raw text, stage=pretrain
-
-
-class Stage(StrEnum):
-    sft = "sft"
-    pretrain = "pretrain"
-
-
-class MixedPrecision(StrEnum):
-    no = "no"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class EvalSource(StrEnum):
-    demo = "demo"
-    igakuqa = "igakuqa"
-    jjsimqa = "jjsimqa"
-    jsonl = "jsonl"
-    jmle = "jmle"
-    hf = "hf"
-
-
-class EvalMode(StrEnum):
-    generate = "generate"
-    loglik = "loglik"
-
-
-class LoglikConvention(StrEnum):
-    """How loglik mode scores a choice (README "Modes"): medtune's, or lm-evaluation-harness 0.4's."""
-
-    medtune = "medtune"  # + EOS log-probability (jmedlora prompt); a k-answer question: top k == gold set
-    lm_eval = "lm_eval"  # no EOS; the context's trailing whitespace moves into each continuation; top 1 in gold
-
-
-class EvalPrompt(StrEnum):
-    jmedlora = "jmedlora"
-    igakuqa = "igakuqa"
-
-
-class AnswerFormat(StrEnum):
-    letter = "letter"  # "a", "A", ["a", "c"]
-    index0 = "index0"  # 0 = first choice
-    index1 = "index1"  # 1 = first choice
-
-
-class WandbMode(StrEnum):
-    offline = "offline"
-    online = "online"
-    disabled = "disabled"
-
-
-class ModelArtifact(StrEnum):
-    auto = "auto"
-    copy = "copy"
-    reference = "reference"
-    off = "off"
-
+from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
 
 # The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
 # (`tuning=qlora`), the W&B run names and the report's columns all read this table.
@@ -149,40 +73,6 @@ VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # packing hands t
 # Model types the Trainer's use_liger_kernel can patch (liger_kernel.transformers.MODEL_TYPE_TO_APPLY_LIGER_FN).
 LIGER_ARCHITECTURES = ("llama",)
 T = TypeVar("T")
-RANGE = "range"  # dataclass field metadata key: the values a numeric key may take
-
-
-@dataclass(frozen=True)
-class Range:
-    """Allowed values of a numeric key, declared beside its field and checked by `check_ranges` at composition."""
-
-    low: float
-    high: float | None = None
-    high_open: bool = False
-    low_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.low_open else value >= self.low
-        if self.high is None:
-            return above
-        return above and (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-
-
-def ranged(default: Any, allowed: Range) -> Any:
-    """A dataclass field whose value must lie in `allowed` (None, where the type allows it, always passes)."""
-    return field(default=default, metadata={RANGE: allowed})
-
-
-POSITIVE = Range(0, low_open=True)
-AT_LEAST_1 = Range(1)
-NON_NEGATIVE = Range(0)
-FRACTION = Range(0, 1, high_open=True)
-UNIT = Range(0, 1)
 
 
 @dataclass
@@ -528,18 +418,6 @@ def to_typed(cfg: DictConfig | Any, schema: type[T], check: Callable[[T], None])
     check_ranges(typed)
     check(applicable(typed))
     return typed
-
-
-def check_ranges(cfg: Any, prefix: str = "") -> None:
-    """Every field declared with `ranged` holds a value in its range: one walk over the schema, before any model
-    loads (`adapter.r=0` would otherwise fail deep inside peft)."""
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            check_ranges(value, f"{key}.")
-        elif RANGE in f.metadata and value is not None and value not in f.metadata[RANGE]:
-            raise ConfigError(f"{key}={value} is out of range: allowed {f.metadata[RANGE]}.")
 
 
 def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from medtune.cli import quiet_known_warnings
-from medtune.config import register_configs, to_plain_dict, to_train_config
+from medtune.config import TrainConfig, register_configs, to_plain_dict, to_train_config
 from medtune.run_dir import previous_run
+from medtune.sweep import done_elsewhere
 
 register_configs()
 quiet_known_warnings()  # before transformers/peft/bitsandbytes load (inside main)
@@ -30,11 +32,10 @@ def main(cfg: DictConfig) -> float:
         finished = previous_run(output_dir, to_plain_dict(config))  # a re-run sweep skips a finished cell here
         if finished is not None:
             return finished | {"skipped": True}
-        from medtune.tiny import ensure_tiny_model
-        from medtune.training import run
-
-        ensure_tiny_model(config.base_model, config.cache_dir)  # a tiny base is built on first use
-        return run(config, output_dir)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return train(config, output_dir)
+        with done_elsewhere(Path(HydraConfig.get().sweep.dir), output_dir, to_plain_dict(config)) as same:
+            return (same | {"skipped": True}) if same is not None else train(config, output_dir)
 
     results = run_job(job)
     if not results:
@@ -48,6 +49,14 @@ def main(cfg: DictConfig) -> float:
             print(training_summary(results, cfg.eval.suite), flush=True)
     objective = results.get("objective")
     return float("nan") if objective is None else objective
+
+
+def train(config: TrainConfig, output_dir: Path) -> dict:
+    from medtune.tiny import ensure_tiny_model
+    from medtune.training import run
+
+    ensure_tiny_model(config.base_model, config.cache_dir)  # a tiny base is built on first use
+    return run(config, output_dir)
 
 
 if __name__ == "__main__":

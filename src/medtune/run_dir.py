@@ -38,11 +38,13 @@ MODEL_SUBDIR = "model"
 CHECKPOINT_SUBDIR = "checkpoints"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+EVAL_SUBDIR = "eval"  # every scoring of the run: base, tuned, steps/
 BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
 TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
 RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume
+CELL_INDEX = ".cells"  # in a sweep dir: which cell dir computes each cell key (medtune.sweep.done_elsewhere)
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
 
 

@@ -11,24 +11,39 @@ the command is the whole resume protocol: each cell's train.py finds its own sta
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
+from omegaconf import OmegaConf
 
 from medtune.run_dir import (
+    BOOKKEEPING,
+    CELL_INDEX,
+    EVAL_SUBDIR,
     FINAL_STATES,
     METRICS_LOG,
     RESOLVED_CONFIG,
     RESULTS_FILE,
     RUN_ID_FILE,
+    RunState,
     effective_state,
     read_status,
+    write_json,
+    write_status,
 )
+
+log = logging.getLogger(__name__)
 
 NOT_STARTED = "not started"
 HYDRA_OUTPUT = ".hydra"  # Hydra's own record of each job (overrides.yaml) and of the sweep (multirun.yaml above)
@@ -136,6 +151,47 @@ def resume_command(sweep_dir: Path) -> list[str]:
         *hydra_overrides,
         f"hydra.sweep.dir={sweep_dir}",
     ]
+
+
+UNTUNED_KEEPS = ("seed", "batch_size")  # what an untuned cell's figures depend on among trainer.* (held-out loss)
+
+
+def cell_key(plain_config: dict[str, Any]) -> str:
+    """What a cell computes, as a short hash: its config minus bookkeeping; an untuned cell trains nothing, so its
+    training keys (steps, learning rate, ...) do not count, and a steps × tuning matrix scores each base once."""
+    kept = {key: value for key, value in plain_config.items() if key not in BOOKKEEPING}
+    if kept.get("adapter", {}).get("method") == "none":
+        kept["trainer"] = {key: kept["trainer"][key] for key in UNTUNED_KEEPS if key in kept.get("trainer", {})}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def done_elsewhere(sweep_dir: Path, out: Path, plain_config: dict[str, Any]) -> Iterator[dict[str, Any] | None]:
+    """The results of a cell of this sweep that computes the same as `out` and has finished, copied into `out`;
+    else None, and `out` becomes that cell for the others (which wait for it: one lock per cell key)."""
+    index = sweep_dir / CELL_INDEX
+    index.mkdir(parents=True, exist_ok=True)
+    key = cell_key(plain_config)
+    with FileLock(str(index / f"{key}.lock")):
+        owner_file = index / key
+        owner = sweep_dir / owner_file.read_text(encoding="utf-8").strip() if owner_file.is_file() else None
+        if owner is not None and owner != out and effective_state(owner) in FINAL_STATES:
+            yield _copy_results(owner, out, plain_config)
+            return
+        owner_file.write_text(str(out.relative_to(sweep_dir)), encoding="utf-8")
+        yield None
+
+
+def _copy_results(owner: Path, out: Path, plain_config: dict[str, Any]) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
+    if (owner / EVAL_SUBDIR).is_dir():
+        shutil.copytree(owner / EVAL_SUBDIR, out / EVAL_SUBDIR, dirs_exist_ok=True)
+    results = _json(owner / RESULTS_FILE) | {"run_dir": str(out), "same_as": str(owner)}
+    write_json(out / RESULTS_FILE, results)
+    write_status(out, RunState.finished)
+    log.info("%s computes what %s did: its results are reused, nothing trains", out, owner)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,3 +56,22 @@ def test_sigterm_mid_cell_checkpoints_and_the_same_command_finishes_the_sweep(tm
     )
     assert max(logged.values()) == 1  # ... and in metrics.jsonl
     assert run_module("medtune.sweep", "status", str(sweep), cwd=tmp_path).returncode == 0
+
+
+def test_the_untuned_column_is_scored_once_per_base_whatever_the_step_count(tmp_path, tiny_models):
+    sweep = tmp_path / "sweep"
+    proc = run_script(
+        "train.py",
+        "-m",
+        "tuning=untuned",
+        "trainer.max_steps=3,5",
+        "eval.limit=6",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scored, reused = (sweep / f"eval.limit=6,trainer.max_steps={n},tuning=untuned" for n in (3, 5))
+    assert len(offline_runs(scored)) == 1 and offline_runs(reused) == []  # one W&B run, one scoring
+    first, second = (json.loads((cell / "results.json").read_text()) for cell in (scored, reused))
+    assert second["same_as"] == str(scored) and second["objective"] == first["objective"]
+    assert (reused / "eval" / "base" / "predictions.jsonl").is_file()  # the report reads the reused cell's answers

@@ -5,22 +5,7 @@ python generate_data.py source.paths=[journals/jcs.txt] generator=local generato
 python generate_data.py source.paths=[journals/jcs.txt] output_dir=outputs/jcs  # OpenAI; rerun the same line to resume
 """
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from medtune.datagen.config import register_configs
-
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="generate_data")
-def main(cfg: DictConfig) -> None:
-    from medtune.cli import run_job
-    from medtune.datagen.pipeline import run
-
-    run_job(lambda: run(cfg, HydraConfig.get().runtime.output_dir))
-
+from medtune.commands.generate_data import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -56,12 +56,13 @@ def exit_on_user_error() -> Iterator[None]:
         yield
     except MissingMandatoryValue as err:
         key = getattr(err, "full_key", None) or str(err)
-        _fail(f"config value {key} is required (it is ??? in its YAML): pass {key}=<value> on the command line")
+        fail(f"config value {key} is required (it is ??? in its YAML): pass {key}=<value> on the command line")
     except MedtuneError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """The one line a user error prints, and exit 2 (the scripts and the `medtune` command share it)."""
     print(f"medtune: error: {message}", file=sys.stderr, flush=True)
     sys.exit(USER_ERROR_EXIT)
 

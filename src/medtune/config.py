@@ -470,7 +470,10 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("medtune.cell", lambda overrides: overrides or "no-overrides", replace=True)
 
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the config groups, beside the entry scripts
+# The config groups: a wheel ships the top-level conf/ as medtune/conf (setup.py); the clone (an editable install,
+# or PYTHONPATH=src) reads the top-level conf/ itself, so the groups have one source.
+_SHIPPED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _SHIPPED_CONF if _SHIPPED_CONF.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose_train(*overrides: str) -> DictConfig:

@@ -203,8 +203,3 @@ def build_collator(tokenizer: PreTrainedTokenizerBase, packing: bool, attn_imple
             return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=varlen
         )
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
-
-
-def count_label_tokens(dataset: Dataset) -> int:
-    """Tokens that carry loss; used for throughput and the summary."""
-    return sum(sum(1 for t in labels if t != IGNORE_INDEX) for labels in dataset["labels"])

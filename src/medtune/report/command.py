@@ -8,6 +8,7 @@ from pathlib import Path
 
 import medtune.report
 from medtune.cli import exit_on_user_error
+from medtune.config import WandbMode
 from medtune.errors import ConfigError
 from medtune.report.matrix import build_report
 from medtune.report.records import collect_local
@@ -29,7 +30,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, help="bootstrap resamples per CI")
     parser.add_argument(
         "--wandb-mode",
-        choices=["offline", "online", "disabled"],
+        choices=[mode.value for mode in WandbMode],
         help="where the report run goes (default: $WANDB_MODE, else offline)",
     )
     parser.add_argument("--log-project", help="W&B project of the report run (default: $WANDB_PROJECT, else medtune)")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
     out_dir = args.out or args.paths[0] / "report"
     report = build_report(records, sources, args.n_boot)
     files = write_report(report, out_dir)
-    if resolve_mode(args.wandb_mode) != "disabled":
+    if resolve_mode(args.wandb_mode) != WandbMode.disabled:
         run_dirs = [Path(r.source) for r in records if not r.source.startswith("wandb:")]
         log_report_to_wandb(report, files, out_dir, args.log_project, args.wandb_mode, run_dirs)
     return files

@@ -175,15 +175,6 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
     )
 
 
-def _evaluated_model_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config that places a local evaluation: its train.py run's (run_dir=), else its own composed one."""
-    trained = Path(str(config.get("run_dir") or "")) / RESOLVED_CONFIG
-    placed = (
-        yaml.safe_load(trained.read_text(encoding="utf-8")) if config.get("run_dir") and trained.is_file() else config
-    )
-    return {"trainer": {"max_steps": 0}} | placed
-
-
 def read_run_state(run_dir: Path) -> tuple[str, str]:
     """(state, error) as `medtune.sweep status` shows it (a killed run reads preempted: the same command continues
     it); without run_status.json the job stopped before training began: its log says why."""

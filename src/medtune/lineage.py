@@ -163,5 +163,5 @@ def use_run_results(run: Any, run_dirs: list[Path]) -> None:
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "results.json"
+    path = run_dir / RESULTS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

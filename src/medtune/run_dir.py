@@ -41,6 +41,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 EVAL_SUBDIR = "eval"  # every scoring of the run: base, tuned, steps/
 BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
 TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
+STEP_EVAL_SUBDIR = "eval/steps"  # the in-training QA scorings, one step-<n>/ each
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
 RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume

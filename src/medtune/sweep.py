@@ -169,6 +169,7 @@ def cell_key(plain_config: dict[str, Any]) -> str:
 def done_elsewhere(sweep_dir: Path, out: Path, plain_config: dict[str, Any]) -> Iterator[dict[str, Any] | None]:
     """The results of a cell of this sweep that computes the same as `out` and has finished, copied into `out`;
     else None, and `out` becomes that cell for the others (which wait for it: one lock per cell key)."""
+    sweep_dir, out = sweep_dir.resolve(), out.resolve()  # Hydra's sweep dir may be relative, a job's dir is not
     index = sweep_dir / CELL_INDEX
     index.mkdir(parents=True, exist_ok=True)
     key = cell_key(plain_config)

@@ -24,6 +24,7 @@ import wandb
 
 from medtune.config import WandbConfig, WandbMode
 from medtune.errors import ConfigError
+from medtune.jsonl import nonblank_lines
 from medtune.run_dir import METRICS_LOG, RUN_ID_FILE
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def open_appending(path: Path) -> TextIO:
 def read_metrics_log(path: Path) -> list[dict[str, Any]]:
     """The rows of a metrics.jsonl; a line torn by a kill (or any unreadable line) is skipped."""
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+    for _, line in nonblank_lines(path) if path.is_file() else []:  # lines end at \n only (U+2028 stays inside)
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

@@ -67,6 +67,7 @@ from medtune.run_dir import (
     PREDICTIONS_FILE,
     RESOLVED_CONFIG,
     RESULTS_FILE,
+    STEP_EVAL_SUBDIR,
     TUNED_EVAL_SUBDIR,
     Preempted,
     RunState,
@@ -318,7 +319,7 @@ class QAEvalCallback(TrainerCallback):
             return
         from medtune.evaluation.pipeline import evaluate_model
 
-        step_dir = self.out / "eval" / "steps" / f"step-{state.global_step}"
+        step_dir = self.out / STEP_EVAL_SUBDIR / f"step-{state.global_step}"
         metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir)
         suite = self.eval_cfg.suite
         self.run.log({f"eval/{suite}/{name}": metrics[name] for name in STEP_METRICS}, step=state.global_step)

@@ -11,6 +11,7 @@ import wandb
 
 from medtune.config import to_plain_dict
 from medtune.evaluation.config import EvaluateConfig
+from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import METRICS_FILE
 from medtune.tracking import start_wandb_run
 
@@ -45,7 +46,7 @@ def log_eval_to_wandb(
     scalars = {f"eval/{suite}/{prefix}{name}": value for name, value in metrics.items()}
     logged: dict[str, Any] = dict(scalars)
     if predictions_path is not None and Path(predictions_path).exists():
-        rows = [json.loads(line) for line in Path(predictions_path).read_text(encoding="utf-8").splitlines()]
+        rows = [row for _, row in read_jsonl_objects(Path(predictions_path))]  # keeps U+2028 inside a record
         columns: list[str | int] = [
             "problem_id",
             "category",

@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from medtune.errors import MedtuneError
 from medtune.preemption import hand_on
-from medtune.run_dir import Preempted
+from medtune.run_dir import Preempted, Pruned
 
 USER_ERROR_EXIT = 2
 FAILED_JOBS_EXIT = 1
@@ -79,6 +79,9 @@ def run_job(task: Callable[[], T]) -> T | None:
             return task()
         except Preempted:
             raise
+        except Pruned as stop:  # a search's pruner stopped it: its run dir says pruned; not a failure
+            log.info("job %s pruned: %s", HydraConfig.get().job.num, stop)
+            return None
         except Exception as err:
             job = HydraConfig.get().job.num
             log.error("job %s failed", job, exc_info=not isinstance(err, MedtuneError))  # traceback in the job log

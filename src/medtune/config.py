@@ -239,6 +239,19 @@ class GpuMemoryConfig:
 
 
 @dataclass
+class SearchTrialConfig:
+    """Set by the medtune_optuna sweeper on each trial it launches (README "Hyper-parameter search"): which study
+    and trial this run is, so the trial's own process reports to the study storage (works on SLURM nodes too)."""
+
+    storage: str | None = (
+        None  # the study's storage (sqlite:///<sweep dir>/optuna.db or a journal file); null: no search
+    )
+    study: str | None = None
+    trial: int | None = None  # the trial number in the study
+    report: str | None = None  # the figure reported for pruning (eval/<suite>/accuracy or eval/loss); null: none
+
+
+@dataclass
 class TrainConfig:
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     adapter: AdapterConfig = field(default_factory=LoraAdapterConfig)
@@ -252,6 +265,7 @@ class TrainConfig:
     cache_dir: str = MISSING  # where offline tiny models are built (not an output)
     resume: str | None = None  # a previous run dir: continue it (same dir, checkpoint, W&B run)
     gpu_memory: GpuMemoryConfig = field(default_factory=GpuMemoryConfig)  # checked against a CUDA device at start-up
+    search: SearchTrialConfig = field(default_factory=SearchTrialConfig)
 
 
 def check_gpu_memory(tc: TrainConfig, device_gb: float | None) -> None:

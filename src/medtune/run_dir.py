@@ -47,6 +47,10 @@ API_ANSWERS_FILE = "api_answers.jsonl"
 RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume
 CELL_INDEX = ".cells"  # in a sweep dir: which cell dir computes each cell key (medtune.sweep.done_elsewhere)
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
+# A hyper-parameter search's sweep dir (medtune.search): the study, and one run dir per trial under its study's name.
+STUDY_FILE = "optuna.db"  # sqlite storage; hydra.sweeper.storage=journal writes STUDY_JOURNAL instead
+STUDY_JOURNAL = "optuna.journal"
+TRIAL_SUBDIR = "{study}/trial-{number:03d}"  # a re-asked trial has a new number, so a fresh dir
 
 
 def write_text(path: Path, text: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from medtune.run_dir import (
     STEP_EVAL_SUBDIR,
     TUNED_EVAL_SUBDIR,
     Preempted,
+    Pruned,
     RunState,
     claimed,
     lifecycle,
@@ -134,6 +136,7 @@ def _run_tracked(
         tags=list(
             dict.fromkeys(
                 [tc.base_model.name, tuning, method, f"quant-{tc.quantization.mode}", tc.experiment_name, tc.stage]
+                + ([f"trial-{tc.search.trial}"] if tc.search.study else [])
             )
         ),
         group=tc.experiment_name,
@@ -167,6 +170,7 @@ def _run_tracked(
             results |= _train(trainer, out)
             if stop is not None and stop.signum is not None:
                 raise stop.preempted(f"stopped at step {trainer.state.global_step}; checkpoint saved")
+            _stop_if_pruned(trainer)
             trainer.save_model(str(out / MODEL_SUBDIR))  # main process only, as are checkpoints
             if main:
                 tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
@@ -191,6 +195,10 @@ def _run_tracked(
     except Preempted:
         run.mark_preempting()  # W&B shows the run preempted, and the resumed process continues it
         run.finish(exit_code=1)
+        raise
+    except Pruned:
+        run.run.tags = (*run.run.tags, str(RunState.pruned))
+        run.finish(exit_code=0)  # stopped on purpose: not a crashed run in W&B
         raise
     except BaseException:
         run.finish(exit_code=1)  # marked failed in W&B; a multirun's next job gets a fresh run
@@ -219,6 +227,13 @@ def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, ru
     return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
 
 
+def _stop_if_pruned(trainer: Trainer) -> None:
+    """A search trial its pruner stopped ends here, its checkpoint saved, before the final scoring."""
+    for callback in trainer.callback_handler.callbacks:
+        if getattr(callback, "pruned_at", None) is not None:  # medtune.search.pruning.PruningCallback
+            raise Pruned(callback.message())  # type: ignore[attr-defined]
+
+
 def _build_trainer(
     tc: TrainConfig,
     model: PreTrainedModel,
@@ -229,7 +244,16 @@ def _build_trainer(
     run: Any,
     stop: StopRequest | None,
 ) -> Trainer:
-    qa_callbacks = [QAEvalCallback(tc, tokenizer, out, run)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
+    search_callbacks: list[TrainerCallback] = []
+    listeners: list[Callable] = []
+    if tc.search.report:  # a search trial its pruner watches (medtune.search; optuna is imported only then)
+        from medtune.search.pruning import PruningCallback
+
+        pruning = PruningCallback(tc.search)
+        search_callbacks, listeners = [pruning], [pruning.observe]
+    qa_callbacks = (
+        [QAEvalCallback(tc, tokenizer, out, run, listeners)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
+    )
     stop_callbacks = [StopOnSignal(stop)] if stop is not None else []
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
@@ -241,7 +265,7 @@ def _build_trainer(
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
         processing_class=tokenizer,
-        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks],
+        callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks, *search_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it
     return trainer
@@ -310,9 +334,12 @@ def _short(value: Any) -> str:
 class QAEvalCallback(TrainerCallback):
     """Cheap QA accuracy during training: log-likelihood scoring every `eval.every_steps` steps."""
 
-    def __init__(self, tc: TrainConfig, tokenizer: Any, out: Path, run: Any) -> None:
+    def __init__(
+        self, tc: TrainConfig, tokenizer: Any, out: Path, run: Any, listeners: list[Callable] | None = None
+    ) -> None:
         self.eval_cfg = replace(tc.eval, mode=EvalMode.loglik)
         self.tokenizer, self.out, self.run = tokenizer, out, run
+        self.listeners = listeners or []  # called with (step, the figures logged), e.g. a search's pruner
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.eval_cfg.every_steps or not state.is_world_process_zero:
@@ -322,7 +349,10 @@ class QAEvalCallback(TrainerCallback):
         step_dir = self.out / STEP_EVAL_SUBDIR / f"step-{state.global_step}"
         metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir)
         suite = self.eval_cfg.suite
-        self.run.log({f"eval/{suite}/{name}": metrics[name] for name in STEP_METRICS}, step=state.global_step)
+        figures = {f"eval/{suite}/{name}": metrics[name] for name in STEP_METRICS}
+        self.run.log(figures, step=state.global_step)
+        for listen in self.listeners:
+            listen(state.global_step, figures)
 
 
 def _train(trainer: Trainer, out: Path) -> dict[str, float]:

@@ -34,6 +34,7 @@ DEFAULT_PROJECT = "medtune"
 # Trainer log keys → medtune metric names (anything else lands under train/ or eval/ as it is).
 METRIC_NAMES = {
     "loss": "train/loss",
+    "train_loss": "train/loss_run_mean",  # the Trainer's run average at the end: not a step's loss
     "learning_rate": "train/learning_rate",
     "grad_norm": "train/grad_norm",
     "epoch": "train/epoch",

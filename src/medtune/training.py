@@ -356,20 +356,26 @@ class QAEvalCallback(TrainerCallback):
 
 
 def _train(trainer: Trainer, out: Path) -> dict[str, float]:
+    """Train (from the last checkpoint, if any); tokens/s counts this process's tokens over this process's time, so
+    a resumed run does not credit the tokens trained before the kill to the time since the restart."""
     checkpoint = last_complete_checkpoint(out / CHECKPOINT_SUBDIR)
+    tokens_before = 0
     if checkpoint:
         log.info("resuming from %s", checkpoint)
+        tokens_before = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).num_input_tokens_seen
     started = time.perf_counter()
     with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
         output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     state = trainer.state
+    step_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     return {
-        "train/loss": output.training_loss,
+        "train/loss": step_losses[-1] if step_losses else output.training_loss,  # the last logged step's loss
+        "train/loss_run_mean": output.training_loss,  # the Trainer's average over the whole run
         "train/global_step": state.global_step,
         "train/tokens_seen": state.num_input_tokens_seen,
         "perf/train_runtime_s": seconds,
-        "perf/train_tokens_per_s": state.num_input_tokens_seen / seconds,
+        "perf/train_tokens_per_s": (state.num_input_tokens_seen - tokens_before) / seconds,
     }
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medtune.metrics import ANSWER_SEPARATOR  # two-answer outputs are written as the evaluation scores them
+from medtune.evaluation.metrics import ANSWER_SEPARATOR  # two-answer outputs are written as the evaluation scores them
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "medtune" / "assets"
 N_CHOICES = 5

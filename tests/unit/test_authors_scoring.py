@@ -15,7 +15,7 @@ import difflib
 import pytest
 
 from medtune.demo_assets import questions_path
-from medtune.metrics import ANSWER_SEPARATOR, score_question
+from medtune.evaluation.metrics import ANSWER_SEPARATOR, score_question
 from medtune.qa_data import Question, read_questions_jsonl
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from medtune import demo_assets
-from medtune.metrics import ANSWER_SEPARATOR
+from medtune.evaluation.metrics import ANSWER_SEPARATOR
 
 from helpers import REPO
 

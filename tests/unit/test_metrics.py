@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from medtune.metrics import aggregate, gestalt, interpret, parse_letters, score_question
+from medtune.evaluation.metrics import aggregate, gestalt, interpret, parse_letters, score_question
 from medtune.qa_data import Question
 
 CHOICES = ["大動脈弁閉鎖不全症", "左室自由壁破裂", "解離性大動脈瘤", "心室中隔穿孔", "乳頭筋断裂"]
@@ -168,7 +168,7 @@ def test_breakdowns_by_category_and_year():
 
 
 def test_exam_pass_fail_per_year_from_section_points_and_the_pass_line_table():
-    from medtune.metrics import pass_lines
+    from medtune.evaluation.metrics import pass_lines
 
     assert pass_lines()[2025]["general"] == 221 and pass_lines()[2018]["general"] is None
     required = [question(["a"], problem_id=f"119B{i}", points=3, year=2025, section="required") for i in range(10)]

@@ -12,8 +12,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from medtune.config import EvalConfig
+from medtune.evaluation.answer import Answerer
 from medtune.evaluation.api import ApiBackend
-from medtune.evaluation.backend import Backend
 from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_config
 from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
@@ -26,7 +26,7 @@ log = logging.getLogger(__package__)  # the package's one logger: console lines 
 
 
 def evaluate(
-    backend: Backend, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
+    backend: Answerer, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
 ) -> dict[str, float]:
     """Score a backend on the suite (`questions`: the suite when the caller has already loaded it); writes
     metrics.json and predictions.jsonl into output_dir.
@@ -87,7 +87,7 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     return metrics
 
 
-def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Backend:
+def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Answerer:
     """The server to ask, or the local model loaded (a trained run's base + adapter, or an untuned base)."""
     if cfg.backend == "openai":
         return ApiBackend(cfg.openai, output_dir, cfg.progress)

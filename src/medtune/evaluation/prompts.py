@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medtune.config import EvalConfig
-from medtune.metrics import ANSWER_SEPARATOR
+from medtune.evaluation.metrics import ANSWER_SEPARATOR
 from medtune.prompts import get_template
 from medtune.qa_data import Question
 

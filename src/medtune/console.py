@@ -23,7 +23,7 @@ def bar(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) 
 
 def training_summary(results: dict[str, Any], suite: str) -> str:
     """The lines train.py prints when a run ends: what it achieved and where everything is (all from results.json)."""
-    from medtune.models import MODEL_SUBDIR
+    from medtune.run_dir import METRICS_LOG, MODEL_SUBDIR, RESULTS_FILE
 
     out = Path(results["run_dir"])
     lines = [f"medtune: run finished in {out}"]
@@ -39,14 +39,14 @@ def training_summary(results: dict[str, Any], suite: str) -> str:
         )
     if (out / MODEL_SUBDIR).is_dir():
         lines.append(f"  model            {out / MODEL_SUBDIR}")
-    lines.append(f"  results          {out / 'results.json'}  (every logged figure: {out / 'metrics.jsonl'})")
+    lines.append(f"  results          {out / RESULTS_FILE}  (every logged figure: {out / METRICS_LOG})")
     lines += _wandb_lines(results)
     return "\n".join(lines)
 
 
 def _accuracy_line(results: dict[str, Any], out: Path, suite: str) -> str | None:
     """base → tuned accuracy with 95 % bootstrap CIs and McNemar's p, from the saved predictions."""
-    from medtune.report.records import PREDICTIONS, read_correct
+    from medtune.run_dir import PREDICTIONS, read_correct
     from medtune.stats import bootstrap_ci, mcnemar_by_question
 
     base, tuned = read_correct(out / PREDICTIONS["base"]), read_correct(out / PREDICTIONS["tuned"])

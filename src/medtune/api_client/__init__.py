@@ -29,7 +29,6 @@ from medtune.api_client.config import (
     api_key,
     redact,
     request_key,
-    validate_api,
 )
 from medtune.api_client.policy import (
     ApiFailed,
@@ -69,5 +68,4 @@ __all__ = [
     "redact",
     "request_key",
     "retry_after_seconds",
-    "validate_api",
 ]

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from omegaconf import MISSING
 
 from medtune.errors import ConfigError
+from medtune.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ranged
 
 PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) accept any key; the client needs one
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
@@ -21,42 +22,36 @@ OPENAI_URL = "https://api.openai.com/v1"
 
 @dataclass
 class RetryConfig:
-    max_attempts: int = 6  # tries per request and run; a request still failing is asked again by the next run
-    budget_s: float = 300.0  # wall seconds one request may spend on tries and waits before it fails
-    backoff_initial_s: float = 1.0  # 5xx / timeout / 429 without Retry-After: initial × 2^(try-1), ±25 % jitter
-    backoff_max_s: float = 60.0
-    max_retry_after_s: float = 60.0  # a longer Retry-After is capped to this
-    connect_failures_to_stop: int = 3  # refused / DNS / TLS failures in a row, across the run, stop it
-    failures_to_stop: int = 10  # requests in a row that failed after their retries stop the run
+    # tries per request and run; a request still failing is asked again by the next run
+    max_attempts: int = ranged(6, AT_LEAST_1)
+    budget_s: float = ranged(300.0, POSITIVE)  # wall seconds one request may spend on tries and waits before it fails
+    # 5xx / timeout / dropped connection / 429 without Retry-After: initial × 2^(try-1), ±25 % jitter
+    backoff_initial_s: float = ranged(1.0, NON_NEGATIVE)
+    backoff_max_s: float = ranged(60.0, NON_NEGATIVE)
+    max_retry_after_s: float = ranged(60.0, NON_NEGATIVE)  # a longer Retry-After is capped to this
+    # no connection (refused, DNS, TLS, connect timeout) this many times in a row, across the run, stops it
+    connect_failures_to_stop: int = ranged(3, AT_LEAST_1)
+    # requests in a row that failed after their retries (5xx, timeouts, dropped connections) stop the run
+    failures_to_stop: int = ranged(10, AT_LEAST_1)
 
 
 @dataclass
 class ApiConfig:
     """What both scripts need to reach an OpenAI-compatible server (evaluate.py `openai.`, generate_data.py
-    `generator.`)."""
+    `generator.`). Ranges are checked at composition (medtune.ranges)."""
 
     model: str = MISSING
     base_url: str | None = None  # null: api.openai.com; any OpenAI-compatible server (vLLM, Ollama, llama.cpp)
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (never the key itself)
-    concurrency: int = 8  # requests in flight
-    requests_per_minute: float = 0.0  # 0: no client-side limit (the server's 429s still apply)
-    tokens_per_minute: float = 0.0  # 0: no limit; counts each request's estimated tokens
-    timeout_s: float = 60.0  # one HTTP attempt
+    concurrency: int = ranged(8, AT_LEAST_1)  # requests in flight
+    requests_per_minute: float = ranged(0.0, NON_NEGATIVE)  # 0: no client-side limit (the server's 429s still apply)
+    tokens_per_minute: float = ranged(0.0, NON_NEGATIVE)  # 0: no limit; counts each request's estimated tokens
+    # One HTTP attempt, the one home of this default for both scripts: a hung server times out within a minute
+    # (then retried within retry.budget_s). A slow server writing long replies needs more (generator=local sets it).
+    timeout_s: float = ranged(60.0, POSITIVE)
+    # a request in flight this long shows in the progress bar (address, seconds waited)
+    slow_request_s: float = ranged(10.0, POSITIVE)
     retry: RetryConfig = field(default_factory=RetryConfig)
-
-
-def validate_api(cfg: ApiConfig, prefix: str) -> None:
-    """Values that cannot work, named by their full config key (`prefix` is `openai` or `generator`)."""
-    for key, value in (
-        ("concurrency", cfg.concurrency),
-        ("timeout_s", cfg.timeout_s),
-        ("retry.max_attempts", cfg.retry.max_attempts),
-        ("retry.budget_s", cfg.retry.budget_s),
-        ("retry.connect_failures_to_stop", cfg.retry.connect_failures_to_stop),
-        ("retry.failures_to_stop", cfg.retry.failures_to_stop),
-    ):
-        if value <= 0:
-            raise ConfigError(f"{prefix}.{key} must be positive (got {value}).")
 
 
 def address(cfg: ApiConfig) -> str:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import email.utils
 import random
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from medtune.api_client.config import RetryConfig, redact
@@ -25,6 +26,18 @@ class ApiFailed(MedtuneError):
     """The run's requests failed: its output would not mean what it says (a score, a dataset)."""
 
 
+# No connection was made (refused, DNS, TLS, connect timeout): nothing answers at the address. openai>=3 sends with
+# httpx2 and wraps its error in APIConnectionError.__cause__.
+NO_CONNECTION = (
+    httpx2.ConnectError,
+    httpx2.ConnectTimeout,
+    httpx2.UnsupportedProtocol,
+    httpx2.ProxyError,
+    ssl.SSLError,
+)
+DROPPED = "the server closed the connection before the reply was complete"  # any other transport error
+
+
 @dataclass(frozen=True)
 class Failure:
     kind: str  # retry (try again) | connect (try again, counts toward stopping) | refused (item fails) | stop
@@ -32,13 +45,14 @@ class Failure:
     message: str
     http_status: int | None = None
     retry_after: float | None = None
+    dropped: bool = False  # the connection closed mid-reply: a server fault, retried (Summary counts them)
 
 
 class MalformedReply(ValueError):
     """A 200 reply without an answer (no choices, no content)."""
 
 
-def classify(err: Exception, secret: str) -> Failure:
+def classify(err: Exception, secret: str, timeout_s: float | None = None) -> Failure:
     """What an exception from the client (or a reply check) means for this item and for the run."""
     message = redact(f"{type(err).__name__}: {err}", secret)
     if isinstance(err, openai.APIStatusError):
@@ -49,13 +63,23 @@ def classify(err: Exception, secret: str) -> Failure:
             return Failure("retry", message, status, retry_after_seconds(err.response.headers))
         return Failure("refused", message, status)  # 400 (e.g. context length), 413, 422: this request cannot work
     if isinstance(err, openai.APIConnectionError):
-        cause = err.__cause__
-        timed_out = isinstance(err, openai.APITimeoutError) and not isinstance(cause, httpx.ConnectTimeout)
-        detail = f"{type(cause).__name__}: {cause}" if cause and not timed_out else message
-        return Failure("retry" if timed_out else "connect", redact(detail, secret))
+        return _transport_failure(err, secret, timeout_s)
     if isinstance(err, openai.APIResponseValidationError | ValueError):  # non-JSON body, JSON without choices
         return Failure("retry", message)
     raise err
+
+
+def _transport_failure(err: openai.APIConnectionError, secret: str, timeout_s: float | None) -> Failure:
+    """Below HTTP: no connection (counts toward stopping the run), no reply in time, or a connection dropped
+    mid-reply (both server faults: retried with the backoff, and a run of them stops the run as 5xx do)."""
+    cause = err.__cause__
+    detail = redact(f"{type(cause).__name__}: {cause}" if cause else f"{type(err).__name__}: {err}", secret)
+    if isinstance(cause, NO_CONNECTION):
+        return Failure("connect", detail)
+    if isinstance(err, openai.APITimeoutError):
+        within = f" within {timeout_s:g} s" if timeout_s else ""
+        return Failure("retry", f"no reply{within} ({redact(f'{type(err).__name__}: {err}', secret)})")
+    return Failure("retry", f"{DROPPED} ({detail})", dropped=True)
 
 
 def is_context_length(failure: Failure) -> bool:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -17,6 +17,8 @@ from medtune.api_client.config import PLACEHOLDER_KEY, ApiConfig, address, api_k
 from medtune.api_client.policy import ApiStopped, Failure, MalformedReply, backoff_seconds, classify, is_context_length
 from medtune.api_client.rate_limit import RateLimiter
 from medtune.api_client.request_log import RequestLog
+
+HEARTBEAT_S = 5.0  # the bar's wait figure refreshes this often: a slow request shows by slow_request_s + 5 s
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class Summary:
     done: int = 0  # answered in this run
     failed: int = 0  # failed after their retries in this run (asked again by the next run)
     resumed: int = 0  # answered by an earlier run: not paid for again
+    dropped: int = 0  # attempts whose connection the server closed mid-reply (each retried)
     seconds: float = 0.0
 
     def line(self, label: str) -> str:
+        dropped = f", {self.dropped} connections closed by the server mid-reply (retried)" if self.dropped else ""
         return (
-            f"{label}: {self.done} done, {self.failed} failed, {self.resumed} resumed from earlier runs "
+            f"{label}: {self.done} done, {self.failed} failed, {self.resumed} resumed from earlier runs{dropped} "
             f"({self.seconds:.1f} s)"
         )
 
@@ -54,6 +58,17 @@ class _Run:
     summary: Summary
     connect_streak: int = 0
     failure_streak: int = 0
+    in_flight: dict[int, float] = field(default_factory=dict)  # attempt number in this run → its monotonic start
+    attempts_sent: int = 0
+
+    def waiting(self) -> str:
+        """'waiting 23 s on <address>' while a request has been in flight longer than slow_request_s."""
+        now = time.monotonic()
+        slow = [now - started for started in self.in_flight.values() if now - started >= self.cfg.slow_request_s]
+        if not slow:
+            return ""
+        more = f" ({len(slow)} requests)" if len(slow) > 1 else ""
+        return f"waiting {max(slow):.0f} s on {address(self.cfg)}{more}"
 
     async def complete(self, request: Request) -> Failure | None:
         """None once a reply is logged; the last Failure when the item failed; raises ApiStopped."""
@@ -63,13 +78,9 @@ class _Run:
             await self.limiter.acquire(request.tokens)
             started = time.monotonic()
             timeout = max(min(self.cfg.timeout_s, deadline - started), 0.01)
-            try:
-                reply = await self.client.chat.completions.create(**request.body, timeout=timeout)
-                entry = _ok_entry(request, attempt, reply, time.monotonic() - started)
-            except Exception as err:
-                failure = classify(err, self.secret)
-            else:
-                self._write(entry)
+            failure = await self._send(request, attempt, timeout)
+            if not isinstance(failure, Failure):
+                self._write(failure)
                 self.connect_streak = self.failure_streak = 0
                 return None
             wait = backoff_seconds(failure, attempt, retry)
@@ -84,6 +95,21 @@ class _Run:
                 return failure
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt is final")
+
+    async def _send(self, request: Request, attempt: int, timeout: float) -> dict[str, Any] | Failure:
+        """One HTTP attempt: its reply's log entry, or what went wrong; in `in_flight` while it waits."""
+        self.attempts_sent += 1
+        sent, started = self.attempts_sent, time.monotonic()
+        self.in_flight[sent] = started
+        try:
+            reply = await self.client.chat.completions.create(**request.body, timeout=timeout)
+            return _ok_entry(request, attempt, reply, time.monotonic() - started)
+        except Exception as err:
+            failure = classify(err, self.secret, timeout)
+            self.summary.dropped += failure.dropped
+            return failure
+        finally:
+            del self.in_flight[sent]
 
     def _write(self, entry: dict[str, Any]) -> None:
         self.log.append(entry)
@@ -211,10 +237,14 @@ async def _call_pending(
     on_entry: Callable[[dict[str, Any]], None] | None,
     postfix: Callable[[], str] | None,
 ) -> None:
-    """The first request alone (preflight), then `concurrency` workers on one queue; a stop cancels all."""
+    """The requests with a progress bar that also names slow ones; a stop cancels all."""
     client = openai.AsyncOpenAI(api_key=secret, base_url=cfg.base_url, max_retries=0, timeout=cfg.timeout_s)
     limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute)
     state = _Run(client, cfg, secret, log, on_entry or (lambda entry: None), limiter, summary)
+
+    def show(refresh: bool) -> None:
+        parts = (f"failed={summary.failed}", postfix() if postfix else "", state.waiting())
+        bar.set_postfix_str(" ".join(part for part in parts if part), refresh=refresh)
 
     async def settle(request: Request) -> Failure | None:
         failure = await state.complete(request)
@@ -222,25 +252,42 @@ async def _call_pending(
             summary.done += 1
         else:
             state.count_failed_item(failure)
-        bar.set_postfix_str(f"failed={summary.failed}" + (f" {postfix()}" if postfix else ""), refresh=False)
+        show(refresh=False)
         bar.update(1)
         return failure
 
+    async def heartbeat() -> None:
+        """The bar names a request waiting longer than slow_request_s even while nothing completes (a hung server)."""
+        while True:
+            await asyncio.sleep(min(HEARTBEAT_S, cfg.slow_request_s / 2))
+            show(refresh=True)
+
     async with client:
-        first = await settle(pending[0])
-        if first is not None and first.kind != "refused":
-            raise ApiStopped(
-                f"the first request to {address(cfg)} failed after its retries ({first.message}); nothing else was sent"
-            )
-        queue = iter(pending[1:])
-
-        async def worker() -> None:
-            for request in queue:  # one event loop thread: the shared iterator needs no lock
-                await settle(request)
-
+        beat = asyncio.create_task(heartbeat())
         try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(cfg.concurrency, len(pending) - 1)):
-                    group.create_task(worker())
-        except* ApiStopped as stopped:
-            raise stopped.exceptions[0] from None
+            await _preflight_then_workers(cfg, pending, settle)
+        finally:
+            beat.cancel()
+
+
+async def _preflight_then_workers(
+    cfg: ApiConfig, pending: list[Request], settle: Callable[[Request], Awaitable[Failure | None]]
+) -> None:
+    """The first request alone, so a wrong address, key or model fails in seconds; then `concurrency` workers."""
+    first = await settle(pending[0])
+    if first is not None and first.kind != "refused":
+        raise ApiStopped(
+            f"the first request to {address(cfg)} failed after its retries ({first.message}); nothing else was sent"
+        )
+    queue = iter(pending[1:])
+
+    async def worker() -> None:
+        for request in queue:  # one event loop thread: the shared iterator needs no lock
+            await settle(request)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(cfg.concurrency, len(pending) - 1)):
+                group.create_task(worker())
+    except* ApiStopped as stopped:
+        raise stopped.exceptions[0] from None

@@ -142,7 +142,6 @@ def _run_tracked(
         group=tc.experiment_name,
         name=f"{tc.base_model.name}-{tuning}-{tc.trainer.max_steps}-seed{tc.trainer.seed}",
         job_type=tc.stage,
-        quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )
     define_training_axes(run)
     results: dict[str, Any] = {"status": RunState.finished, "run_dir": str(out), "wandb_run_id": run.id}

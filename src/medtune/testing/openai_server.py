@@ -27,10 +27,10 @@ How a request is answered; the first hook that yields a fault wins:
 
 Faults (see `Fault`): 429 with or without Retry-After, 429 `insufficient_quota`, 500, 401, 403, 404
 unknown model, 400 context length exceeded, a reply that hangs past the client's timeout, a malformed
-(non-JSON) 200 body, a 200 with an empty `choices` list, and a truncated reply (`finish_reason: "length"`,
-the responder's text cut short). `unused_base_url()` is an address where nothing listens. Every reply
-carries a `usage` block; its "tokens" are characters (no tokenizer offline). `calls` is a thread-safe log
-of every request.
+(non-JSON) 200 body, a 200 with an empty `choices` list, a connection closed mid-reply (after the headers,
+or before any byte), and a truncated reply (`finish_reason: "length"`, the responder's text cut short).
+`unused_base_url()` is an address where nothing listens. Every reply carries a `usage` block; its "tokens"
+are characters (no tokenizer offline). `calls` is a thread-safe log of every request.
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ class Fault:
     def hang(cls, seconds: float = 30.0) -> Fault:
         """Withhold the reply (then send a normal one) so a client with a shorter timeout gives up."""
         return cls("hang", seconds=seconds)
+
+    @classmethod
+    def drop(cls, after_headers: bool = True) -> Fault:
+        """Close the connection mid-reply: after the status line, the headers and half the body (a proxy or
+        server dying under load), or with `after_headers=False` before sending anything."""
+        return cls("drop" if after_headers else "drop_silent")
 
     @classmethod
     def malformed(cls) -> Fault:
@@ -333,6 +339,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if fault.kind == "hang":
                 server._pause(fault.seconds)
                 self._send_json(200, _completion(server, body, "", "stop"))
+            elif fault.kind in ("drop", "drop_silent"):
+                self._drop(body, after_headers=fault.kind == "drop")
             elif fault.kind == "malformed":
                 self._send_bytes(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "')
             elif fault.kind == "empty_choices":
@@ -340,6 +348,19 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             else:
                 headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
                 self._send_json(fault.status, _error_body(fault.kind), headers)
+
+        def _drop(self, body: dict[str, Any], after_headers: bool) -> None:
+            """Headers promising the whole reply (or nothing), then the connection closes."""
+            if after_headers:
+                data = json.dumps(_completion(server, body, "dropped", "stop")).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
         def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             self._send_bytes(status, json.dumps(payload, ensure_ascii=False).encode(), headers)

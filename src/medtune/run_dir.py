@@ -10,6 +10,8 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
                            the top of its own run dir)
     metrics.jsonl          every logged scalar, one flushed line per log call, appended on resume
     api_answers.jsonl      evaluate.py backend=openai: one line per API attempt (medtune.api_client.RequestLog)
+    api_batches.json       generate_data.py generator.batch=true: the Batch API jobs' file and batch ids, so a
+                           killed run reattaches to its batches (medtune.datagen.batch)
     wandb_run_id.txt       the W&B run id, so every resume continues the same W&B run
 """
 
@@ -46,6 +48,7 @@ PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUN
 STEP_EVAL_SUBDIR = "eval/steps"  # the in-training QA scorings, one step-<n>/ each
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
+API_BATCHES_FILE = "api_batches.json"
 RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume
 CELL_INDEX = ".cells"  # in a sweep dir: which cell dir computes each cell key (medtune.sweep.done_elsewhere)
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies

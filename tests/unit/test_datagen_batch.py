@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from medtune.api_client import ApiStopped
 from medtune.datagen import batch
 from medtune.datagen.pipeline import run
+from medtune.errors import ConfigError
 from medtune.run_dir import API_BATCHES_FILE
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
@@ -153,3 +154,9 @@ def test_dry_run_estimates_the_batch_price(batch_cfg, server, tmp_path):
     assert batched["estimated_cost_usd"] == pytest.approx(live["estimated_cost_usd"] / 2, abs=1e-4)
     assert live["estimated_cost_usd"] > 0
     assert batched["batch"] and server.request_count == 0 and not server.batches
+
+
+def test_a_poll_interval_of_zero_is_refused_at_composition(batch_cfg, server, tmp_path):
+    with pytest.raises(ConfigError, match=r"generator.batch_poll_s=0.0 is out of range"):
+        run(batch_cfg("generator.batch_poll_s=0"), tmp_path / "hydra")
+    assert not server.batches and not (tmp_path / "out").exists()

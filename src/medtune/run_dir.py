@@ -29,7 +29,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-from medtune.errors import ConfigError
+from medtune.errors import ConfigError, DataError
+from medtune.jsonl import read_jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 EVAL_SUBDIR = "eval"  # every scoring of the run: base, tuned, steps/
 BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
 TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
+PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 STEP_EVAL_SUBDIR = "eval/steps"  # the in-training QA scorings, one step-<n>/ each
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
@@ -224,3 +226,16 @@ def changed_keys(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
+
+
+def read_correct(path: Path) -> dict[str, bool] | None:
+    """problem_id → correct from an evaluation's predictions.jsonl (None when the file is absent)."""
+    if not path.is_file():
+        return None
+    correct = {}
+    for number, row in read_jsonl_objects(path):
+        for key in ("problem_id", "correct"):
+            if key not in row:
+                raise DataError("missing field", path=path, line=number, field=key)
+        correct[str(row["problem_id"])] = bool(row["correct"])
+    return correct

@@ -85,6 +85,39 @@ def test_a_server_that_never_answers_fails_the_preflight_and_sends_nothing_else(
     assert {asked(c.body) for c in calls} == {"Q0"}
 
 
+def test_a_hung_server_shows_in_the_bar_with_its_address_and_stops_with_a_timeout_message(tmp_path, capsys):
+    with OpenAIServer(fault_for=lambda request, attempt: Fault.hang(30)) as server:
+        cfg = config(server.base_url, timeout_s=0.6, slow_request_s=0.2, retry=replace(FAST, max_attempts=2))
+        with pytest.raises(ApiStopped, match=r"the first request .* failed after its retries \(no reply within 0.6 s"):
+            call_all(cfg, make_requests(3), RequestLog(tmp_path / "log.jsonl"), progress=True)
+    assert f"waiting 0 s on {server.base_url}" in capsys.readouterr().err  # the bar named the wait before the timeout
+
+
+def test_connections_dropped_mid_reply_are_retried_server_faults_never_nothing_answers(tmp_path):
+    """Every third request loses its connection after the headers (or before any byte): the run finishes."""
+
+    def fault_for(request: dict, attempt: int) -> Fault | None:
+        return Fault.drop(after_headers=attempt % 2 == 0) if attempt < 2 and int(asked(request)[1:]) % 3 == 1 else None
+
+    with OpenAIServer(fault_for=fault_for) as server:
+        summary, log = run(config(server.base_url, concurrency=4), make_requests(12), tmp_path / "log.jsonl")
+        assert server.request_count == 12 + 2 * 4
+    assert (summary.done, summary.failed, summary.dropped) == (12, 0, 8)
+    errors = [e["error"] for e in log.entries if e["status"] == "retry"]
+    assert len(errors) == 8 and all(e.startswith("the server closed the connection") for e in errors)
+    assert any("expected" in e for e in errors) and any("without sending a response" in e for e in errors)
+    assert "8 connections closed by the server mid-reply (retried)" in summary.line("x")
+
+
+def test_a_server_dropping_every_connection_stops_naming_dropped_connections(tmp_path):
+    with OpenAIServer(lambda request: Fault.drop() if asked(request) != "Q0" else "ok") as server:
+        cfg = config(server.base_url, concurrency=1, retry=replace(FAST, max_attempts=2, failures_to_stop=3))
+        message, _ = stopped(cfg, make_requests(10), tmp_path / "log.jsonl")
+        assert server.request_count == 1 + 3 * 2
+    assert message.startswith("the last 3 requests") and "the server closed the connection" in message
+    assert "nothing answers" not in message
+
+
 def test_500_forever_fails_the_preflight_within_its_attempts(tmp_path):
     with OpenAIServer(fault_for=lambda request, attempt: Fault.server_error()) as server:
         message, seconds = stopped(config(server.base_url), make_requests(20), tmp_path / "log.jsonl")

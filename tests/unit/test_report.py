@@ -25,11 +25,11 @@ from medtune.errors import DataError
 from medtune.report.cells import CSV_COLUMNS, build_cell, column_label
 from medtune.report.command import main
 from medtune.report.matrix import build_matrix, build_report, choose_runs
-from medtune.report.records import HYDRA_CONFIG, PREDICTIONS, RunRecord, collect_local, read_run_dir
+from medtune.report.records import HYDRA_CONFIG, RunRecord, collect_local, read_run_dir
 from medtune.report.tables import render_cell
 from medtune.report.wandb_log import log_report_to_wandb
 from medtune.report.write import write_report
-from medtune.run_dir import RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
+from medtune.run_dir import PREDICTIONS, RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
 from medtune.stats import mcnemar_exact
 
 from wandb_records import finished_offline_runs

@@ -39,12 +39,12 @@ from medtune.api_client import (
     Request,
     RequestLog,
     Summary,
-    _error_entry,
-    _ok_entry,
     address,
     api_key,
     backoff_seconds,
     classify,
+    error_entry,
+    ok_entry,
 )
 from medtune.errors import DataError
 from medtune.run_dir import API_BATCHES_FILE, write_json
@@ -312,15 +312,15 @@ def _entry(request: Request, line: dict[str, Any]) -> dict[str, Any]:
     response = line.get("response") or {}
     if response.get("status_code") == 200:
         try:
-            return _ok_entry(request, 1, ChatCompletion.model_validate(response["body"]), 0.0)
+            return ok_entry(request, 1, ChatCompletion.model_validate(response["body"]), 0.0)
         except (MalformedReply, ValueError) as err:  # ValueError: pydantic's ValidationError
-            return _error_entry(request, 1, Failure("retry", f"{type(err).__name__}: {err}", 200), "gave_up", 0.0)
+            return error_entry(request, 1, Failure("retry", f"{type(err).__name__}: {err}", 200), "gave_up", 0.0)
     status = response.get("status_code")
     error = (response.get("body") or {}).get("error") or line.get("error") or {}
     message = f"{error.get('code') or error.get('type') or 'error'}: {error.get('message', 'no message')}"
     refused = status is not None and 400 <= status < 500 and status not in (408, 409, 429)  # as classify() decides
     failure = Failure("refused" if refused else "retry", f"batch line: {message}", status)
-    return _error_entry(request, 1, failure, "refused" if refused else "gave_up", 0.0)
+    return error_entry(request, 1, failure, "refused" if refused else "gave_up", 0.0)
 
 
 def _error_code(line: dict[str, Any]) -> str | None:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from medtune.api_client import ApiConfig, validate_api
+from medtune.api_client import ApiConfig
 from medtune.config import EvalConfig, EvalSource, WandbConfig, register_resolvers, to_typed
 from medtune.errors import ConfigError
 from medtune.ranges import POSITIVE, UNIT, ranged
@@ -62,7 +62,6 @@ class GeneratorConfig(ApiConfig):
     """The server and model (fields shared with evaluate.py in medtune.api_client.ApiConfig) and sampling."""
 
     model: str = MISSING  # generator=openai: gpt-4o-mini; generator=local: the name your server serves
-    timeout_s: float = 120.0  # one HTTP attempt
     temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 4096  # per reply; 15 pairs need ~1500-3000 tokens of Japanese
@@ -162,7 +161,6 @@ def validate(cfg: GenerateConfig) -> None:
         ("decontamination.shared_chars", cfg.decontamination.shared_chars),
     ):
         _positive(value, key)
-    validate_api(cfg.generator, "generator")
     _fraction(cfg.dedup.near_threshold, "dedup.near_threshold")
     _fraction(cfg.decontamination.threshold, "decontamination.threshold")
     _fraction(cfg.filters.min_japanese_ratio, "filters.min_japanese_ratio")

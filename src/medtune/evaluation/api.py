@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.api_client import Request, RequestLog, call_all, request_key
-from medtune.evaluation.backend import Answer
+from medtune.evaluation.answer import Answer
 from medtune.evaluation.config import OpenAIConfig
 from medtune.evaluation.prompts import Prompt
 from medtune.qa_data import Question

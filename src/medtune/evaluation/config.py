@@ -11,7 +11,7 @@ from enum import StrEnum
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from medtune.api_client import ApiConfig, RetryConfig, validate_api
+from medtune.api_client import ApiConfig, RetryConfig
 from medtune.config import (
     AdapterConfig,
     AdapterMethod,
@@ -27,6 +27,7 @@ from medtune.config import (
     to_typed,
 )
 from medtune.errors import ConfigError
+from medtune.ranges import UNIT, ranged
 
 
 class Backend(StrEnum):
@@ -44,7 +45,7 @@ class OpenAIConfig(ApiConfig):
     temperature: float = 0.0
     max_tokens: int | None = None  # None: the server's default
     # A share of questions failed after their retries above this fails the run, with no score recorded.
-    max_failed_share: float = 0.0
+    max_failed_share: float = ranged(0.0, UNIT)
 
 
 @dataclass
@@ -81,10 +82,6 @@ def validate(cfg: EvaluateConfig) -> None:
     check_eval(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")
-    if cfg.backend == "openai":
-        validate_api(cfg.openai, "openai")
-        if not 0.0 <= cfg.openai.max_failed_share <= 1.0:
-            raise ConfigError(f"openai.max_failed_share must be in [0, 1] (got {cfg.openai.max_failed_share}).")
 
 
 def to_evaluate_config(cfg: DictConfig | EvaluateConfig) -> EvaluateConfig:

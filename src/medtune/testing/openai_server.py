@@ -29,10 +29,11 @@ How a request is answered; the first hook that yields a fault wins:
 
 Faults (see `Fault`): 429 with or without Retry-After, 429 `insufficient_quota`, 500, 401, 403, 404
 unknown model, 400 context length exceeded, a reply that hangs past the client's timeout, a malformed
-(non-JSON) 200 body, a 200 with an empty `choices` list, and a truncated reply (`finish_reason: "length"`,
-the responder's text cut short). `unused_base_url()` is an address where nothing listens. Every reply
-carries a `usage` block; its "tokens" are characters (no tokenizer offline). `calls` is a thread-safe log
-of every request, batch lines included (their path is `/v1/batches/<id>`).
+(non-JSON) 200 body, a 200 with an empty `choices` list, a connection closed mid-reply (after the headers,
+or before any byte), and a truncated reply (`finish_reason: "length"`, the responder's text cut short).
+`unused_base_url()` is an address where nothing listens. Every reply carries a `usage` block; its "tokens"
+are characters (no tokenizer offline). `calls` is a thread-safe log of every request, batch lines included
+(their path is `/v1/batches/<id>`).
 
 A batch's lines go through the same logic as live requests when a client first retrieves the batch;
 `hold_batches()` / `release_batches()` keep it `in_progress` meanwhile, `expire_next_batch(after=n)`
@@ -111,6 +112,12 @@ class Fault:
     def hang(cls, seconds: float = 30.0) -> Fault:
         """Withhold the reply (then send a normal one) so a client with a shorter timeout gives up."""
         return cls("hang", seconds=seconds)
+
+    @classmethod
+    def drop(cls, after_headers: bool = True) -> Fault:
+        """Close the connection mid-reply: after the status line, the headers and half the body (a proxy or
+        server dying under load), or with `after_headers=False` before sending anything."""
+        return cls("drop" if after_headers else "drop_silent")
 
     @classmethod
     def malformed(cls) -> Fault:
@@ -278,6 +285,8 @@ class OpenAIServer:
         if fault.kind == "hang":
             self._pause(fault.seconds)
             return 200, _completion(self, body, "", "stop"), {}
+        if fault.kind in ("drop", "drop_silent"):  # the handler closes the connection mid-reply
+            return DROPPED, _completion(self, body, "dropped", "stop") if fault.kind == "drop" else b"", {}
         if fault.kind == "malformed":
             return 200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "', {}
         if fault.kind == "empty_choices":
@@ -331,6 +340,7 @@ def _completion(server: OpenAIServer, body: dict[str, Any], text: str, finish_re
 
 
 JSON_TYPE = "application/json"
+DROPPED = -1  # _answer's status for a connection the handler closes mid-reply (Fault.drop)
 _Reply = tuple[int, "dict[str, Any] | bytes", dict[str, str]]
 
 
@@ -382,7 +392,9 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             auth = self.headers.get("Authorization", "")
             status, payload, headers = server._answer(self.path, body, auth.removeprefix("Bearer ") if auth else None)
-            if isinstance(payload, bytes):
+            if status == DROPPED:
+                self._drop(payload)
+            elif isinstance(payload, bytes):
                 self._send_bytes(status, payload, headers)
             else:
                 self._send_json(status, payload, headers)
@@ -415,6 +427,20 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except NotFound as missing:
                 self._send_json(404, _not_found(f"No such object: {missing}"))
             return True
+
+        def _drop(self, reply: dict[str, Any] | bytes) -> None:
+            """Headers promising the whole reply and half of it (a reply given), or nothing; then the connection
+            closes."""
+            if reply:
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
         def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             self._send_bytes(status, json.dumps(payload, ensure_ascii=False).encode(), headers)

@@ -60,6 +60,7 @@ def test_a_batch_gives_the_live_records_at_the_batch_price_and_a_rerun_pays_noth
         {"requests": CHUNKS, "input_file_id": lines and server.batches[0]["input_file_id"],
          "batch_id": server.batches[0]["id"], "status": "completed", "collected": True}
     ]  # fmt: skip
+    assert manifest["batches"] == _jobs(tmp_path / "out") and live["batches"] == []
     run(batch_cfg(), tmp_path / "hydra")
     assert len(server.batches) == 1 and server.request_count == 2 * CHUNKS  # nothing sent again
 
@@ -160,3 +161,13 @@ def test_a_poll_interval_of_zero_is_refused_at_composition(batch_cfg, server, tm
     with pytest.raises(ConfigError, match=r"generator.batch_poll_s=0.0 is out of range"):
         run(batch_cfg("generator.batch_poll_s=0"), tmp_path / "hydra")
     assert not server.batches and not (tmp_path / "out").exists()
+
+
+def test_a_batch_refused_at_validation_stops_with_its_reason_and_the_rerun_submits_anew(batch_cfg, server, tmp_path):
+    server.refuse_next_batch("Enqueued token limit reached for test-model.")
+    with pytest.raises(ApiStopped, match=r"refused batch batch_\d+ \(Enqueued token limit reached"):
+        run(batch_cfg(), tmp_path / "hydra")
+    assert server.request_count == 0 and _jobs(tmp_path / "out")[0]["status"] == "failed"
+    manifest = run(batch_cfg(), tmp_path / "hydra")
+    assert [b["status"] for b in server.batches] == ["failed", "completed"]
+    assert manifest["funnel"]["chunks_answered"] == CHUNKS and server.request_count == CHUNKS

@@ -94,6 +94,11 @@ class Jobs:
         return [job for job in self.jobs if job.input_file_id and not job.collected]
 
 
+def batch_jobs(out: Path) -> list[dict[str, Any]]:
+    """The run dir's batch jobs (ids, last status) for the manifest; empty for a run without batches."""
+    return [asdict(job) for job in Jobs(out / API_BATCHES_FILE).jobs]
+
+
 def input_files(requests: Sequence[Request]) -> list[bytes]:
     """Batch input JSONL (custom_id = the request key, body = the live request's body), split at the API's limits."""
     files: list[bytes] = []
@@ -220,7 +225,8 @@ class _Session:
         resent = " (sent again as a new batch)" if expired and (done or failed) else ""
         _say(f"batch {batch.id} {batch.status}: {done} answered, {failed} failed, {expired} not reached{resent}")
         if batch.status == "failed":
-            errors = "; ".join(f"line {e.line}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
+            data = (batch.errors.data if batch.errors else None) or []
+            errors = "; ".join(("" if e.line is None else f"line {e.line}: ") + f"{e.message}" for e in data)
             raise ApiStopped(f"{address(self.cfg)} refused batch {batch.id} ({errors or 'no reason given'})")
         if batch.status == "cancelled":
             raise ApiStopped(f"batch {batch.id} was cancelled; its answers are kept, a rerun submits the rest")

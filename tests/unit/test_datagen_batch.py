@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from medtune.api_client import ApiStopped
 from medtune.datagen import batch
 from medtune.datagen.pipeline import run
+from medtune.errors import ConfigError
 from medtune.run_dir import API_BATCHES_FILE
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
@@ -59,6 +60,7 @@ def test_a_batch_gives_the_live_records_at_the_batch_price_and_a_rerun_pays_noth
         {"requests": CHUNKS, "input_file_id": lines and server.batches[0]["input_file_id"],
          "batch_id": server.batches[0]["id"], "status": "completed", "collected": True}
     ]  # fmt: skip
+    assert manifest["batches"] == _jobs(tmp_path / "out") and live["batches"] == []
     run(batch_cfg(), tmp_path / "hydra")
     assert len(server.batches) == 1 and server.request_count == 2 * CHUNKS  # nothing sent again
 
@@ -153,3 +155,19 @@ def test_dry_run_estimates_the_batch_price(batch_cfg, server, tmp_path):
     assert batched["estimated_cost_usd"] == pytest.approx(live["estimated_cost_usd"] / 2, abs=1e-4)
     assert live["estimated_cost_usd"] > 0
     assert batched["batch"] and server.request_count == 0 and not server.batches
+
+
+def test_a_poll_interval_of_zero_is_refused_at_composition(batch_cfg, server, tmp_path):
+    with pytest.raises(ConfigError, match=r"generator.batch_poll_s=0.0 is out of range"):
+        run(batch_cfg("generator.batch_poll_s=0"), tmp_path / "hydra")
+    assert not server.batches and not (tmp_path / "out").exists()
+
+
+def test_a_batch_refused_at_validation_stops_with_its_reason_and_the_rerun_submits_anew(batch_cfg, server, tmp_path):
+    server.refuse_next_batch("Enqueued token limit reached for test-model.")
+    with pytest.raises(ApiStopped, match=r"refused batch batch_\d+ \(Enqueued token limit reached"):
+        run(batch_cfg(), tmp_path / "hydra")
+    assert server.request_count == 0 and _jobs(tmp_path / "out")[0]["status"] == "failed"
+    manifest = run(batch_cfg(), tmp_path / "hydra")
+    assert [b["status"] for b in server.batches] == ["failed", "completed"]
+    assert manifest["funnel"]["chunks_answered"] == CHUNKS and server.request_count == CHUNKS

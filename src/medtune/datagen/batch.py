@@ -87,10 +87,16 @@ class Jobs:
             raise DataError(f"not a batch job list ({err}); move it away to submit anew", path=self.path) from err
 
     def save(self) -> None:
-        write_json(self.path, {"jobs": [asdict(job) for job in self.jobs]})
+        write_json(self.path, {"jobs": [asdict(job) for job in self.jobs if job.input_file_id]})
 
     def open(self) -> list[Job]:
-        return [job for job in self.jobs if not job.collected]
+        """Jobs whose lines are not yet logged; a job whose upload failed has nothing on the server to wait for."""
+        return [job for job in self.jobs if job.input_file_id and not job.collected]
+
+
+def batch_jobs(out: Path) -> list[dict[str, Any]]:
+    """The run dir's batch jobs (ids, last status) for the manifest; empty for a run without batches."""
+    return [asdict(job) for job in Jobs(out / API_BATCHES_FILE).jobs]
 
 
 def input_files(requests: Sequence[Request]) -> list[bytes]:
@@ -156,6 +162,9 @@ class _Session:
     def run(self, unique: list[Request]) -> None:
         """Collect open jobs (a killed run's too), then submit what is unanswered, until nothing is left."""
         by_key = {r.key: r for r in unique}
+        for job in self.jobs.open():
+            which = job.batch_id or f"of input {job.input_file_id}"
+            _say(f"reattaching to batch {which} from an earlier run ({job.requests} requests)")
         with self.client:
             while True:
                 for job in self.jobs.open():
@@ -213,9 +222,11 @@ class _Session:
         done, failed, expired = self._collect(batch, by_key)
         job.status, job.collected = batch.status, True
         self.jobs.save()
-        _say(f"batch {batch.id} {batch.status}: {done} answered, {failed} failed, {expired} not reached")
+        resent = " (sent again as a new batch)" if expired and (done or failed) else ""
+        _say(f"batch {batch.id} {batch.status}: {done} answered, {failed} failed, {expired} not reached{resent}")
         if batch.status == "failed":
-            errors = "; ".join(f"line {e.line}: {e.message}" for e in (batch.errors.data if batch.errors else []) or [])
+            data = (batch.errors.data if batch.errors else None) or []
+            errors = "; ".join(("" if e.line is None else f"line {e.line}: ") + f"{e.message}" for e in data)
             raise ApiStopped(f"{address(self.cfg)} refused batch {batch.id} ({errors or 'no reason given'})")
         if batch.status == "cancelled":
             raise ApiStopped(f"batch {batch.id} was cancelled; its answers are kept, a rerun submits the rest")

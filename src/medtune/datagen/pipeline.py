@@ -33,7 +33,7 @@ from medtune.api_client import (
 )
 from medtune.config import to_plain_dict
 from medtune.datagen import storage
-from medtune.datagen.batch import BATCH_KEY, generate_batch
+from medtune.datagen.batch import BATCH_KEY, batch_jobs, generate_batch
 from medtune.datagen.chunking import Chunk, chunk_sources
 from medtune.datagen.config import GenerateConfig, GeneratorConfig, PricingConfig, PromptConfig, to_generate_config
 from medtune.datagen.dedup import QuestionText, deduplicate, find_contamination
@@ -354,6 +354,7 @@ def build_outputs(
         "funnel": funnel,
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
         "calls": _call_figures(raw),
+        "batches": batch_jobs(out),  # generator.batch=true: every batch's file and batch ids and last status
         **_usage_figures(raw, gen.generator.pricing),
         "generation_seconds": None if generation_seconds is None else round(generation_seconds, 3),
         "decontamination": {

@@ -7,6 +7,8 @@ happens:
 - `hold_batches()` keeps every batch `in_progress` until `release_batches()` (a client killed mid-wait);
 - `expire_next_batch(after=n)` answers the next batch's first n lines, then expires it: the rest go to the error
   file with code `batch_expired`, as OpenAI does when the 24-hour window closes;
+- `refuse_next_batch(message)` fails the next batch at validation (status `failed`, the message in its `errors`),
+  as OpenAI does when the enqueued-token limit is reached;
 - a line whose completion is an HTTP error (a `Fault`, e.g. context length) goes to the error file with its status
   and error body: a failed line.
 """
@@ -47,6 +49,7 @@ class BatchStore:
         self._released = threading.Event()
         self._released.set()
         self._expiring: deque[int] = deque()
+        self._refusing: deque[str] = deque()
 
     # -- scripting and inspection ------------------------------------------------------------------
     def hold(self) -> None:
@@ -58,6 +61,10 @@ class BatchStore:
     def expire_next(self, after: int) -> None:
         with self._lock:
             self._expiring.append(after)
+
+    def refuse_next(self, message: str) -> None:
+        with self._lock:
+            self._refusing.append(message)
 
     @property
     def batches(self) -> list[dict[str, Any]]:
@@ -128,6 +135,7 @@ class BatchStore:
                 "error_file_id": None,
                 "request_counts": {"total": len([line for line in lines if line.strip()]), "completed": 0, "failed": 0},
                 "_expire_after": self._expiring.popleft() if self._expiring else None,
+                "_refusal": self._refusing.popleft() if self._refusing else None,
             }
             self._batches[batch_id] = batch
             return _public(batch)
@@ -145,6 +153,13 @@ class BatchStore:
             if batch_id not in self._batches:
                 raise NotFound(batch_id)
             batch = self._batches[batch_id]
+            if batch["status"] == "validating" and batch["_refusal"]:  # fails validation: no line is answered
+                error = {"code": "token_limit_exceeded", "line": None, "message": batch["_refusal"], "param": None}
+                batch |= {
+                    "status": "failed",
+                    "failed_at": int(time.time()),
+                    "errors": {"object": "list", "data": [error]},
+                }
             if batch["status"] == "validating":
                 batch["status"] = "in_progress"
             run_now = batch["status"] == "in_progress" and self._released.is_set()

@@ -39,7 +39,8 @@ are characters (no tokenizer offline). `calls` is a thread-safe log of every req
 
 A batch's lines go through the same logic as live requests when a client first retrieves the batch;
 `hold_batches()` / `release_batches()` keep it `in_progress` meanwhile, `expire_next_batch(after=n)`
-expires the next one after n lines, and a line the responder or a hook answers with a Fault is a failed line.
+expires the next one after n lines, `refuse_next_batch()` fails the next one at validation, and a line the
+responder or a hook answers with a Fault is a failed line.
 """
 
 from __future__ import annotations
@@ -323,6 +324,10 @@ class OpenAIServer:
     def expire_next_batch(self, after: int) -> None:
         """The next batch created answers its first `after` lines, then expires (the rest: `batch_expired`)."""
         self.batch_store.expire_next(after)
+
+    def refuse_next_batch(self, message: str = "Enqueued token limit reached for this model.") -> None:
+        """The next batch created fails validation (status `failed`, `message` in its errors): no line answered."""
+        self.batch_store.refuse_next(message)
 
     @property
     def batches(self) -> list[dict[str, Any]]:

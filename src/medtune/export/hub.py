@@ -27,14 +27,14 @@ def check_hub_allowed(repo: str) -> None:
 
 def push_folder(folder: Path, repo: str, private: bool = False) -> str:
     """Create the repo (if new) and upload every file of the folder in one commit; returns the commit's URL."""
-    import httpx
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HTTPError  # the base error of the HTTP client the hub library itself uses
 
     api = HfApi()
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="medtune export")
-    except (OSError, httpx.HTTPError) as err:  # HfHubHTTPError, a missing token and network errors are all here
+    except (OSError, HTTPError) as err:  # HfHubHTTPError, a missing token and network errors are all here
         reason = (str(err).strip().splitlines() or [""])[0]
         raise HubUnavailable(
             f"--push-to-hub {repo}: the upload failed ({type(err).__name__}: {reason}); the export is complete in "

@@ -215,3 +215,19 @@ def test_an_unreachable_hub_is_one_line_and_keeps_the_export(qlora_run, tmp_path
     assert exit_info.value.code == 1 and err.count("\n") == 1
     assert err.startswith("medtune: error: --push-to-hub me/x: the upload failed (") and f"hf upload me/x {out}" in err
     assert (out / "adapter_model.safetensors").is_file()  # the export itself is complete
+
+
+def test_only_a_saved_model_folder_on_the_default_base_is_scored_as_itself(exported, cache_dir, tmp_path):
+    from medtune.errors import ConfigError
+    from medtune.evaluation.config import to_evaluate_config
+
+    def base(*overrides: str):
+        return to_evaluate_config(compose("evaluate", *overrides, cache_dir=cache_dir)).base_model
+
+    folder = base(f"base_model.path={exported}")
+    assert (folder.tiny, folder.name, folder.path) == (False, exported.name, str(exported))
+    assert base(f"base_model.path={exported}", "base_model.tiny=false", "base_model.name=mine").name == "mine"
+    assert (base().tiny, base().name) == (True, "tiny_gptneox")  # medtune's own tiny build stays the tiny base
+    (tmp_path / "notes.txt").write_text("not a model")  # no config.json: still refused, nothing overwritten
+    with pytest.raises(ConfigError, match="holds files medtune did not create"):
+        base(f"base_model.path={tmp_path}")

@@ -1,7 +1,8 @@
 """What a run dir holds, and the only code that writes its bookkeeping files.
 
 Torch-free, so the report and the entry scripts read run dirs without loading any model code.
-    resolved_config.yaml   the config that produced the run (evaluate.py, resume and the report read it)
+    resolved_config.yaml   the config that produced the run (evaluate.py, resume and the report read it; evaluate.py
+                           writes its own as evaluated)
     run_status.json        the run's state (RunState, + error), so a crash never looks finished
     results.json           the final figures, written last
     model/                 the adapter (or full weights) + tokenizer
@@ -13,6 +14,8 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
     api_batches.json       generate_data.py generator.batch=true: the Batch API jobs' file and batch ids, so a
                            killed run reattaches to its batches (medtune.datagen.batch)
     wandb_run_id.txt       the W&B run id, so every resume continues the same W&B run
+    export/                `medtune export`'s W&B run of this run dir (its files and id; the exported folder is
+                           wherever --out says, and holds README.md + medtune_export.json beside the weights)
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS release
 STUDY_FILE = "optuna.db"  # sqlite storage; hydra.sweeper.storage=journal writes STUDY_JOURNAL instead
 STUDY_JOURNAL = "optuna.journal"
 TRIAL_SUBDIR = "{study}/trial-{number:03d}"  # a re-asked trial has a new number, so a fresh dir
+# `medtune export`: its W&B bookkeeping in the run dir, and what it writes beside the weights in the exported folder.
+EXPORT_SUBDIR = "export"
+MODEL_CARD = "README.md"  # the Hugging Face model card
+EXPORT_RECORD = "medtune_export.json"  # where the folder came from (run dir, tuning, steps, the run's accuracy)
 
 
 def write_text(path: Path, text: str) -> None:

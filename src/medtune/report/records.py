@@ -14,6 +14,7 @@ import yaml
 from medtune.config import tuning_method
 from medtune.errors import ConfigError, DataError
 from medtune.run_dir import (
+    EXPORT_RECORD,
     METRICS_FILE,
     METRICS_LOG,
     PREDICTIONS,
@@ -150,7 +151,7 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
         placed = (
             yaml.safe_load(trained.read_text(encoding="utf-8"))
             if config.get("run_dir") and trained.is_file()
-            else config
+            else _exported_from(config) or config
         )
         base = record_from_config(
             placed | {"trainer": placed.get("trainer", {"max_steps": 0})}, source=str(run_dir), status=status
@@ -171,6 +172,17 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
         tuned_correct=None if untuned else correct,
         started=started,
     )
+
+
+def _exported_from(config: dict[str, Any]) -> dict[str, Any] | None:
+    """An evaluate.py run on a `medtune export` folder sits in the column of the run it was exported from (its
+    tuning and steps), in a row of its own: the folder's name, which evaluate.py gave the base."""
+    base = config.get("base_model") or {}
+    record = Path(str(base.get("path", ""))).expanduser() / EXPORT_RECORD
+    if not record.is_file():
+        return None
+    source = json.loads(record.read_text(encoding="utf-8"))["config"]
+    return source | {"base_model": source["base_model"] | {"name": base["name"]}}
 
 
 def read_run_state(run_dir: Path) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from medtune.api_client import (
     Summary,
     call_all,
     request_key,
+    token_limit_name,
 )
 from medtune.testing import Fault, OpenAIServer, unused_base_url
 
@@ -206,3 +207,17 @@ def test_a_rerun_pays_only_for_what_is_missing_and_repairs_a_torn_line(tmp_path)
     assert (first.done, second.done, second.resumed) == (6, 1, 5)
     assert len(log.answered()) == 6 and len(RequestLog(log_path).entries) == 6  # the torn line was cut off
     assert log_path.read_text(encoding="utf-8").endswith("}\n")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "param", "name"),
+    [
+        (None, "auto", "max_completion_tokens"),
+        ("https://api.openai.com/v1", "auto", "max_completion_tokens"),
+        ("http://127.0.0.1:8000/v1", "auto", "max_tokens"),
+        ("http://127.0.0.1:8000/v1", "max_completion_tokens", "max_completion_tokens"),
+        ("https://api.openai.com/v1", "max_tokens", "max_tokens"),
+    ],
+)
+def test_the_token_limit_name_follows_the_base_url_unless_configured(base_url, param, name):
+    assert token_limit_name(config(base_url, token_limit_param=param)) == name

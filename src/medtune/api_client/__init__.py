@@ -15,20 +15,24 @@ returns a `Summary` (done / failed / resumed). It owns, once for both scripts:
   request body, so a rerun never pays for an answer it has;
 - concurrency, request/token rate limits, a tqdm progress bar and a final one-line summary.
 
-Modules: config (ApiConfig, the key, the resume key) · request_log (the attempt log) · policy (failure
-classification and backoff) · rate_limit (request/token buckets) · runner (`call_all`, the progress bar).
+Modules: config (ApiConfig, the key, the request body and its resume key) · request_log (the attempt log) ·
+policy (failure classification and backoff) · rate_limit (request/token buckets) · runner (`call_all`, the bar).
 """
 
 from medtune.api_client.config import (
     LOCAL_HOSTS,
     OPENAI_URL,
     PLACEHOLDER_KEY,
+    TEMPERATURE,
+    TOP_P,
     ApiConfig,
     RetryConfig,
     address,
     api_key,
+    chat_body,
     redact,
     request_key,
+    token_limit_name,
 )
 from medtune.api_client.policy import (
     ApiFailed,
@@ -48,6 +52,8 @@ __all__ = [
     "LOCAL_HOSTS",
     "OPENAI_URL",
     "PLACEHOLDER_KEY",
+    "TEMPERATURE",
+    "TOP_P",
     "ApiConfig",
     "ApiFailed",
     "ApiStopped",
@@ -63,6 +69,7 @@ __all__ = [
     "api_key",
     "backoff_seconds",
     "call_all",
+    "chat_body",
     "classify",
     "error_entry",
     "is_context_length",
@@ -70,4 +77,5 @@ __all__ = [
     "redact",
     "request_key",
     "retry_after_seconds",
+    "token_limit_name",
 ]

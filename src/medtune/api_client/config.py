@@ -1,5 +1,5 @@
 """What both scripts configure to reach an OpenAI-compatible server, and the facts derived from it: the address,
-the key (never in a message, a log line or a file), the resume key of a request."""
+the key (never in a message, a log line or a file), the request body (`chat_body`) and its resume key."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ from urllib.parse import urlsplit
 
 from omegaconf import MISSING
 
+from medtune.enums import TokenLimitParam
 from medtune.errors import ConfigError
-from medtune.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ranged
+from medtune.ranges import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range, ranged
 
 PLACEHOLDER_KEY = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) accept any key; the client needs one
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 OPENAI_URL = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
+TEMPERATURE = Range(0, 2)  # the OpenAI API's range; a subclass changing the default declares it again
+TOP_P = Range(0, 1, low_open=True)
 
 
 @dataclass
@@ -52,10 +56,34 @@ class ApiConfig:
     # a request in flight this long shows in the progress bar (address, seconds waited)
     slow_request_s: float = ranged(10.0, POSITIVE)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    # Sampling (chat_body): null leaves a parameter out, so the server's default applies (reasoning models accept
+    # only the default temperature: set it to null for them).
+    temperature: float | None = ranged(None, TEMPERATURE)
+    top_p: float | None = ranged(None, TOP_P)
+    max_tokens: int | None = ranged(None, AT_LEAST_1)  # the reply's token limit, sent as token_limit_param
+    token_limit_param: TokenLimitParam = TokenLimitParam.auto  # auto: max_completion_tokens at api.openai.com
+    seed: int | None = None  # sent when set (best-effort determinism)
 
 
 def address(cfg: ApiConfig) -> str:
     return (cfg.base_url or OPENAI_URL).rstrip("/")
+
+
+def token_limit_name(cfg: ApiConfig) -> str:
+    """max_completion_tokens for the OpenAI API (max_tokens is deprecated there), max_tokens for the servers that
+    need it (vLLM, llama.cpp, Ollama), unless token_limit_param names one."""
+    if cfg.token_limit_param != TokenLimitParam.auto:
+        return str(cfg.token_limit_param)
+    at_openai = urlsplit(address(cfg)).hostname == OPENAI_HOST
+    return str(TokenLimitParam.max_completion_tokens if at_openai else TokenLimitParam.max_tokens)
+
+
+def chat_body(cfg: ApiConfig, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chat-completions request both scripts send (and hash as its resume key): the parameters that are set,
+    the token limit under the name this server wants."""
+    optional = {"temperature": cfg.temperature, "top_p": cfg.top_p, token_limit_name(cfg): cfg.max_tokens}
+    optional["seed"] = cfg.seed
+    return {"model": cfg.model, "messages": messages} | {k: v for k, v in optional.items() if v is not None}
 
 
 def api_key(cfg: ApiConfig) -> str:

@@ -21,7 +21,16 @@ from typing import Any
 import openai
 from omegaconf import DictConfig
 
-from medtune.api_client import ApiFailed, ApiStopped, Request, RequestLog, Summary, call_all, request_key
+from medtune.api_client import (
+    ApiFailed,
+    ApiStopped,
+    Request,
+    RequestLog,
+    Summary,
+    call_all,
+    chat_body,
+    request_key,
+)
 from medtune.config import to_plain_dict
 from medtune.datagen import storage
 from medtune.datagen.batch import BATCH_KEY, batch_jobs, generate_batch
@@ -37,6 +46,7 @@ from medtune.run_dir import lifecycle, write_json
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
+FIRST_REJECTS = 3  # reject reasons a run that kept nothing names in its error
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ def _generate_tracked(
             raise stopped
         if summary is not None and summary.failed and not manifest["funnel"]["chunks_answered"]:
             raise ApiFailed(f"kept nothing: all {summary.failed} chunks failed ({_last_error(raw)})")
+        if not manifest["funnel"]["kept"]:  # every reply unparsable or rejected: not a dataset to train on
+            raise ApiFailed(_nothing_kept(manifest["funnel"], out))
         tracker.finish(exit_code=0)
         return manifest
     except BaseException:
@@ -94,6 +106,17 @@ def _generate_tracked(
         raise
     finally:
         raw.close()
+
+
+def _nothing_kept(funnel: dict[str, int], out: Path) -> str:
+    """Why the answered chunks gave no record: the funnel's counts and the first reject reasons."""
+    rejects = storage.read_jsonl(out / storage.REJECTS)[:FIRST_REJECTS]
+    reasons = "; ".join(f"{r['id']} {r['reason']} ({str(r['detail'] or r['content'])[:60]!r})" for r in rejects)
+    return (
+        f"kept nothing from {funnel['chunks_answered']} answered chunks ({funnel['pairs_parsed']} pairs parsed, "
+        f"{funnel['unparsed_fragments']} unparsable fragments); first rejects: {reasons or 'none'}; "
+        f"all of them in {out / storage.REJECTS}"
+    )
 
 
 def _last_error(raw: RequestLog) -> str:
@@ -133,16 +156,7 @@ def make_plan(chunks: list[Chunk], template: str, gen: GenerateConfig) -> list[P
 
 def request_body(passage_prompt: str, generator: GeneratorConfig) -> dict[str, Any]:
     """The exact request; its hash is the resume key, so any change of text or parameters is a new call."""
-    body: dict[str, Any] = {
-        "model": generator.model,
-        "messages": [{"role": "user", "content": passage_prompt}],
-        "temperature": generator.temperature,
-        "top_p": generator.top_p,
-        "max_tokens": generator.max_tokens,
-    }
-    if generator.seed is not None:
-        body["seed"] = generator.seed
-    return body
+    return chat_body(generator, [{"role": "user", "content": passage_prompt}])
 
 
 def _chunk_row(chunk: Chunk, planned: Planned) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from medtune.api_client import ApiConfig, RetryConfig
+from medtune.api_client import TEMPERATURE, ApiConfig, RetryConfig
 from medtune.config import (
     AdapterConfig,
     AdapterMethod,
@@ -42,8 +42,7 @@ class OpenAIConfig(ApiConfig):
     model: str = "gpt-4o"
     # a one-line answer: a request still failing after 2 minutes fails (a hung server stops the run then)
     retry: RetryConfig = field(default_factory=lambda: RetryConfig(budget_s=120.0))
-    temperature: float = 0.0
-    max_tokens: int | None = None  # None: the server's default
+    temperature: float | None = ranged(0.0, TEMPERATURE)  # greedy answers; null for a reasoning model
     # A share of questions failed after their retries above this fails the run, with no score recorded.
     max_failed_share: float = ranged(0.0, UNIT)
 

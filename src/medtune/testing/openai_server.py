@@ -31,6 +31,8 @@ Faults (see `Fault`): 429 with or without Retry-After, 429 `insufficient_quota`,
 unknown model, 400 context length exceeded, a reply that hangs past the client's timeout, a malformed
 (non-JSON) 200 body, a 200 with an empty `choices` list, a connection closed mid-reply (after the headers,
 or before any byte), and a truncated reply (`finish_reason: "length"`, the responder's text cut short).
+The reply's token limit may come as `max_completion_tokens` or `max_tokens` (`Call.token_limit_param` says
+which); `token_limit_params=("max_completion_tokens",)` refuses the other as OpenAI's reasoning models do.
 `unused_base_url()` is an address where nothing listens. Every reply carries a `usage` block; its "tokens"
 are characters (no tokenizer offline). `calls` is a thread-safe log of every request, batch lines included
 (their path is `/v1/batches/<id>`).
@@ -154,6 +156,9 @@ _ERROR_BODIES = {
 }
 
 
+TOKEN_LIMIT_PARAMS = ("max_completion_tokens", "max_tokens")
+
+
 def unused_base_url() -> str:
     """An OpenAI-style base URL on 127.0.0.1 where nothing listens (the port was free a moment ago)."""
     with socket.socket() as probe:
@@ -173,6 +178,12 @@ class Call:
     api_key: str | None  # the bearer token the client sent
     started: float  # time.monotonic() at arrival
 
+    @property
+    def token_limit_param(self) -> str | None:
+        """Which name the request gave its reply's token limit (the server accepts both unless told otherwise)."""
+        found = [name for name in TOKEN_LIMIT_PARAMS if name in self.body]
+        return found[0] if found else None
+
 
 class OpenAIServer:
     """Serve chat completions from `responder` at `base_url` while the context is open."""
@@ -185,11 +196,14 @@ class OpenAIServer:
         fault_for: FaultHook | None = None,
         model: str = "medtune-test",
         batch_api: bool = True,
+        token_limit_params: tuple[str, ...] = TOKEN_LIMIT_PARAMS,
     ) -> None:
         self.responder: Responder = responder or (lambda _request: "ok")
         self.latency_s = latency_s  # added to every chat completion (benchmarks)
         self.fault_for = fault_for
         self.model = model
+        # the token-limit names accepted; another one gets the 400 OpenAI's reasoning models give max_tokens
+        self.token_limit_params = token_limit_params
         self._lock = threading.Lock()
         self._queued: deque[Fault] = deque()
         self._calls: list[Call] = []
@@ -394,6 +408,12 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw)
             except ValueError:
                 self._send_json(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
+                return
+            unsupported = [p for p in TOKEN_LIMIT_PARAMS if p in body and p not in server.token_limit_params]
+            if unsupported:
+                message = f"Unsupported parameter: '{unsupported[0]}' is not supported with this model."
+                error = {"message": message, "type": "invalid_request_error", "code": "unsupported_parameter"}
+                self._send_json(400, {"error": error})
                 return
             auth = self.headers.get("Authorization", "")
             status, payload, headers = server._answer(self.path, body, auth.removeprefix("Bearer ") if auth else None)

@@ -137,7 +137,9 @@ def test_batch_killed_after_creation_reattaches_to_the_one_batch_and_gives_the_l
         assert len(server.batches) == 1 and len(server.batch_store.uploads) == 1  # reattached: no second upload
         assert server.request_count - live_calls == CHUNKS  # every line answered once
     assert (batched / "records.jsonl").read_bytes() == (live / "records.jsonl").read_bytes()
-    assert "created" not in proc.stderr and f"batch {server.batches[0]['id']} completed" in proc.stderr
+    batch_id = server.batches[0]["id"]
+    assert f"reattaching to batch {batch_id} from an earlier run" in proc.stderr and " created for " not in proc.stderr
+    assert f"batch {batch_id} completed: {CHUNKS} answered, 0 failed" in proc.stderr
 
 
 def test_exhausted_quota_exits_2_with_one_clear_line(corpus: Path, tmp_path: Path) -> None:

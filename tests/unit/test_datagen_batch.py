@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from medtune.api_client import ApiStopped
 from medtune.datagen import batch
 from medtune.datagen.pipeline import run
-from medtune.errors import ConfigError
+from medtune.errors import ConfigError, DataError
 from medtune.run_dir import API_BATCHES_FILE
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
@@ -171,3 +171,12 @@ def test_a_batch_refused_at_validation_stops_with_its_reason_and_the_rerun_submi
     manifest = run(batch_cfg(), tmp_path / "hydra")
     assert [b["status"] for b in server.batches] == ["failed", "completed"]
     assert manifest["funnel"]["chunks_answered"] == CHUNKS and server.request_count == CHUNKS
+
+
+def test_a_damaged_batch_file_is_named_before_any_upload(batch_cfg, server, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / API_BATCHES_FILE).write_text('{"jobs": [{"batch": "x"}]}', encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{API_BATCHES_FILE}.*not a batch job list"):
+        run(batch_cfg(), tmp_path / "hydra")
+    assert not server.batch_store.uploads and server.request_count == 0

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import openai
 from openai.types import Batch
@@ -49,8 +49,8 @@ from medtune.api_client import (
 from medtune.errors import DataError
 from medtune.run_dir import API_BATCHES_FILE, write_json
 
-ENDPOINT = "/v1/chat/completions"
-COMPLETION_WINDOW = "24h"  # the only window the Batch API offers
+ENDPOINT: Final = "/v1/chat/completions"
+COMPLETION_WINDOW: Final = "24h"  # the only window the Batch API offers
 MAX_REQUESTS = 50_000  # the Batch API's limits per input file; a longer plan is split into several batches
 MAX_BYTES = 200 * 2**20
 TERMINAL = frozenset({"completed", "expired", "failed", "cancelled"})
@@ -237,12 +237,13 @@ class _Session:
             )
 
     def _wait(self, job: Job) -> Batch:
-        """Poll until the batch ends, with a bar of lines done and one line per status change."""
+        """Poll until the batch ends, with a bar of lines done and a line per status change (without the bar,
+        progress=false as in a job's log, also one per tenth of the lines done)."""
         assert job.batch_id is not None
         batch_id = job.batch_id
         bar = tqdm(total=job.requests, desc=f"batch {batch_id}", unit="request", disable=not self.progress,
                    dynamic_ncols=True, file=sys.stderr)  # fmt: skip
-        status = job.status
+        said = (job.status, 0)
         try:
             while True:
                 batch = self._call("checking the batch", lambda: self.client.batches.retrieve(batch_id))
@@ -252,9 +253,10 @@ class _Session:
                 bar.set_postfix_str(f"{batch.status} failed={failed}")
                 if batch.status in TERMINAL:
                     return batch
-                if batch.status != status:
-                    status = batch.status
-                    _say(f"batch {batch_id}: {status} ({done}/{job.requests} done, {failed} failed)", bar)
+                now = (batch.status, 0 if self.progress else (done + failed) * 10 // max(job.requests, 1))
+                if now != said:
+                    said = now
+                    _say(f"batch {batch_id}: {batch.status} ({done}/{job.requests} done, {failed} failed)", bar)
                 time.sleep(self.poll_s)
         finally:
             bar.close()

@@ -172,7 +172,8 @@ class BatchStore:
 
     def _run(self, batch: dict[str, Any], answer: LineAnswer) -> None:
         lines = [json.loads(line) for line in self.file_text(batch["input_file_id"]).splitlines() if line.strip()]
-        outputs, errors = [], []
+        outputs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
         expire_after = batch["_expire_after"]
         for number, line in enumerate(lines):
             if expire_after is not None and number >= expire_after:
@@ -213,8 +214,9 @@ def _multipart(content_type: str, data: bytes) -> dict[str, tuple[str, bytes]]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + data
     )
-    form = {}
+    form: dict[str, tuple[str, bytes]] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        form[str(name)] = (part.get_filename() or "", part.get_payload(decode=True) or b"")
+        payload = part.get_payload(decode=True)
+        form[str(name)] = (part.get_filename() or "", payload if isinstance(payload, bytes) else b"")
     return form

@@ -52,7 +52,7 @@ def test_a_response_that_is_exactly_the_choice_texts_names_its_answer():
 
 
 def test_a_response_naming_too_many_choices_is_officially_wrong_but_mapped_by_similarity_for_the_paper():
-    score = score_question(question(["d"]), "心室中隔穿孔,乳頭筋断") # names d (and almost e): top-1 similar is d
+    score = score_question(question(["d"]), "心室中隔穿孔,乳頭筋断")  # names d (and almost e): top-1 similar is d
     assert score.correct and score.interpretation.letters == ("d",)
     named = score_question(question(["d"]), "心室中隔穿孔,乳頭筋断裂")  # names d and e exactly
     assert named.interpretation.official_letters == ("d", "e") and not named.official_correct

@@ -9,7 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -99,3 +100,27 @@ def kill_script_when(script: str, *overrides: str, cwd: Path, ready: Callable[[]
     finally:
         proc.kill()  # SIGKILL: no handler, no cleanup, as when a node dies
         proc.wait()
+
+
+_HOLD_RUN_DIR = """
+import sys, time
+from pathlib import Path
+from medtune.run_dir import claimed
+with claimed(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+@contextmanager
+def another_process_holding(run_dir: Path) -> Iterator[None]:
+    """A second live medtune process holding `run_dir` (its lock), killed at the end: its lock goes with it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_RUN_DIR, str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -76,6 +76,8 @@ def test_seeds_are_a_multirun_axis_and_the_report_groups_them(tmp_path, tiny_mod
     (sweep,) = (tmp_path / "multirun").glob("*/*")
     configs = [yaml.safe_load(path.read_text()) for path in sweep.glob("*/resolved_config.yaml")]
     assert sorted(config["trainer"]["seed"] for config in configs) == [1, 2, 3]
-    (row,) = report_rows(sweep, tmp_path)
+    rows = {row["tuning"]: row for row in report_rows(sweep, tmp_path)}
+    assert set(rows) == {"untuned", "lora"} and rows["untuned"]["source"].endswith("(eval/base)")  # its base scoring
+    row = rows["lora"]
     assert row["n_seeds"] == "3" and row["paired_test"] == "sign-flip" and row["seed_flips"] != ""
     assert len(row["seed_accuracies"].split()) == 3 and row["accuracy_std"] != ""

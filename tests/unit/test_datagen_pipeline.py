@@ -12,12 +12,13 @@ import pytest
 from omegaconf import DictConfig
 
 from medtune.api_client import ApiFailed, ApiStopped, TokenBucket
+from medtune.datagen import storage
 from medtune.datagen.pipeline import run
 from medtune.errors import ConfigError, DataError
 from medtune.testing import Fault, OpenAIServer, unused_base_url
 from medtune.testing.qa_pairs import qa_responder
 
-from helpers import small_generate
+from helpers import another_process_holding, small_generate
 
 SECRET = "sk-test-SECRET-9f8e7d"
 CHUNKS = 8  # 24 corpus lines, 3 per chunk
@@ -119,6 +120,12 @@ def test_the_token_limit_and_sampling_parameters_follow_the_server(generate_cfg,
         calls = strict.calls
     assert manifest["funnel"]["kept"] > 0 and {c.token_limit_param for c in calls} == {"max_completion_tokens"}
     assert not any("temperature" in c.body for c in calls) and {c.body["top_p"] for c in calls} == {1.0}
+
+
+def test_a_second_generate_data_on_the_same_dir_stops_before_paying(generate_cfg, server, tmp_path) -> None:
+    with another_process_holding(tmp_path / "out"), pytest.raises(ConfigError, match="in use"):
+        run(generate_cfg(), tmp_path / "hydra")
+    assert server.request_count == 0 and not (tmp_path / "out" / storage.CHUNKS).exists()
 
 
 def test_dry_run_counts_requests_and_cost_without_calls(generate_cfg, server, tmp_path) -> None:

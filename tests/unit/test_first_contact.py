@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,7 @@ from medtune.run_dir import (
     write_status,
 )
 
-from helpers import REPO, train_job
+from helpers import another_process_holding, train_job
 
 
 def test_a_key_added_with_plus_is_checked_like_any_other(compose_config):
@@ -57,35 +55,33 @@ def test_a_build_of_ours_or_an_empty_folder_may_be_replaced(compose_config, cach
 
 
 def test_a_second_process_on_the_same_run_dir_stops(tmp_path: Path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_RUN_DIR, str(tmp_path / "run")],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        with (
-            pytest.raises(ConfigError, match="in use by another running medtune process"),
-            claimed(tmp_path / "run"),
-        ):
-            pass
-    finally:
-        holder.kill()
-        holder.wait()
+    with (
+        another_process_holding(tmp_path / "run"),
+        pytest.raises(ConfigError, match="in use by another running medtune process"),
+        claimed(tmp_path / "run"),
+    ):
+        pass
     assert is_live(tmp_path / "run") is False  # the dead holder's lock is gone with its process
     with claimed(tmp_path / "run"):
         assert is_live(tmp_path / "run")
 
 
-HOLD_RUN_DIR = """
-import sys, time
-from pathlib import Path
-from medtune.run_dir import claimed
-with claimed(Path(sys.argv[1])):
-    print("holding", flush=True)
-    time.sleep(120)
-"""
+def test_a_second_evaluate_on_the_same_dir_stops_before_asking_anything(compose_config, tmp_path: Path):
+    from medtune.evaluation.pipeline import run as evaluate_run
+    from medtune.testing import OpenAIServer
+
+    with OpenAIServer() as server:
+        cfg = compose_config(
+            "evaluate",
+            "backend=openai",
+            f"openai.base_url={server.base_url}",
+            "openai.model=medtune-test",
+            "wandb.mode=disabled",
+            "eval.limit=2",
+        )
+        with another_process_holding(tmp_path / "eval"), pytest.raises(ConfigError, match="in use"):
+            evaluate_run(cfg, tmp_path / "eval")
+        assert server.request_count == 0 and not (tmp_path / "eval" / RESOLVED_CONFIG).exists()
 
 
 def test_a_run_dir_holding_another_config_is_refused_naming_the_keys(tmp_path: Path):

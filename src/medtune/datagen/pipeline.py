@@ -42,7 +42,7 @@ from medtune.datagen.parsing import parse_reply
 from medtune.errors import DataError
 from medtune.lineage import MANIFEST_ARTIFACT_KEY, generated_dataset, generated_dataset_name
 from medtune.preemption import preemptible
-from medtune.run_dir import lifecycle, write_json
+from medtune.run_dir import claimed, lifecycle, write_json
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
@@ -63,7 +63,11 @@ def run(cfg: DictConfig | GenerateConfig, output_dir: str | Path) -> dict[str, A
     """Generate (or resume, or reparse) into output_dir; returns the manifest (the plan for dry_run)."""
     gen = to_generate_config(cfg)
     out = Path(gen.output_dir or output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    with claimed(out):  # a second generate_data.py on the same dir would pay for the same chunks again
+        return _run_claimed(gen, out)
+
+
+def _run_claimed(gen: GenerateConfig, out: Path) -> dict[str, Any]:
     raw = RequestLog(out / storage.RAW_LOG)
     if gen.reparse:
         plan = [Planned(row["id"], row["key"], row["prompt_chars"]) for row in storage.read_jsonl(out / storage.CHUNKS)]

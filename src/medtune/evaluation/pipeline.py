@@ -20,7 +20,7 @@ from medtune.evaluation.scoring import finish_evaluation
 from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_eval_run
 from medtune.preemption import preemptible
 from medtune.qa_data import Question, load_questions
-from medtune.run_dir import PREDICTIONS_FILE, RESOLVED_CONFIG, lifecycle
+from medtune.run_dir import PREDICTIONS_FILE, RESOLVED_CONFIG, claimed, lifecycle
 from medtune.tracking import wandb_locations
 
 log = logging.getLogger(__package__)  # the package's one logger: console lines read [medtune.evaluation]
@@ -71,9 +71,13 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     typed = to_evaluate_config(cfg)
     output_dir = Path(output_dir)
     questions = load_questions(typed.eval)  # a bad data file fails here, before any weights load or W&B run starts
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # The config as evaluated (a model folder named after itself, see as_model_folder): the report reads it.
-    OmegaConf.save(OmegaConf.create(to_plain_dict(typed)), output_dir / RESOLVED_CONFIG)
+    with claimed(output_dir):  # a second evaluate.py on the same dir would ask (and pay for) the same questions
+        # The config as evaluated (a model folder named after itself, see as_model_folder): the report reads it.
+        OmegaConf.save(OmegaConf.create(to_plain_dict(typed)), output_dir / RESOLVED_CONFIG)
+        return _evaluate_claimed(typed, output_dir, questions)
+
+
+def _evaluate_claimed(typed: EvaluateConfig, output_dir: Path, questions: list[Question]) -> dict[str, float]:
     with preemptible(), lifecycle(output_dir):  # SIGTERM: preempted; resume= asks only what has no answer
         run_ = start_eval_run(typed, output_dir)
         wandb_where = wandb_locations(run_)

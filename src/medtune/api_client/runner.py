@@ -38,7 +38,7 @@ class Summary:
     seconds: float = 0.0
 
     def line(self, label: str) -> str:
-        dropped = f", {self.dropped} connections closed by the server mid-reply (retried)" if self.dropped else ""
+        dropped = f", {self.dropped} connections closed by the server mid-reply" if self.dropped else ""
         return (
             f"{label}: {self.done} done, {self.failed} failed, {self.resumed} resumed from earlier runs{dropped} "
             f"({self.seconds:.1f} s)"

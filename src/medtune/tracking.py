@@ -128,6 +128,7 @@ def start_wandb_run(
             resolved.dir / "wandb",
         )
         wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
+        wandb.setup(wandb.Settings(**quiet))  # teardown forgot the process-wide settings
         run = wandb.init(mode="offline", **settings)
     return TrackedRun(run, output_dir / METRICS_LOG)
 

@@ -22,6 +22,7 @@ from medtune.api_client import (
     RetryConfig,
     Summary,
     call_all,
+    chat_body,
     classify,
     request_key,
     token_limit_name,
@@ -223,7 +224,11 @@ def test_a_rerun_pays_only_for_what_is_missing_and_repairs_a_torn_line(tmp_path)
     ],
 )
 def test_the_token_limit_name_follows_the_base_url_unless_configured(base_url, param, name):
-    assert token_limit_name(config(base_url, token_limit_param=param)) == name
+    cfg = config(base_url, token_limit_param=param, max_tokens=64, temperature=None)
+    body = chat_body(cfg, [{"role": "user", "content": "Q"}])
+    assert token_limit_name(cfg) == name and body[name] == 64 and "temperature" not in body
+    renamed = {("max_tokens" if k == name else k): v for k, v in body.items()}
+    assert request_key(body) == request_key(renamed)  # either name: the same answer, never paid for twice
 
 
 def _wrapped(outer: type[openai.APIConnectionError], cause: Exception) -> openai.APIConnectionError:

@@ -41,12 +41,6 @@ def quiet_request_logs() -> None:
             logger.setLevel(logging.WARNING)
 
 
-def wandb_console_settings() -> dict[str, bool]:
-    """wandb.Settings fields: W&B's run history/summary (`quiet`) and its info notices, the Weave advert among them
-    (`show_info`), off; its warnings and errors stay. The closing summary says where the run's files are."""
-    return {} if verbose() else {"quiet": True, "show_info": False}
-
-
 def quiet_loading_bars() -> None:
     """transformers' "Loading weights" bar off (the hub's download bars stay: a 14 GB download needs one), via its
     public tqdm hook; $MEDTUNE_VERBOSE keeps it. Imports transformers: call where models load."""

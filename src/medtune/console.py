@@ -20,7 +20,7 @@ from medtune.run_dir import METRICS_FILE, METRICS_LOG, PREDICTIONS_FILE, RESULTS
 log = logging.getLogger(__name__)
 
 # 1: the libraries' own console output comes back (httpx request lines, W&B's run summary and notices, the
-# "Loading weights" bars); README "What the console shows". Unset: medtune's bars and closing summary only.
+# "Loading weights" bars); README "Quiet by default, verbose on request". Unset: medtune's bars and summaries.
 VERBOSE_ENV = "MEDTUNE_VERBOSE"
 REQUEST_LOGGERS = ("httpx", "httpx2")  # one INFO line per HTTP request (the openai client sends with httpx2)
 LOADING_BAR = "Loading weights"  # transformers 5's per-load bar (core_model_loading)

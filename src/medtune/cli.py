@@ -62,10 +62,11 @@ def exit_on_user_error() -> Iterator[None]:
         fail(str(err))
 
 
-def fail(message: str) -> NoReturn:
-    """The one line a user error prints, and exit 2 (the scripts and the `medtune` command share it)."""
+def fail(message: str, status: int = USER_ERROR_EXIT) -> NoReturn:
+    """The one line a user error prints, and exit 2 (the scripts and the `medtune` command share it); another
+    status for a failure that is not the input's (an unreachable service)."""
     print(f"medtune: error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USER_ERROR_EXIT)
+    sys.exit(status)
 
 
 def run_job(task: Callable[[], T]) -> T | None:

@@ -59,6 +59,7 @@ def tuning_method(adapter: str, quantization: str) -> str:
 
 
 TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
+MODEL_CONFIG_FILE = "config.json"  # transformers' CONFIG_NAME: every saved model folder has one
 ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output layer
 # Attention kernels transformers dispatches to; a kernels-hub repo id ("kernels-community/...") is also accepted.
 # The flash ones read packed position ids as variable-length sequences (no padding, no mask).
@@ -90,6 +91,7 @@ class BaseModelConfig:
     )
     revision: str | None = None
     trust_remote_code: bool = False
+    license: str | None = None  # the weights' licence (a hub licence id), for the model card of an export
 
 
 @dataclass

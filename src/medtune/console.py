@@ -15,7 +15,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from medtune.run_dir import METRICS_FILE, METRICS_LOG, PREDICTIONS_FILE, RESULTS_FILE
+from medtune.run_dir import (
+    METRICS_FILE,
+    METRICS_LOG,
+    MODEL_SUBDIR,
+    PREDICTIONS,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    read_correct,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +68,6 @@ def bar(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) 
 
 def training_summary(results: dict[str, Any], suite: str) -> str:
     """The lines train.py prints when a run ends: what it achieved and where everything is (all from results.json)."""
-    from medtune.models import MODEL_SUBDIR
-
     out = Path(results["run_dir"])
     lines = [f"medtune: run finished in {out}"]
     accuracy = _accuracy_line(results, out, suite)
@@ -83,7 +89,6 @@ def training_summary(results: dict[str, Any], suite: str) -> str:
 
 def _accuracy_line(results: dict[str, Any], out: Path, suite: str) -> str | None:
     """base → tuned accuracy with 95 % bootstrap CIs and McNemar's p, from the saved predictions."""
-    from medtune.report.records import PREDICTIONS, read_correct
     from medtune.stats import mcnemar_by_question
 
     base, tuned = read_correct(out / PREDICTIONS["base"]), read_correct(out / PREDICTIONS["tuned"])
@@ -105,8 +110,6 @@ def _with_ci(correct: dict[str, bool]) -> str:
 
 def evaluation_summary(metrics: dict[str, Any], out: Path, suite: str, wandb: dict[str, Any]) -> str:
     """The lines evaluate.py prints when it ends, as train.py's: the score and where everything is."""
-    from medtune.report.records import read_correct
-
     correct = read_correct(out / PREDICTIONS_FILE)
     failed = f", {metrics['n_failed']:.0f} without an answer" if metrics.get("n_failed") else ""
     lines = [f"medtune: evaluation finished in {out}"]

@@ -6,6 +6,8 @@
                       ──logs──▶  model    <base>-<method>-<quant>    (adapter or full weights + metadata)
                       ──logs──▶  results  results-<run id>           (results.json + predictions)
     evaluate.py run_dir=...  ──uses──▶  that model
+    medtune export    ──uses──▶  that model
+                      ──logs──▶  model    <base>-<method>-<quant>-<merged|adapter|full>   (the exported folder)
     python -m medtune.report ──uses──▶  the results of every run it reads
 
 Artifacts are rebuilt from the files on disk wherever they are used: the same files give the same digest, hence
@@ -101,17 +103,22 @@ def model_artifact(run_dir: Path, tc: TrainConfig, metadata: dict[str, Any], mod
     """The trained adapter (or full weights) of a run dir; `mode` copy or reference (auto: by size)."""
     from medtune.models import MODEL_SUBDIR
 
-    model_dir = run_dir / MODEL_SUBDIR
-    if mode == "auto":
-        size_mb = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file()) / 2**20
-        mode = "copy" if size_mb <= MODEL_COPY_LIMIT_MB else "reference"
     name = slug(f"{tc.base_model.name}-{tc.adapter.method}-{tc.quantization.mode}")
+    return folder_artifact(run_dir / MODEL_SUBDIR, name, metadata, mode)
+
+
+def folder_artifact(folder: Path, name: str, metadata: dict[str, Any], mode: str) -> wandb.Artifact:
+    """A model folder as a `model` artifact: its files copied, or (`reference`) pointed at; auto: copied up to
+    MODEL_COPY_LIMIT_MB (an adapter), referenced above (merged weights of a large base)."""
+    if mode == "auto":
+        size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+        mode = "copy" if size_mb <= MODEL_COPY_LIMIT_MB else "reference"
     artifact = wandb.Artifact(name, "model", metadata=metadata | {"stored_as": mode})
     if mode == "copy":
-        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):  # immutable: uploaded from the run dir,
-            artifact.add_file(str(path), name=str(path.relative_to(model_dir)), policy="immutable")  # no staged copy
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):  # immutable: uploaded from the folder,
+            artifact.add_file(str(path), name=str(path.relative_to(folder)), policy="immutable")  # no staged copy
     else:
-        artifact.add_reference(model_dir.resolve().as_uri())
+        artifact.add_reference(folder.resolve().as_uri())
     return artifact
 
 
@@ -134,6 +141,19 @@ def log_trained_model(run: Any, tc: TrainConfig, run_dir: Path, results: dict[st
         "run_dir": str(run_dir),
     }
     artifact = model_artifact(run_dir, tc, metadata, mode)
+    run.log_artifact(artifact)
+    return artifact.name
+
+
+def log_export(run: Any, tc: TrainConfig, run_dir: Path, folder: Path, kind: str, record: dict[str, Any]) -> str | None:
+    """`medtune export`: the exported folder as a model artifact that uses the run's own model artifact, so the
+    lineage graph goes on from the adapter to what was published; returns its name."""
+    mode = tc.wandb.model_artifact
+    if mode == "off" or run.disabled:
+        return None
+    use_trained_model(run, run_dir)
+    name = slug(f"{tc.base_model.name}-{tc.adapter.method}-{tc.quantization.mode}-{kind}")
+    artifact = folder_artifact(folder, name, record | {"folder": str(folder.resolve())}, mode)
     run.log_artifact(artifact)
     return artifact.name
 

@@ -1,7 +1,8 @@
 """What a run dir holds, and the only code that writes its bookkeeping files.
 
 Torch-free, so the report and the entry scripts read run dirs without loading any model code.
-    resolved_config.yaml   the config that produced the run (evaluate.py, resume and the report read it)
+    resolved_config.yaml   the config that produced the run (evaluate.py, resume and the report read it; evaluate.py
+                           writes its own as evaluated)
     run_status.json        the run's state (RunState, + error), so a crash never looks finished
     results.json           the final figures, written last
     model/                 the adapter (or full weights) + tokenizer
@@ -10,7 +11,11 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
                            the top of its own run dir)
     metrics.jsonl          every logged scalar, one flushed line per log call, appended on resume
     api_answers.jsonl      evaluate.py backend=openai: one line per API attempt (medtune.api_client.RequestLog)
+    api_batches.json       generate_data.py generator.batch=true: the Batch API jobs' file and batch ids, so a
+                           killed run reattaches to its batches (medtune.datagen.batch)
     wandb_run_id.txt       the W&B run id, so every resume continues the same W&B run
+    export/                `medtune export`'s W&B run of this run dir (its files and id; the exported folder is
+                           wherever --out says, and holds README.md + medtune_export.json beside the weights)
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-from medtune.errors import ConfigError
+from medtune.errors import ConfigError, DataError
+from medtune.jsonl import read_jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +47,11 @@ PREDICTIONS_FILE = "predictions.jsonl"
 EVAL_SUBDIR = "eval"  # every scoring of the run: base, tuned, steps/
 BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
 TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
+PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 STEP_EVAL_SUBDIR = "eval/steps"  # the in-training QA scorings, one step-<n>/ each
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
+API_BATCHES_FILE = "api_batches.json"
 RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume
 CELL_INDEX = ".cells"  # in a sweep dir: which cell dir computes each cell key (medtune.sweep.done_elsewhere)
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
@@ -51,6 +59,10 @@ LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS release
 STUDY_FILE = "optuna.db"  # sqlite storage; hydra.sweeper.storage=journal writes STUDY_JOURNAL instead
 STUDY_JOURNAL = "optuna.journal"
 TRIAL_SUBDIR = "{study}/trial-{number:03d}"  # a re-asked trial has a new number, so a fresh dir
+# `medtune export`: its W&B bookkeeping in the run dir, and what it writes beside the weights in the exported folder.
+EXPORT_SUBDIR = "export"
+MODEL_CARD = "README.md"  # the Hugging Face model card
+EXPORT_RECORD = "medtune_export.json"  # where the folder came from (run dir, tuning, steps, the run's accuracy)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -221,3 +233,16 @@ def changed_keys(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
+
+
+def read_correct(path: Path) -> dict[str, bool] | None:
+    """problem_id → correct from an evaluation's predictions.jsonl (None when the file is absent)."""
+    if not path.is_file():
+        return None
+    correct = {}
+    for number, row in read_jsonl_objects(path):
+        for key in ("problem_id", "correct"):
+            if key not in row:
+                raise DataError("missing field", path=path, line=number, field=key)
+        correct[str(row["problem_id"])] = bool(row["correct"])
+    return correct

@@ -38,7 +38,6 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from medtune.arguments import training_arguments
 from medtune.config import (
     EvalMode,
     TrainConfig,
@@ -79,6 +78,7 @@ from medtune.run_dir import (
     write_json,
 )
 from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run, wandb_locations
+from medtune.training_args import training_arguments
 
 log = logging.getLogger(__name__)
 steps_log = logging.getLogger("medtune.steps")  # every logging step's figures: job log file only, not the console

@@ -49,7 +49,8 @@ def test_a_user_conf_dir_adds_an_experiment_beside_the_shipped_groups(
     [
         (["train", "--shell-completion", "install=bash"], "shell completion is not offered"),
         (["status", "."], ". holds no multirun cells (.hydra/overrides.yaml)"),  # medtune.sweep's own line and exit
-        (["fit"], "unknown command 'fit'; one of: train, evaluate, generate-data, report, status"),
+        (["fit"], "unknown command 'fit'; one of: train, evaluate, generate-data, report, status, export"),
+        (["export", ".", "--out", "x"], ". is not a train.py run dir (no resolved_config.yaml)."),
     ],
 )
 def test_what_cannot_run_is_one_line(

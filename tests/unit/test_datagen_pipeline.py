@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,25 +15,12 @@ from medtune.api_client import ApiFailed, ApiStopped, TokenBucket
 from medtune.datagen.pipeline import run
 from medtune.errors import ConfigError, DataError
 from medtune.testing import Fault, OpenAIServer, unused_base_url
-from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
+from medtune.testing.qa_pairs import qa_responder
 
 from helpers import small_generate
 
 SECRET = "sk-test-SECRET-9f8e7d"
 CHUNKS = 8  # 24 corpus lines, 3 per chunk
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.txt"
-    path.write_text(synthetic_corpus(24), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer(qa_responder) as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ from medtune.api_client.policy import (
 )
 from medtune.api_client.rate_limit import RateLimiter, TokenBucket
 from medtune.api_client.request_log import RequestLog
-from medtune.api_client.runner import Request, Summary, call_all
+from medtune.api_client.runner import Request, Summary, call_all, error_entry, ok_entry
 
 __all__ = [
     "LOCAL_HOSTS",
@@ -74,7 +74,9 @@ __all__ = [
     "call_all",
     "chat_body",
     "classify",
+    "error_entry",
     "is_context_length",
+    "ok_entry",
     "redact",
     "request_key",
     "retry_after_seconds",

@@ -87,11 +87,11 @@ class _Run:
             wait = backoff_seconds(failure, attempt, retry)
             self.connect_streak = self.connect_streak + 1 if failure.kind == "connect" else 0
             if failure.kind == "stop" or self.connect_streak >= retry.connect_failures_to_stop:
-                self._write(_error_entry(request, attempt, failure, "stopped", time.monotonic() - started))
+                self._write(error_entry(request, attempt, failure, "stopped", time.monotonic() - started))
                 raise ApiStopped(await self._stop_message(failure))
             final = attempt == retry.max_attempts or time.monotonic() + wait >= deadline
             status = "refused" if failure.kind == "refused" else "gave_up" if final else "retry"
-            self._write(_error_entry(request, attempt, failure, status, time.monotonic() - started))
+            self._write(error_entry(request, attempt, failure, status, time.monotonic() - started))
             if status != "retry":
                 return failure
             await asyncio.sleep(wait)
@@ -104,7 +104,7 @@ class _Run:
         self.in_flight[sent] = started
         try:
             reply = await self.client.chat.completions.create(**request.body, timeout=timeout)
-            return _ok_entry(request, attempt, reply, time.monotonic() - started)
+            return ok_entry(request, attempt, reply, time.monotonic() - started)
         except Exception as err:
             failure = classify(err, self.secret, timeout)
             self.summary.dropped += failure.dropped
@@ -150,7 +150,7 @@ class _Run:
         return f"it serves: {', '.join(models)}" if models else "it lists no models"
 
 
-def _ok_entry(request: Request, attempt: int, reply: Any, seconds: float) -> dict[str, Any]:
+def ok_entry(request: Request, attempt: int, reply: Any, seconds: float) -> dict[str, Any]:
     """The logged reply; a 200 without choices or content raises MalformedReply (retried like a 5xx)."""
     if not getattr(reply, "choices", None):
         raise MalformedReply("the reply has no choices")
@@ -174,7 +174,7 @@ def _ok_entry(request: Request, attempt: int, reply: Any, seconds: float) -> dic
     }
 
 
-def _error_entry(request: Request, attempt: int, failure: Failure, status: str, seconds: float) -> dict[str, Any]:
+def error_entry(request: Request, attempt: int, failure: Failure, status: str, seconds: float) -> dict[str, Any]:
     reason = f"context length exceeded: {failure.message}" if is_context_length(failure) else failure.message
     return {
         "key": request.key,

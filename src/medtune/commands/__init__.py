@@ -5,6 +5,7 @@
     medtune generate-data source.paths=[notes.txt] dry_run=true
     medtune report multirun/2026-01-01/12-00-00-000000
     medtune status multirun/2026-01-01/12-00-00-000000   # = python -m medtune.sweep status ...
+    medtune export outputs/2026-01-01/12-00-00-000000 --out exports/my-model   # = python -m medtune.export ...
 
 Outputs go under the working directory, as for the scripts. A ./conf folder there (or `--config-dir DIR`) adds
 config groups and experiments beside the shipped ones. Modules:
@@ -34,13 +35,14 @@ class Command:
     leading: tuple[str, ...] = ()  # arguments placed before the user's (`medtune status D` = `medtune.sweep status D`)
 
 
-# Another package plugs in with one line; still to come: "export" (medtune.export).
+# Another package plugs in with one line.
 COMMANDS: dict[str, Command] = {
     "train": Command("medtune.commands.train", "instruction-tune or pretrain a base model (overrides, -m, --cfg)"),
     "evaluate": Command("medtune.commands.evaluate", "score a trained run, a base model or an API model on medical QA"),
     "generate-data": Command("medtune.commands.generate_data", "QA records from medical text through an OpenAI API"),
     "report": Command("medtune.report.command", "the comparison report of run dirs or multirun dirs"),
     "status": Command("medtune.sweep", "each cell's state in a sweep dir (finished, failed, ...)", ("status",)),
+    "export": Command("medtune.export.command", "a finished run as a standalone HF model folder (adapter merged)"),
 }
 HYDRA_COMMANDS = ("train", "evaluate", "generate-data")
 SHELL_COMPLETION = ("--shell-completion", "-sc")

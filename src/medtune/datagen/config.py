@@ -15,7 +15,7 @@ from omegaconf import MISSING, DictConfig
 from medtune.api_client import TEMPERATURE, TOP_P, ApiConfig
 from medtune.config import EvalConfig, EvalSource, WandbConfig, register_resolvers, to_typed
 from medtune.errors import ConfigError
-from medtune.ranges import AT_LEAST_1, ranged
+from medtune.ranges import AT_LEAST_1, POSITIVE, UNIT, ranged
 
 
 class ChunkMethod(StrEnum):
@@ -53,6 +53,8 @@ class PricingConfig:
     # dry_run estimates without a tokenizer: tokens ≈ characters × this (Japanese: ~1 per character)
     tokens_per_char: float = 1.0
     reply_tokens_per_pair: int = 100  # dry_run: expected reply tokens per requested pair
+    # generator.batch=true: the Batch API bills this share of the prices above (OpenAI: half, for every model)
+    batch_price_share: float = ranged(0.5, UNIT)
 
 
 @dataclass
@@ -63,6 +65,10 @@ class GeneratorConfig(ApiConfig):
     temperature: float | None = ranged(0.7, TEMPERATURE)
     top_p: float | None = ranged(1.0, TOP_P)
     max_tokens: int = ranged(4096, AT_LEAST_1)  # per reply; 15 pairs need ~1500-3000 tokens of Japanese
+    # true: send the requests as OpenAI Batch API jobs (/v1/files + /v1/batches): half price, answered within 24 h
+    # (medtune.datagen.batch); a rerun of the same command reattaches to its batch instead of paying again
+    batch: bool = False
+    batch_poll_s: float = ranged(30.0, POSITIVE)  # seconds between two status checks of a batch
     pricing: PricingConfig = field(default_factory=PricingConfig)  # the model's prices
 
 

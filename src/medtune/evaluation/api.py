@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtune.api_client import Request, RequestLog, call_all, chat_body, request_key
-from medtune.evaluation.backend import Answer
+from medtune.evaluation.answer import Answer
 from medtune.evaluation.config import OpenAIConfig
 from medtune.evaluation.prompts import Prompt
 from medtune.qa_data import Question

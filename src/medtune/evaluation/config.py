@@ -5,14 +5,17 @@ Torch-free (as is everything it imports), so evaluate.py shows a config mistake 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import TEMPERATURE, ApiConfig, RetryConfig
 from medtune.config import (
+    MODEL_CONFIG_FILE,
+    TINY_MARKER,
     AdapterConfig,
     AdapterMethod,
     BaseModelConfig,
@@ -77,11 +80,25 @@ def validate(cfg: EvaluateConfig) -> None:
             "for a tuned model, or adapter=none for the untuned base."
         )
     if cfg.backend == "local" and cfg.run_dir is None:
-        check_tiny_model_path(cfg.base_model, cfg.cache_dir)
+        check_tiny_model_path(as_model_folder(cfg.base_model), cfg.cache_dir)
     check_eval(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")
 
 
+def as_model_folder(base: BaseModelConfig) -> BaseModelConfig:
+    """`evaluate.py base_model.path=<folder>`: a saved model medtune did not build there (a `medtune export`, a
+    published model downloaded with `hf download`) is scored as it is, named after its folder in W&B and in the
+    report; the default base's tiny build never applies to it. `base_model.tiny=false base_model.name=<label>`
+    names it otherwise."""
+    path = Path(base.path).expanduser()
+    if not base.tiny or not (path / MODEL_CONFIG_FILE).is_file() or (path / TINY_MARKER).is_file():
+        return base
+    return replace(base, tiny=False, name=path.resolve().name)
+
+
 def to_evaluate_config(cfg: DictConfig | EvaluateConfig) -> EvaluateConfig:
-    return to_typed(cfg, EvaluateConfig, validate)
+    typed = to_typed(cfg, EvaluateConfig, validate)
+    if typed.run_dir is None:
+        typed.base_model = as_model_folder(typed.base_model)
+    return typed

@@ -8,26 +8,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from medtune.config import EvalConfig
+from medtune.config import EvalConfig, to_plain_dict
 from medtune.console import evaluation_summary
+from medtune.evaluation.answer import Answerer
 from medtune.evaluation.api import ApiBackend
-from medtune.evaluation.backend import Backend
 from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_config
 from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
 from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_eval_run
 from medtune.preemption import preemptible
 from medtune.qa_data import Question, load_questions
-from medtune.run_dir import PREDICTIONS_FILE, lifecycle
+from medtune.run_dir import PREDICTIONS_FILE, RESOLVED_CONFIG, lifecycle
 from medtune.tracking import wandb_locations
 
 log = logging.getLogger(__package__)  # the package's one logger: console lines read [medtune.evaluation]
 
 
 def evaluate(
-    backend: Backend, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
+    backend: Answerer, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
 ) -> dict[str, float]:
     """Score a backend on the suite (`questions`: the suite when the caller has already loaded it); writes
     metrics.json and predictions.jsonl into output_dir.
@@ -72,6 +72,8 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     output_dir = Path(output_dir)
     questions = load_questions(typed.eval)  # a bad data file fails here, before any weights load or W&B run starts
     output_dir.mkdir(parents=True, exist_ok=True)
+    # The config as evaluated (a model folder named after itself, see as_model_folder): the report reads it.
+    OmegaConf.save(OmegaConf.create(to_plain_dict(typed)), output_dir / RESOLVED_CONFIG)
     with preemptible(), lifecycle(output_dir):  # SIGTERM: preempted; resume= asks only what has no answer
         run_ = start_eval_run(typed, output_dir)
         wandb_where = wandb_locations(run_)
@@ -89,7 +91,7 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     return metrics
 
 
-def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Backend:
+def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Answerer:
     """The server to ask, or the local model loaded (a trained run's base + adapter, or an untuned base)."""
     if cfg.backend == "openai":
         return ApiBackend(cfg.openai, output_dir, cfg.progress)

@@ -13,24 +13,23 @@ import yaml
 
 from medtune.config import tuning_method
 from medtune.errors import ConfigError, DataError
-from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import (
-    BASE_EVAL_SUBDIR,
+    EXPORT_RECORD,
     METRICS_FILE,
     METRICS_LOG,
+    PREDICTIONS,
     PREDICTIONS_FILE,
     RESOLVED_CONFIG,
     RESULTS_FILE,
     STATUS_FILE,
-    TUNED_EVAL_SUBDIR,
     RunState,
     effective_state,
+    read_correct,
     read_status,
 )
 from medtune.tracking import read_metrics_log
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
-PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 NOT_STARTED = "not started"
 
 
@@ -152,7 +151,7 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
         placed = (
             yaml.safe_load(trained.read_text(encoding="utf-8"))
             if config.get("run_dir") and trained.is_file()
-            else config
+            else _exported_from(config) or config
         )
         base = record_from_config(
             placed | {"trainer": placed.get("trainer", {"max_steps": 0})}, source=str(run_dir), status=status
@@ -175,6 +174,17 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
     )
 
 
+def _exported_from(config: dict[str, Any]) -> dict[str, Any] | None:
+    """An evaluate.py run on a `medtune export` folder sits in the column of the run it was exported from (its
+    tuning and steps), in a row of its own: the folder's name, which evaluate.py gave the base."""
+    base = config.get("base_model") or {}
+    record = Path(str(base.get("path", ""))).expanduser() / EXPORT_RECORD
+    if not record.is_file():
+        return None
+    source = json.loads(record.read_text(encoding="utf-8"))["config"]
+    return source | {"base_model": source["base_model"] | {"name": base["name"]}}
+
+
 def read_run_state(run_dir: Path) -> tuple[str, str]:
     """(state, error) as `medtune.sweep status` shows it (a killed run reads preempted: the same command continues
     it); without run_status.json the job stopped before training began: its log says why."""
@@ -189,16 +199,3 @@ def read_run_state(run_dir: Path) -> tuple[str, str]:
     logs = sorted(run_dir.glob("*.log"))
     last_lines = [line for log in logs for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     return NOT_STARTED, last_lines[-1].strip() if last_lines else f"no {STATUS_FILE}: see the job's output"
-
-
-def read_correct(path: Path) -> dict[str, bool] | None:
-    """problem_id → correct from an evaluation's predictions.jsonl (None when the file is absent)."""
-    if not path.is_file():
-        return None
-    correct = {}
-    for number, row in read_jsonl_objects(path):
-        for key in ("problem_id", "correct"):
-            if key not in row:
-                raise DataError("missing field", path=path, line=number, field=key)
-        correct[str(row["problem_id"])] = bool(row["correct"])
-    return correct

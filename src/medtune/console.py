@@ -28,7 +28,7 @@ from medtune.run_dir import (
 log = logging.getLogger(__name__)
 
 # 1: the libraries' own console output comes back (httpx request lines, W&B's run summary and notices, the
-# "Loading weights" bars); README "What the console shows". Unset: medtune's bars and closing summary only.
+# "Loading weights" bars); README "Quiet by default, verbose on request". Unset: medtune's bars and summaries.
 VERBOSE_ENV = "MEDTUNE_VERBOSE"
 REQUEST_LOGGERS = ("httpx", "httpx2")  # one INFO line per HTTP request (the openai client sends with httpx2)
 LOADING_BAR = "Loading weights"  # transformers 5's per-load bar (core_model_loading)
@@ -47,12 +47,6 @@ def quiet_request_logs() -> None:
             logger.setLevel(logging.INFO)
         elif logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
-
-
-def wandb_console_settings() -> dict[str, bool]:
-    """wandb.Settings fields: W&B's run history/summary (`quiet`) and its info notices, the Weave advert among them
-    (`show_info`), off; its warnings and errors stay. The closing summary says where the run's files are."""
-    return {} if verbose() else {"quiet": True, "show_info": False}
 
 
 def quiet_loading_bars() -> None:

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import wandb
 
 from medtune.config import WandbConfig, WandbMode
-from medtune.console import wandb_console_settings
+from medtune.console import verbose
 from medtune.errors import ConfigError
 from medtune.jsonl import nonblank_lines
 from medtune.run_dir import METRICS_LOG, RUN_ID_FILE
@@ -100,8 +100,7 @@ def start_wandb_run(
     """Start (or resume) this run dir's W&B run; an online failure falls back to offline with a warning."""
     resolved = resolve_wandb(wb, output_dir, group, name, tags)
     resolved.dir.mkdir(parents=True, exist_ok=True)
-    quiet = wandb_console_settings()
-    wandb.setup(wandb.Settings(**quiet))  # W&B's console notices follow the process-wide settings, not init's
+    wandb.setup(console_settings())  # W&B's console notices follow the process-wide settings, not init's
     settings: dict[str, Any] = {
         "project": resolved.project,
         "entity": resolved.entity,
@@ -114,7 +113,7 @@ def start_wandb_run(
         "resume": "allow",
         "job_type": job_type,
         "reinit": "finish_previous",  # a multirun's jobs share one process: never share a run
-        "settings": wandb.Settings(**quiet),
+        "settings": console_settings(),
     }
     try:
         run = wandb.init(mode=resolved.mode, **settings)
@@ -128,8 +127,16 @@ def start_wandb_run(
             resolved.dir / "wandb",
         )
         wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
+        wandb.setup(console_settings())  # teardown forgot the process-wide settings
         run = wandb.init(mode="offline", **settings)
     return TrackedRun(run, output_dir / METRICS_LOG)
+
+
+def console_settings() -> wandb.Settings:
+    """W&B's run history/summary (`quiet`) and its info notices, the Weave advert among them (`show_info`), off
+    unless $MEDTUNE_VERBOSE; its warnings and errors stay. medtune's closing summary says where the run's files are."""
+    loud = verbose()
+    return wandb.Settings(quiet=not loud, show_info=loud)
 
 
 class TrackedRun:

@@ -10,6 +10,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import httpx2
+import openai
 import pytest
 
 from medtune.api_client import (
@@ -20,6 +22,8 @@ from medtune.api_client import (
     RetryConfig,
     Summary,
     call_all,
+    chat_body,
+    classify,
     request_key,
     token_limit_name,
 )
@@ -107,7 +111,7 @@ def test_connections_dropped_mid_reply_are_retried_server_faults_never_nothing_a
     errors = [e["error"] for e in log.entries if e["status"] == "retry"]
     assert len(errors) == 8 and all(e.startswith("the server closed the connection") for e in errors)
     assert any("expected" in e for e in errors) and any("without sending a response" in e for e in errors)
-    assert "8 connections closed by the server mid-reply (retried)" in summary.line("x")
+    assert "8 connections closed by the server mid-reply" in summary.line("x")
 
 
 def test_a_server_dropping_every_connection_stops_naming_dropped_connections(tmp_path):
@@ -220,4 +224,30 @@ def test_a_rerun_pays_only_for_what_is_missing_and_repairs_a_torn_line(tmp_path)
     ],
 )
 def test_the_token_limit_name_follows_the_base_url_unless_configured(base_url, param, name):
-    assert token_limit_name(config(base_url, token_limit_param=param)) == name
+    cfg = config(base_url, token_limit_param=param, max_tokens=64, temperature=None)
+    body = chat_body(cfg, [{"role": "user", "content": "Q"}])
+    assert token_limit_name(cfg) == name and body[name] == 64 and "temperature" not in body
+    renamed = {("max_tokens" if k == name else k): v for k, v in body.items()}
+    assert request_key(body) == request_key(renamed)  # either name: the same answer, never paid for twice
+
+
+def _wrapped(outer: type[openai.APIConnectionError], cause: Exception) -> openai.APIConnectionError:
+    """What the openai client raises: its error, with httpx2's as __cause__."""
+    err = outer(request=httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions"))
+    err.__cause__ = cause
+    return err
+
+
+@pytest.mark.parametrize(
+    ("err", "kind", "dropped", "starts"),
+    [
+        (_wrapped(openai.APIConnectionError, httpx2.ConnectError("refused")), "connect", False, "ConnectError"),
+        (_wrapped(openai.APITimeoutError, httpx2.ConnectTimeout("")), "connect", False, "ConnectTimeout"),
+        (_wrapped(openai.APITimeoutError, httpx2.ReadTimeout("")), "retry", False, "no reply within 5 s"),
+        (_wrapped(openai.APIConnectionError, httpx2.RemoteProtocolError("x")), "retry", True, "the server closed"),
+        (_wrapped(openai.APIConnectionError, httpx2.ReadError("reset")), "retry", True, "the server closed"),
+    ],
+)
+def test_transport_errors_are_told_apart_by_what_happened(err, kind, dropped, starts):
+    failure = classify(err, SECRET, timeout_s=5.0)
+    assert (failure.kind, failure.dropped) == (kind, dropped) and failure.message.startswith(starts)

@@ -17,9 +17,9 @@ from medtune.console import (
     REQUEST_LOGGERS,
     VERBOSE_ENV,
     quiet_request_logs,
-    wandb_console_settings,
 )
 from medtune.models import load_base_model
+from medtune.tracking import console_settings
 
 
 @pytest.fixture
@@ -46,9 +46,9 @@ def test_request_lines_are_off_unless_turned_up(request_loggers, monkeypatch):
 
 def test_wandb_notices_and_summary_follow_the_knob(monkeypatch):
     monkeypatch.delenv(VERBOSE_ENV, raising=False)
-    assert wandb_console_settings() == {"quiet": True, "show_info": False}
+    assert (console_settings().quiet, console_settings().show_info) == (True, False)
     monkeypatch.setenv(VERBOSE_ENV, "1")
-    assert wandb_console_settings() == {}
+    assert (console_settings().quiet, console_settings().show_info) == (False, True)
 
 
 def test_the_loading_bar_shows_only_when_verbose(tiny_models, monkeypatch, capsys):

@@ -6,14 +6,17 @@ returns a `Summary` (done / failed / resumed). It owns, once for both scripts:
   `insufficient_quota` like any 429, and its retries would be invisible to the log;
 - the key: read from the variable `api_key_env` names; a server on this machine gets a placeholder when
   the variable is unset. The key is never in a message, a log line or a file;
-- the policy (`classify`): 429 waits Retry-After (capped) or backs off; 5xx, timeouts and malformed
-  replies back off within the request's budget, then the item fails; refused connections, DNS and TLS
-  errors stop the run after a few in a row; 401/403, 404 (listing the server's models) and
-  `insufficient_quota` stop at once; a context-length (or other 400) refusal fails that item only;
+- the policy (`classify`): 429 waits Retry-After (capped) or backs off; 5xx, timeouts, connections the
+  server closed mid-reply and malformed replies back off within the request's budget, then the item fails;
+  no connection at all (refused, DNS, TLS, connect timeout) stops the run after a few in a row; 401/403,
+  404 (listing the server's models) and `insufficient_quota` stop at once; a context-length (or other 400)
+  refusal fails that item only;
 - a preflight: the first request goes alone, so a wrong address, key or model fails in seconds;
 - the log and resume: one line per attempt, a torn last line dropped, the resume key a hash of the whole
   request body, so a rerun never pays for an answer it has;
-- concurrency, request/token rate limits, a tqdm progress bar and a final one-line summary.
+- concurrency, request/token rate limits, a tqdm progress bar that names a request waiting longer than
+  `slow_request_s`, and a final one-line summary;
+- the request body (`chat_body`): set sampling parameters only, the token limit under the server's name.
 
 Modules: config (ApiConfig, the key, the request body and its resume key) · request_log (the attempt log) ·
 policy (failure classification and backoff) · rate_limit (request/token buckets) · runner (`call_all`, the bar).

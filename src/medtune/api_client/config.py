@@ -22,6 +22,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 OPENAI_HOST = "api.openai.com"
 TEMPERATURE = Range(0, 2)  # the OpenAI API's range; a subclass changing the default declares it again
 TOP_P = Range(0, 1, low_open=True)
+TOKEN_LIMIT_NAMES = {p.value for p in TokenLimitParam if p != TokenLimitParam.auto}
 
 
 @dataclass
@@ -97,8 +98,11 @@ def api_key(cfg: ApiConfig) -> str:
 
 
 def request_key(body: dict[str, Any]) -> str:
-    """The resume key: a hash of the whole request (model, messages, sampling parameters)."""
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    """The resume key: a hash of the whole request (model, messages, sampling parameters). The token limit counts
+    under one name: which name the server wants is wire format, so a log written before token_limit_param (or
+    with the other name) still answers the same request and nothing is paid for twice."""
+    canonical = {TokenLimitParam.max_tokens.value if k in TOKEN_LIMIT_NAMES else k: v for k, v in body.items()}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def redact(text: str, secret: str) -> str:

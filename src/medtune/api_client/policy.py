@@ -77,7 +77,7 @@ def _transport_failure(err: openai.APIConnectionError, secret: str, timeout_s: f
     if isinstance(cause, NO_CONNECTION):
         return Failure("connect", detail)
     if isinstance(err, openai.APITimeoutError):
-        within = f" within {timeout_s:g} s" if timeout_s else ""
+        within = f" within {timeout_s:.3g} s" if timeout_s else ""
         return Failure("retry", f"no reply{within} ({redact(f'{type(err).__name__}: {err}', secret)})")
     return Failure("retry", f"{DROPPED} ({detail})", dropped=True)
 

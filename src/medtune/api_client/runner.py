@@ -38,7 +38,7 @@ class Summary:
     seconds: float = 0.0
 
     def line(self, label: str) -> str:
-        dropped = f", {self.dropped} connections closed by the server mid-reply (retried)" if self.dropped else ""
+        dropped = f", {self.dropped} connections closed by the server mid-reply" if self.dropped else ""
         return (
             f"{label}: {self.done} done, {self.failed} failed, {self.resumed} resumed from earlier runs{dropped} "
             f"({self.seconds:.1f} s)"
@@ -78,11 +78,12 @@ class _Run:
             await self.limiter.acquire(request.tokens)
             started = time.monotonic()
             timeout = max(min(self.cfg.timeout_s, deadline - started), 0.01)
-            failure = await self._send(request, attempt, timeout)
-            if not isinstance(failure, Failure):
-                self._write(failure)
+            outcome = await self._send(request, attempt, timeout)
+            if not isinstance(outcome, Failure):  # the reply's log entry
+                self._write(outcome)
                 self.connect_streak = self.failure_streak = 0
                 return None
+            failure = outcome
             wait = backoff_seconds(failure, attempt, retry)
             self.connect_streak = self.connect_streak + 1 if failure.kind == "connect" else 0
             if failure.kind == "stop" or self.connect_streak >= retry.connect_failures_to_stop:

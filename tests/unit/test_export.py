@@ -45,6 +45,7 @@ QUESTIONS = "eval.limit=24"
 # into the original full-precision weights instead moves them by the NF4 quantization error, orders larger.
 LOGIT_TOLERANCE = 1e-4
 CHOICE_SCORE_TOLERANCE = 1e-3  # a choice's summed log-probability (a few tokens of the above)
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,19 @@ def test_adapter_only_exports_the_adapter_with_the_card(qlora_run, tmp_path):
     assert all(
         torch.equal(tensor, trained[name]) for name, tensor in load_file(out / "adapter_model.safetensors").items()
     )
+
+
+def test_the_runs_chat_template_goes_with_the_merged_weights(qlora_run, tmp_path):
+    run_dir = tmp_path / "chat-run"
+    shutil.copytree(qlora_run, run_dir, ignore=shutil.ignore_patterns("wandb", "checkpoints", EXPORT_SUBDIR))
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_SUBDIR)  # as a chat base's tokenizer carries one
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(run_dir / MODEL_SUBDIR)
+    command.main([str(run_dir), "--out", str(tmp_path / "out"), "--wandb-mode", "disabled"])
+    exported = AutoTokenizer.from_pretrained(tmp_path / "out")
+    chat = exported.apply_chat_template([{"role": "user", "content": "頭痛"}], tokenize=False)
+    assert chat == "<|user|>頭痛\n<|assistant|>"
+    assert not (run_dir / EXPORT_SUBDIR).exists()  # W&B disabled: no export run
 
 
 def _fake_run(qlora_run: Path, tmp_path: Path, state: RunState = RunState.finished, **changes) -> Path:

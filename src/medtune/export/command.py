@@ -76,9 +76,11 @@ def track(run_dir: Path, tc: TrainConfig, out: Path, record: dict[str, Any], mod
     """The export's W&B run (job_type export, kept in <run dir>/export/): the exported folder as a model artifact
     that uses the run's own; returns where its records are."""
     from medtune.lineage import log_export
-    from medtune.tracking import start_wandb_run, wandb_locations
+    from medtune.tracking import resolve_mode, start_wandb_run, wandb_locations
 
     wb = replace(tc.wandb, mode=mode) if mode else tc.wandb
+    if resolve_mode(wb.mode) == WandbMode.disabled:
+        return {"wandb/mode": str(WandbMode.disabled)}  # nothing written into the run dir either
     run = start_wandb_run(
         wb,
         run_dir / EXPORT_SUBDIR,
@@ -100,7 +102,8 @@ def track(run_dir: Path, tc: TrainConfig, out: Path, record: dict[str, Any], mod
 
 def summary(out: Path, record: dict[str, Any], wandb: dict[str, str], pushed: str | None) -> str:
     size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-    lines = [f"medtune: exported {record['kind']} {record['tuning']} model to {out} ({size_mb:,.1f} MB)"]
+    what = {"merged": "adapter merged", "adapter": "adapter only", "full": "full weights"}[record["kind"]]
+    lines = [f"medtune: exported the {record['tuning']} run's model ({what}) to {out} ({size_mb:,.1f} MB)"]
     lines.append(f"  model card       {out / MODEL_CARD}")
     if wandb.get("wandb/mode", "disabled") != "disabled":
         lines.append(f"  W&B ({wandb['wandb/mode']})".ljust(19) + wandb.get("wandb/url", wandb["wandb/files"]))

@@ -245,3 +245,22 @@ def test_only_a_saved_model_folder_on_the_default_base_is_scored_as_itself(expor
     (tmp_path / "notes.txt").write_text("not a model")  # no config.json: still refused, nothing overwritten
     with pytest.raises(ConfigError, match="holds files medtune did not create"):
         base(f"base_model.path={tmp_path}")
+
+
+def test_the_card_names_the_presets_licence_a_local_cards_licence_and_the_online_run(cache_dir, tmp_path):
+    from huggingface_hub import ModelCardData
+
+    from medtune.config import to_train_config
+    from medtune.export.card import _tracking_section, base_licence
+
+    assert base_licence(to_train_config(compose("train", "base_model=opencalm_7b", cache_dir=cache_dir))) == (
+        "cc-by-sa-4.0"
+    )
+    local = tmp_path / "published"
+    local.mkdir()
+    ModelCard(f"---\n{ModelCardData(license='apache-2.0').to_yaml()}\n---\n# a model\n").save(local / MODEL_CARD)
+    tc = to_train_config(compose("train", "base_model=medcalm_7b", f"base_model.path={local}", cache_dir=cache_dir))
+    tc.base_model.license = None  # the preset's licence first; without one, the folder's own card
+    assert base_licence(tc) == "apache-2.0"
+    online = {"wandb/mode": "online", "wandb/url": "https://wandb.ai/me/medtune/runs/abc123", "wandb_run_id": "abc123"}
+    assert "- W&B run: https://wandb.ai/me/medtune/runs/abc123" in _tracking_section(tmp_path, online)

@@ -188,6 +188,7 @@ def _fake_run(qlora_run: Path, tmp_path: Path, state: RunState = RunState.finish
         ("untuned", "trained nothing (adapter=none, no model/)"),
         ("full_adapter", "--adapter-only: this run fine-tuned every weight (adapter=full); there is no adapter."),
         ("out_not_empty", "already exists and is not empty; give a new folder (nothing was written)."),
+        ("pissa_unconverted", "init_lora_weights=pissa_niter_4 rewrote the base weights"),
         ("offline_push", "--push-to-hub me/x: HF_HUB_OFFLINE is set, so the hub cannot be reached"),
     ],
 )
@@ -204,6 +205,12 @@ def test_bad_input_is_one_line_and_exit_2(qlora_run, tmp_path, capsys, case, mes
         run_dir, extra = (
             _fake_run(qlora_run, tmp_path, adapter__method="full", quantization__mode="none"),
             ["--adapter-only"],
+        )
+    elif case == "pissa_unconverted":
+        run_dir = _fake_run(qlora_run, tmp_path)
+        config = json.loads((qlora_run / MODEL_SUBDIR / "adapter_config.json").read_text())
+        (run_dir / MODEL_SUBDIR / "adapter_config.json").write_text(
+            json.dumps(config | {"init_lora_weights": "pissa_niter_4"})
         )
     elif case == "out_not_empty":
         out.mkdir()

@@ -78,7 +78,7 @@ def track(run_dir: Path, tc: TrainConfig, out: Path, record: dict[str, Any], mod
     from medtune.lineage import log_export
     from medtune.tracking import resolve_mode, start_wandb_run, wandb_locations
 
-    wb = replace(tc.wandb, mode=mode) if mode else tc.wandb
+    wb = replace(tc.wandb, mode=WandbMode(mode)) if mode else tc.wandb
     if resolve_mode(wb.mode) == WandbMode.disabled:
         return {"wandb/mode": str(WandbMode.disabled)}  # nothing written into the run dir either
     run = start_wandb_run(

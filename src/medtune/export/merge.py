@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from medtune.config import AdapterMethod, QuantMode, TrainConfig
 from medtune.errors import ConfigError
 from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG, RunState, effective_state
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ def export_dtype(tc: TrainConfig) -> str:
     return str(tc.base_model.dtype)
 
 
-def merged_model(run_dir: Path, tc: TrainConfig):
+def merged_model(run_dir: Path, tc: TrainConfig) -> PreTrainedModel:
     """The run's model as one plain transformers model, no peft left in it.
 
     A quantized base is loaded exactly as the run loaded it (the same bitsandbytes settings), then dequantized

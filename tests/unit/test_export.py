@@ -143,10 +143,15 @@ def test_the_export_is_a_model_artifact_that_uses_the_runs_adapter_artifact(qlor
 
 def test_adapter_only_exports_the_adapter_with_the_card(qlora_run, tmp_path):
     out = tmp_path / "adapter"
+    out.mkdir()  # an empty folder is a fine --out
+    interrupted = tmp_path / ".adapter.exporting"  # what a killed export leaves beside --out: started over
+    interrupted.mkdir()
+    (interrupted / "half.safetensors").write_bytes(b"torn")
     command.main([str(qlora_run), "--out", str(out), "--adapter-only"])
+    assert not interrupted.exists()
     names = {p.name for p in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", MODEL_CARD} <= names
-    assert "training_args.bin" not in names and "model.safetensors" not in names
+    assert not {"training_args.bin", "model.safetensors", "half.safetensors"} & names
     assert ModelCard.load(out / MODEL_CARD).data.library_name == "peft"
     trained = load_file(qlora_run / MODEL_SUBDIR / "adapter_model.safetensors")
     assert all(

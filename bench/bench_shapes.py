@@ -39,11 +39,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallb
 from transformers.trainer_utils import SaveStrategy
 
 from medtune import demo_assets
-from medtune.arguments import training_arguments
 from medtune.config import ALL_LINEAR, TrainConfig, to_train_config
 from medtune.data import IGNORE_INDEX, build_collator
 from medtune.models import attach_adapter, build_quantization_config, torch_dtype
 from medtune.tiny import train_tokenizer
+from medtune.training_args import training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 GB = 1e9

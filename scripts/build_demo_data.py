@@ -6,8 +6,8 @@
 Reads `demo_facts.json` and writes four files: instruction records for tuning (`demo_train.jsonl`), records in
 phrasings the tuning never sees (`demo_heldout.jsonl`), one exam-style 5-choice question per fact in IgakuQA's
 record shape (`demo_questions.jsonl`), and the prose the facts could have been drawn from (`medical_corpus.txt`,
-one paragraph per line). Standard library only; every random choice comes from a seeded `random.Random`, one per
-output file, so editing one file's recipe leaves the others unchanged.
+one paragraph per line). Every random choice comes from a seeded `random.Random`, one per output file, so editing
+one file's recipe leaves the others unchanged.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtune.evaluation.metrics import ANSWER_SEPARATOR  # two-answer outputs are written as the evaluation scores them
+
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "medtune" / "assets"
 N_CHOICES = 5
 LETTERS = "abcde"
-SEPARATOR = "、"  # joins a two-answer output, as medtune.metrics.ANSWER_SEPARATOR does
 SEEDS = {"train": 101, "heldout": 202, "questions": 303, "corpus": 404}
 
 
@@ -216,8 +217,8 @@ class Fact:
 
     @property
     def answer(self) -> str:
-        """The answer as outputs write it: two answers joined by "、", as the evaluation's exemplars do."""
-        return SEPARATOR.join(self.answers)
+        """The answer as outputs write it: two answers joined by the separator the evaluation's exemplars use."""
+        return ANSWER_SEPARATOR.join(self.answers)
 
     def fill(self, template: str, answer: str | None = None) -> str:
         return template.format(s=self.subject, a=answer or self.answer, r=TEMPLATES[self.category].relation)
@@ -287,7 +288,7 @@ def build_train(table: FactTable, rng: random.Random) -> list[dict[str, str]]:
     for index, fact in enumerate(table.two_answer):
         for k, template in enumerate(TWO_ANSWER_TRAIN):
             order = fact.answers if k == 0 else fact.answers[::-1]  # both orders, so neither answer only comes second
-            records.append(_record(fact.fill(template), SEPARATOR.join(order)))
+            records.append(_record(fact.fill(template), ANSWER_SEPARATOR.join(order)))
         question = fact.fill(TWO_ANSWER_MC_QUESTION)
         records.append(_mc_record(fact, question, MC_INSTRUCTIONS_TWO[index % 2], table, rng))
     rng.shuffle(records)  # any prefix (dataset.limit) then covers every category
@@ -307,7 +308,7 @@ def _output(fact: Fact, long: bool) -> str:
 
 def _mc_record(fact: Fact, question: str, instruction: str, table: FactTable, rng: random.Random) -> dict[str, str]:
     choices = _choices(fact, table, rng, gold_positions=rng.sample(range(N_CHOICES), len(fact.answers)))
-    gold = SEPARATOR.join(c for c in choices if c in fact.answers)
+    gold = ANSWER_SEPARATOR.join(c for c in choices if c in fact.answers)
     return _record(instruction, gold, f"{question}\n{_choice_block(choices, bulleted=rng.random() < 0.5)}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from helpers import compose, run_script
 
 if TYPE_CHECKING:
     from medtune.config import BaseModelConfig
+    from medtune.testing import OpenAIServer
 
 # A fresh cache per session (CI builds the tiny models once, ~1 min); MEDTUNE_TEST_CACHE reuses one across sessions.
 _SESSION_CACHE = Path(os.environ.get("MEDTUNE_TEST_CACHE") or tempfile.mkdtemp(prefix="medtune-test-cache-"))
@@ -89,6 +90,26 @@ def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
 def compose_config(cache_dir: Path) -> Callable[..., DictConfig]:
     """`compose_config("train", "trainer.max_steps=2")`: the real primary config, composed in-process."""
     return lambda name, *overrides: compose(name, *overrides, cache_dir=cache_dir)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """generate_data's source in unit tests: 24 distinct sentences, 8 chunks of 3 lines (helpers.small_generate)."""
+    from medtune.testing.qa_pairs import synthetic_corpus
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(synthetic_corpus(24), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIServer]:
+    """The loopback OpenAI-compatible server answering generation prompts like a well-behaved model."""
+    from medtune.testing import OpenAIServer
+    from medtune.testing.qa_pairs import qa_responder
+
+    with OpenAIServer(qa_responder) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from medtune.console import quiet_request_logs
 from medtune.errors import MedtuneError
 from medtune.preemption import hand_on
 from medtune.run_dir import Preempted, Pruned
@@ -72,6 +73,7 @@ def run_job(task: Callable[[], T]) -> T | None:
     """Run one Hydra job. In a multirun a failed job (bad cell, out of memory) is recorded and the sweep goes on;
     `SweepSummary` counts the cells per state and sets the exit status when the sweep ends. A preempted job (its
     checkpoint saved) stops the process either way, handing the signal on (submitit's handler requeues the job)."""
+    quiet_request_logs()
     try:
         if not _in_multirun():
             with exit_on_user_error():

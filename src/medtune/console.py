@@ -7,13 +7,64 @@ the console is for people, the files are for scripts.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from medtune.run_dir import (
+    METRICS_FILE,
+    METRICS_LOG,
+    MODEL_SUBDIR,
+    PREDICTIONS,
+    PREDICTIONS_FILE,
+    RESULTS_FILE,
+    read_correct,
+)
+
 log = logging.getLogger(__name__)
+
+# 1: the libraries' own console output comes back (httpx request lines, W&B's run summary and notices, the
+# "Loading weights" bars); README "What the console shows". Unset: medtune's bars and closing summary only.
+VERBOSE_ENV = "MEDTUNE_VERBOSE"
+REQUEST_LOGGERS = ("httpx", "httpx2")  # one INFO line per HTTP request (the openai client sends with httpx2)
+LOADING_BAR = "Loading weights"  # transformers 5's per-load bar (core_model_loading)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def quiet_request_logs() -> None:
+    """httpx's per-request INFO lines off the console and job log (104 of them per API evaluation). Call after Hydra
+    configured logging (run_job does): a level Hydra set (`hydra.verbose=httpx2`) or $MEDTUNE_VERBOSE keeps them."""
+    for name in REQUEST_LOGGERS:
+        logger = logging.getLogger(name)
+        if verbose():
+            logger.setLevel(logging.INFO)
+        elif logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def wandb_console_settings() -> dict[str, bool]:
+    """wandb.Settings fields: W&B's run history/summary (`quiet`) and its info notices, the Weave advert among them
+    (`show_info`), off; its warnings and errors stay. The closing summary says where the run's files are."""
+    return {} if verbose() else {"quiet": True, "show_info": False}
+
+
+def quiet_loading_bars() -> None:
+    """transformers' "Loading weights" bar off (the hub's download bars stay: a 14 GB download needs one), via its
+    public tqdm hook; $MEDTUNE_VERBOSE keeps it. Imports transformers: call where models load."""
+    from transformers.utils import logging as hf_logging
+
+    def hook(factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        hide = kwargs.get("desc") == LOADING_BAR and not verbose()
+        return factory(*args, **(kwargs | {"disable": True} if hide else kwargs))
+
+    hf_logging.set_tqdm_hook(hook)
 
 
 def bar(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) -> tqdm:
@@ -23,8 +74,6 @@ def bar(total: int, desc: str, unit: str, leave: bool = True, initial: int = 0) 
 
 def training_summary(results: dict[str, Any], suite: str) -> str:
     """The lines train.py prints when a run ends: what it achieved and where everything is (all from results.json)."""
-    from medtune.models import MODEL_SUBDIR
-
     out = Path(results["run_dir"])
     lines = [f"medtune: run finished in {out}"]
     accuracy = _accuracy_line(results, out, suite)
@@ -39,29 +88,41 @@ def training_summary(results: dict[str, Any], suite: str) -> str:
         )
     if (out / MODEL_SUBDIR).is_dir():
         lines.append(f"  model            {out / MODEL_SUBDIR}")
-    lines.append(f"  results          {out / 'results.json'}  (every logged figure: {out / 'metrics.jsonl'})")
+    lines.append(f"  results          {out / RESULTS_FILE}  (every logged figure: {out / METRICS_LOG})")
     lines += _wandb_lines(results)
     return "\n".join(lines)
 
 
 def _accuracy_line(results: dict[str, Any], out: Path, suite: str) -> str | None:
     """base → tuned accuracy with 95 % bootstrap CIs and McNemar's p, from the saved predictions."""
-    from medtune.report.records import PREDICTIONS, read_correct
-    from medtune.stats import bootstrap_ci, mcnemar_by_question
+    from medtune.stats import mcnemar_by_question
 
     base, tuned = read_correct(out / PREDICTIONS["base"]), read_correct(out / PREDICTIONS["tuned"])
     if not base:
         return None
-
-    def with_ci(correct: dict[str, bool]) -> str:
-        low, high = bootstrap_ci(list(correct.values()))
-        return f"{sum(correct.values()) / len(correct):.3f} [{low:.3f}, {high:.3f}]"
-
-    line = f"  {suite + ' accuracy':<17}{with_ci(base)}"
+    line = f"  {suite + ' accuracy':<17}{_with_ci(base)}"
     if tuned and tuned.keys() == base.keys():
         test = mcnemar_by_question(base, tuned)
-        line += f" → {with_ci(tuned)}  McNemar p = {test.p_value:.2g} (+{test.gains} / −{test.losses})"
+        line += f" → {_with_ci(tuned)}  McNemar p = {test.p_value:.2g} (+{test.gains} / −{test.losses})"
     return line + f"  on {len(base)} questions, 95 % CI"
+
+
+def _with_ci(correct: dict[str, bool]) -> str:
+    from medtune.stats import bootstrap_ci
+
+    low, high = bootstrap_ci(list(correct.values()))
+    return f"{sum(correct.values()) / len(correct):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def evaluation_summary(metrics: dict[str, Any], out: Path, suite: str, wandb: dict[str, Any]) -> str:
+    """The lines evaluate.py prints when it ends, as train.py's: the score and where everything is."""
+    correct = read_correct(out / PREDICTIONS_FILE)
+    failed = f", {metrics['n_failed']:.0f} without an answer" if metrics.get("n_failed") else ""
+    lines = [f"medtune: evaluation finished in {out}"]
+    if correct:
+        lines.append(f"  {suite + ' accuracy':<17}{_with_ci(correct)}  on {len(correct)} questions{failed}, 95 % CI")
+    lines.append(f"  results          {out / METRICS_FILE}  (every answer: {out / PREDICTIONS_FILE})")
+    return "\n".join(lines + _wandb_lines(wandb))
 
 
 def _wandb_lines(results: dict[str, Any]) -> list[str]:

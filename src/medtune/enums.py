@@ -96,3 +96,11 @@ class ModelArtifact(StrEnum):
     copy = "copy"
     reference = "reference"
     off = "off"
+
+
+class TokenLimitParam(StrEnum):
+    """The name a chat-completions request gives the reply's token limit (medtune.api_client.chat_body)."""
+
+    auto = "auto"  # max_completion_tokens at api.openai.com, max_tokens elsewhere
+    max_completion_tokens = "max_completion_tokens"  # the OpenAI API (its reasoning models refuse max_tokens)
+    max_tokens = "max_tokens"  # vLLM, llama.cpp, Ollama and other OpenAI-compatible servers

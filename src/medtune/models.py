@@ -26,6 +26,7 @@ from medtune.config import (
     TrainConfig,
     to_train_config,
 )
+from medtune.console import quiet_loading_bars
 from medtune.errors import ConfigError
 from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG
 
@@ -75,6 +76,7 @@ def load_base_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the base model and its tokenizer, quantized as configured (a tiny one must be built first:
     medtune.tiny.ensure_tiny_model, which the entry scripts call)."""
+    quiet_loading_bars()
     source = str(Path(base.path).expanduser()) if base.tiny else base.path
     common = {"revision": base.revision, "trust_remote_code": base.trust_remote_code}
     try:

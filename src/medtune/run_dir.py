@@ -11,6 +11,8 @@ Torch-free, so the report and the entry scripts read run dirs without loading an
                            the top of its own run dir)
     metrics.jsonl          every logged scalar, one flushed line per log call, appended on resume
     api_answers.jsonl      evaluate.py backend=openai: one line per API attempt (medtune.api_client.RequestLog)
+    api_batches.json       generate_data.py generator.batch=true: the Batch API jobs' file and batch ids, so a
+                           killed run reattaches to its batches (medtune.datagen.batch)
     wandb_run_id.txt       the W&B run id, so every resume continues the same W&B run
     export/                `medtune export`'s W&B run of this run dir (its files and id; the exported folder is
                            wherever --out says, and holds README.md + medtune_export.json beside the weights)
@@ -30,7 +32,8 @@ from typing import Any
 from filelock import FileLock, Timeout
 from omegaconf import OmegaConf
 
-from medtune.errors import ConfigError
+from medtune.errors import ConfigError, DataError
+from medtune.jsonl import read_jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,11 @@ PREDICTIONS_FILE = "predictions.jsonl"
 EVAL_SUBDIR = "eval"  # every scoring of the run: base, tuned, steps/
 BASE_EVAL_SUBDIR = "eval/base"  # train.py's scoring of the untuned base
 TUNED_EVAL_SUBDIR = "eval/tuned"  # ... and of the tuned model
+PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 STEP_EVAL_SUBDIR = "eval/steps"  # the in-training QA scorings, one step-<n>/ each
 METRICS_LOG = "metrics.jsonl"
 API_ANSWERS_FILE = "api_answers.jsonl"
+API_BATCHES_FILE = "api_batches.json"
 RUN_ID_FILE = "wandb_run_id.txt"  # the run dir's W&B id, created once and reused on every resume
 CELL_INDEX = ".cells"  # in a sweep dir: which cell dir computes each cell key (medtune.sweep.done_elsewhere)
 LOCK_FILE = ".medtune.lock"  # held while a run works in the dir; the OS releases it when the process dies
@@ -228,3 +233,16 @@ def changed_keys(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> 
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
+
+
+def read_correct(path: Path) -> dict[str, bool] | None:
+    """problem_id → correct from an evaluation's predictions.jsonl (None when the file is absent)."""
+    if not path.is_file():
+        return None
+    correct = {}
+    for number, row in read_jsonl_objects(path):
+        for key in ("problem_id", "correct"):
+            if key not in row:
+                raise DataError("missing field", path=path, line=number, field=key)
+        correct[str(row["problem_id"])] = bool(row["correct"])
+    return correct

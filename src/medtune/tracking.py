@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import wandb
 
 from medtune.config import WandbConfig, WandbMode
+from medtune.console import wandb_console_settings
 from medtune.errors import ConfigError
 from medtune.jsonl import nonblank_lines
 from medtune.run_dir import METRICS_LOG, RUN_ID_FILE
@@ -95,11 +96,12 @@ def start_wandb_run(
     group: str,
     name: str,
     job_type: str,
-    quiet: bool = False,
 ) -> TrackedRun:
     """Start (or resume) this run dir's W&B run; an online failure falls back to offline with a warning."""
     resolved = resolve_wandb(wb, output_dir, group, name, tags)
     resolved.dir.mkdir(parents=True, exist_ok=True)
+    quiet = wandb_console_settings()
+    wandb.setup(wandb.Settings(**quiet))  # W&B's console notices follow the process-wide settings, not init's
     settings: dict[str, Any] = {
         "project": resolved.project,
         "entity": resolved.entity,
@@ -112,7 +114,7 @@ def start_wandb_run(
         "resume": "allow",
         "job_type": job_type,
         "reinit": "finish_previous",  # a multirun's jobs share one process: never share a run
-        "settings": wandb.Settings(quiet=quiet),
+        "settings": wandb.Settings(**quiet),
     }
     try:
         run = wandb.init(mode=resolved.mode, **settings)

@@ -38,7 +38,6 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from medtune.arguments import training_arguments
 from medtune.config import (
     EvalMode,
     TrainConfig,
@@ -79,6 +78,7 @@ from medtune.run_dir import (
     write_json,
 )
 from medtune.tracking import define_training_axes, memory_metrics, metric_name, start_wandb_run, wandb_locations
+from medtune.training_args import training_arguments
 
 log = logging.getLogger(__name__)
 steps_log = logging.getLogger("medtune.steps")  # every logging step's figures: job log file only, not the console
@@ -142,7 +142,6 @@ def _run_tracked(
         group=tc.experiment_name,
         name=f"{tc.base_model.name}-{tuning}-{tc.trainer.max_steps}-seed{tc.trainer.seed}",
         job_type=tc.stage,
-        quiet=True,  # the closing summary (medtune.console) replaces W&B's own end-of-run printout
     )
     define_training_axes(run)
     results: dict[str, Any] = {"status": RunState.finished, "run_dir": str(out), "wandb_run_id": run.id}

@@ -58,6 +58,11 @@ def test_untuned_base_is_scored_and_tracked(tmp_path, tiny_models, questions):
     assert wb.summary["eval/custom/predictions/nrows"] == 3  # the predictions table
     assert wb.summary["eval/custom/category_accuracy_table/nrows"] == 3  # data of the per-category bar chart
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "wandb").exists()
+    # the default console: medtune's closing lines, none of W&B's own summary or adverts, no loading bars
+    assert f"medtune: evaluation finished in {run_dir}" in proc.stdout and str(run_dir / "metrics.json") in proc.stdout
+    assert f"wandb sync {run_dir / 'wandb'}" in proc.stdout
+    for chatter in ("Run summary", "Run history", "Weave", "Loading weights"):
+        assert chatter not in proc.stdout + proc.stderr
 
 
 def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, trained_run, questions):
@@ -167,3 +172,5 @@ def test_kill9_mid_run_then_resume_never_asks_an_answered_question_again(tmp_pat
     assert not asked_again & paid and len(asked_again) == len(many) - len(paid)
     assert json.loads((run_dir / "metrics.json").read_text())["n_failed"] == 0
     assert f"{len(many) - len(paid)} done, 0 failed, {len(paid)} resumed" in proc.stderr
+    assert "HTTP Request" not in proc.stderr + proc.stdout  # httpx2's INFO line per request is off by default
+    assert f"medtune: evaluation finished in {run_dir}" in proc.stdout

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from medtune.config import DatasetConfig
+from medtune.datagen.pipeline import run
 from medtune.lineage import training_dataset
+from medtune.run_dir import API_BATCHES_FILE
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
@@ -106,6 +108,38 @@ def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpu
     chunk_rows = [json.loads(line) for line in (resumed / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
     paid_prompts = {row["text"] for row in chunk_rows if row["key"] in paid}
     assert not any(text in prompt for prompt in asked_again for text in paid_prompts)  # nothing paid twice
+
+
+def test_batch_killed_after_creation_reattaches_to_the_one_batch_and_gives_the_live_records(
+    corpus: Path, tmp_path: Path, compose_config
+) -> None:
+    """The Bar of issue 24 item 4: SIGKILL while the batch is in progress, rerun, one batch in total."""
+    with OpenAIServer(qa_responder) as server:
+        live, batched = tmp_path / "live", tmp_path / "batched"
+        small = (*small_generate(corpus, server.base_url), "wandb.mode=disabled")
+        run(compose_config("generate_data", *small, f"output_dir={live}"), live)  # in-process: one start less
+        live_calls = server.request_count
+        server.hold_batches()  # in_progress until released: the script waits, polling
+        jobs = batched / API_BATCHES_FILE
+        batch = ("generator.batch=true", "generator.batch_poll_s=0.05", "wandb.mode=disabled")
+        overrides = _overrides(server, corpus, batched, *batch)
+        kill_script_when(
+            "generate_data.py",
+            *overrides,
+            cwd=tmp_path,
+            ready=lambda: jobs.exists() and '"batch_id": "batch_' in jobs.read_text(encoding="utf-8"),
+            timeout=60,
+        )
+        assert len(server.batches) == 1 and server.request_count == live_calls  # created, no line answered yet
+        server.release_batches()
+        proc = run_script("generate_data.py", *overrides, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert len(server.batches) == 1 and len(server.batch_store.uploads) == 1  # reattached: no second upload
+        assert server.request_count - live_calls == CHUNKS  # every line answered once
+    assert (batched / "records.jsonl").read_bytes() == (live / "records.jsonl").read_bytes()
+    batch_id = server.batches[0]["id"]
+    assert f"reattaching to batch {batch_id} from an earlier run" in proc.stderr and " created for " not in proc.stderr
+    assert f"batch {batch_id} completed: {CHUNKS} answered, 0 failed" in proc.stderr
 
 
 def test_exhausted_quota_exits_2_with_one_clear_line(corpus: Path, tmp_path: Path) -> None:

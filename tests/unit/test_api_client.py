@@ -21,6 +21,7 @@ from medtune.api_client import (
     Summary,
     call_all,
     request_key,
+    token_limit_name,
 )
 from medtune.testing import Fault, OpenAIServer, unused_base_url
 
@@ -83,6 +84,39 @@ def test_a_server_that_never_answers_fails_the_preflight_and_sends_nothing_else(
     assert seconds < CLEAR_ERROR_S
     assert "the first request" in message and "APITimeoutError" in message and "nothing else was sent" in message
     assert {asked(c.body) for c in calls} == {"Q0"}
+
+
+def test_a_hung_server_shows_in_the_bar_with_its_address_and_stops_with_a_timeout_message(tmp_path, capsys):
+    with OpenAIServer(fault_for=lambda request, attempt: Fault.hang(30)) as server:
+        cfg = config(server.base_url, timeout_s=0.6, slow_request_s=0.2, retry=replace(FAST, max_attempts=2))
+        with pytest.raises(ApiStopped, match=r"the first request .* failed after its retries \(no reply within 0.6 s"):
+            call_all(cfg, make_requests(3), RequestLog(tmp_path / "log.jsonl"), progress=True)
+    assert f"waiting 0 s on {server.base_url}" in capsys.readouterr().err  # the bar named the wait before the timeout
+
+
+def test_connections_dropped_mid_reply_are_retried_server_faults_never_nothing_answers(tmp_path):
+    """Every third request loses its connection after the headers (or before any byte): the run finishes."""
+
+    def fault_for(request: dict, attempt: int) -> Fault | None:
+        return Fault.drop(after_headers=attempt % 2 == 0) if attempt < 2 and int(asked(request)[1:]) % 3 == 1 else None
+
+    with OpenAIServer(fault_for=fault_for) as server:
+        summary, log = run(config(server.base_url, concurrency=4), make_requests(12), tmp_path / "log.jsonl")
+        assert server.request_count == 12 + 2 * 4
+    assert (summary.done, summary.failed, summary.dropped) == (12, 0, 8)
+    errors = [e["error"] for e in log.entries if e["status"] == "retry"]
+    assert len(errors) == 8 and all(e.startswith("the server closed the connection") for e in errors)
+    assert any("expected" in e for e in errors) and any("without sending a response" in e for e in errors)
+    assert "8 connections closed by the server mid-reply (retried)" in summary.line("x")
+
+
+def test_a_server_dropping_every_connection_stops_naming_dropped_connections(tmp_path):
+    with OpenAIServer(lambda request: Fault.drop() if asked(request) != "Q0" else "ok") as server:
+        cfg = config(server.base_url, concurrency=1, retry=replace(FAST, max_attempts=2, failures_to_stop=3))
+        message, _ = stopped(cfg, make_requests(10), tmp_path / "log.jsonl")
+        assert server.request_count == 1 + 3 * 2
+    assert message.startswith("the last 3 requests") and "the server closed the connection" in message
+    assert "nothing answers" not in message
 
 
 def test_500_forever_fails_the_preflight_within_its_attempts(tmp_path):
@@ -173,3 +207,17 @@ def test_a_rerun_pays_only_for_what_is_missing_and_repairs_a_torn_line(tmp_path)
     assert (first.done, second.done, second.resumed) == (6, 1, 5)
     assert len(log.answered()) == 6 and len(RequestLog(log_path).entries) == 6  # the torn line was cut off
     assert log_path.read_text(encoding="utf-8").endswith("}\n")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "param", "name"),
+    [
+        (None, "auto", "max_completion_tokens"),
+        ("https://api.openai.com/v1", "auto", "max_completion_tokens"),
+        ("http://127.0.0.1:8000/v1", "auto", "max_tokens"),
+        ("http://127.0.0.1:8000/v1", "max_completion_tokens", "max_completion_tokens"),
+        ("https://api.openai.com/v1", "max_tokens", "max_tokens"),
+    ],
+)
+def test_the_token_limit_name_follows_the_base_url_unless_configured(base_url, param, name):
+    assert token_limit_name(config(base_url, token_limit_param=param)) == name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,25 +15,12 @@ from medtune.api_client import ApiFailed, ApiStopped, TokenBucket
 from medtune.datagen.pipeline import run
 from medtune.errors import ConfigError, DataError
 from medtune.testing import Fault, OpenAIServer, unused_base_url
-from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
+from medtune.testing.qa_pairs import qa_responder
 
 from helpers import small_generate
 
 SECRET = "sk-test-SECRET-9f8e7d"
 CHUNKS = 8  # 24 corpus lines, 3 per chunk
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.txt"
-    path.write_text(synthetic_corpus(24), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer(qa_responder) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -116,6 +103,22 @@ def test_every_chunk_refused_keeps_nothing_and_fails_with_the_reason(generate_cf
     with pytest.raises(ApiFailed, match=f"kept nothing: all {CHUNKS} chunks failed .*context length exceeded"):
         run(generate_cfg(), tmp_path / "hydra")
     assert server.request_count == CHUNKS  # a refusal is not retried, and does not stop the others
+
+
+def test_replies_that_give_no_pair_fail_the_run_naming_the_first_reject_reasons(generate_cfg, server, tmp_path) -> None:
+    server.responder = lambda request: "申し訳ありませんが、この文章からは質問を作れません。"
+    with pytest.raises(ApiFailed, match=rf"kept nothing from {CHUNKS} answered chunks .*first rejects: c\S* no_pairs"):
+        run(generate_cfg(), tmp_path / "hydra")
+    assert json.loads((tmp_path / "out" / "run_status.json").read_text())["status"] == "failed"
+
+
+def test_the_token_limit_and_sampling_parameters_follow_the_server(generate_cfg, tmp_path) -> None:
+    with OpenAIServer(qa_responder, token_limit_params=("max_completion_tokens",)) as strict:
+        overrides = ("generator.token_limit_param=max_completion_tokens", "generator.temperature=null")
+        manifest = run(generate_cfg(f"generator.base_url={strict.base_url}", *overrides), tmp_path / "hydra")
+        calls = strict.calls
+    assert manifest["funnel"]["kept"] > 0 and {c.token_limit_param for c in calls} == {"max_completion_tokens"}
+    assert not any("temperature" in c.body for c in calls) and {c.body["top_p"] for c in calls} == {1.0}
 
 
 def test_dry_run_counts_requests_and_cost_without_calls(generate_cfg, server, tmp_path) -> None:

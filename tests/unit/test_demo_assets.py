@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from medtune import demo_assets
+from medtune.evaluation.metrics import ANSWER_SEPARATOR
 
 from helpers import REPO
 
@@ -54,8 +55,8 @@ def answer_sets(facts: dict) -> list[set[str]]:
 
 
 def answers_of(output: str) -> list[str]:
-    """The answer(s) an output starts with: "メトホルミン。…" → [メトホルミン]; "A、B" → [A, B]."""
-    return output.split("。")[0].split("、")
+    """The answer(s) an output starts with: "メトホルミン。…" → [メトホルミン]; "A,B" → [A, B]."""
+    return output.split("。")[0].split(ANSWER_SEPARATOR)
 
 
 def test_fact_answers_are_short_and_distinct_within_a_category(facts):

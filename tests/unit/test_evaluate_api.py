@@ -76,6 +76,21 @@ def test_rate_limit_and_server_error_are_retried(eval_cfg, api_key, tmp_path):
     assert calls[0].body["messages"][0]["content"] == "医師国家試験を解きます。"
 
 
+def test_the_token_limit_goes_under_the_name_the_server_wants_and_an_unset_temperature_is_left_out(
+    eval_cfg, api_key, tmp_path
+):
+    with OpenAIServer(responder) as server:  # a local server: max_tokens (auto)
+        evaluate_openai(openai_cfg(server, max_tokens=16), eval_cfg, tmp_path / "local")
+        local = server.calls
+    with OpenAIServer(responder, token_limit_params=("max_completion_tokens",)) as server:  # as OpenAI's API
+        cfg = openai_cfg(server, max_tokens=16, token_limit_param="max_completion_tokens", temperature=None)
+        metrics = evaluate_openai(cfg, eval_cfg, tmp_path / "openai")
+        strict = server.calls
+    assert {(c.token_limit_param, c.body["temperature"]) for c in local} == {("max_tokens", 0.0)}
+    assert {c.token_limit_param for c in strict} == {"max_completion_tokens"} and metrics["n_failed"] == 0
+    assert not any("temperature" in c.body for c in strict)
+
+
 def test_failed_questions_are_counted_and_a_rerun_pays_only_for_them(eval_cfg, api_key, tmp_path):
     out = tmp_path / "out"
     always_fail_q3 = lambda request, attempt: Fault.server_error() if asked(request) == "Q3" else None  # noqa: E731

@@ -189,8 +189,8 @@ def test_a_hub_benchmark_is_a_config_file_yakugakuqa_reads_1_based_answers(tmp_p
     [
         (["adapter=lora"], "pass run_dir=<a train.py run dir>"),
         (["backend=openai", "openai.concurrency=0"], "openai.concurrency"),
-        (["backend=openai", "openai.retry.budget_s=0"], "openai.retry.budget_s must be positive"),
-        (["backend=openai", "openai.max_failed_share=2"], "openai.max_failed_share must be in [0, 1]"),
+        (["backend=openai", "openai.retry.budget_s=0"], "openai.retry.budget_s=0.0 is out of range: allowed > 0"),
+        (["backend=openai", "openai.max_failed_share=2"], "openai.max_failed_share=2.0 is out of range: allowed [0,"),
         (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
     ],
 )

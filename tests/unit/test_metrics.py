@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from medtune.metrics import aggregate, gestalt, interpret, parse_letters, score_question
+from medtune.evaluation.metrics import aggregate, gestalt, interpret, parse_letters, score_question
 from medtune.qa_data import Question
 
 CHOICES = ["大動脈弁閉鎖不全症", "左室自由壁破裂", "解離性大動脈瘤", "心室中隔穿孔", "乳頭筋断裂"]
@@ -51,6 +51,26 @@ def test_a_response_that_is_exactly_the_choice_texts_names_its_answer():
     assert score_question(question(["d"]), "ｄ").official_correct  # full-width letter
 
 
+def test_a_response_naming_too_many_choices_is_officially_wrong_but_mapped_by_similarity_for_the_paper():
+    score = score_question(question(["d"]), "心室中隔穿孔,乳頭筋断")  # names d (and almost e): top-1 similar is d
+    assert score.correct and score.interpretation.letters == ("d",)
+    named = score_question(question(["d"]), "心室中隔穿孔,乳頭筋断裂")  # names d and e exactly
+    assert named.interpretation.official_letters == ("d", "e") and not named.official_correct
+
+
+def test_k_answer_exact_match_wants_the_authors_comma_and_ignores_dots():
+    q = question(["d", "e"])
+    assert score_question(q, "心室中隔穿孔,乳頭筋断裂.").exact_match
+    jp_comma = score_question(q, "心室中隔穿孔、乳頭筋断裂")
+    assert not jp_comma.exact_match and jp_comma.official_correct  # it still names both choices
+
+
+def test_a_choice_text_holding_the_separator_is_read_whole():
+    choices = ["1,000 mL", "500 mL", "2,000 mL", "250 mL", "100 mL"]
+    answer = interpret("2,000 mL,100 mL", question(["c", "e"], choices=choices))
+    assert answer.official_letters == ("c", "e") and answer.parsed
+
+
 def test_exact_match_needs_the_identical_choice_text():
     assert score_question(question(["d"]), "心室中隔穿孔\n理由: 雑音が出現したため").exact_match  # first line only
     assert not score_question(question(["b"]), "心室中隔穿孔").correct
@@ -77,7 +97,7 @@ def test_letters_only_responses(response, letters):
 
 def test_letters_only_response_is_mapped_to_its_choice_texts():
     answer = interpret("e,d", question(["d", "e"]))
-    assert answer.letters == ("d", "e") and answer.text == "心室中隔穿孔、乳頭筋断裂"
+    assert answer.letters == ("d", "e") and answer.text == "心室中隔穿孔,乳頭筋断裂"
     score = score_question(question(["d", "e"]), "e,d")
     assert score.exact_match and score.gestalt == 1.0 and score.correct
 
@@ -148,7 +168,7 @@ def test_breakdowns_by_category_and_year():
 
 
 def test_exam_pass_fail_per_year_from_section_points_and_the_pass_line_table():
-    from medtune.metrics import pass_lines
+    from medtune.evaluation.metrics import pass_lines
 
     assert pass_lines()[2025]["general"] == 221 and pass_lines()[2018]["general"] is None
     required = [question(["a"], problem_id=f"119B{i}", points=3, year=2025, section="required") for i in range(10)]

@@ -98,8 +98,8 @@ def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_model
     """The frozen base gets no input-grad hook: non-reentrant checkpoints still carry gradients to LoRA."""
     from transformers import Trainer
 
-    from medtune.arguments import training_arguments
     from medtune.data import build_collator
+    from medtune.training_args import training_arguments
 
     tc = to_train_config(
         compose_config(

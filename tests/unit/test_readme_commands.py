@@ -57,3 +57,13 @@ def test_every_readme_command_composes_and_validates(script, overrides, compose_
     check = {"train": to_train_config, "evaluate": to_evaluate_config, "generate_data": to_generate_config}
     name = SCRIPTS[script]
     check[name](compose_config(name, *overrides))
+
+
+def test_the_readme_lists_the_report_csv_columns_as_written():
+    from medtune.report.cells import CSV_COLUMNS
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"`report\.csv`: the same figures, one row per cell, (\d+) columns: `([^`]+)`", text)
+    assert match, "README: the report.csv line"
+    listed = [name.strip() for name in match.group(2).split(",")]
+    assert listed == CSV_COLUMNS and int(match.group(1)) == len(CSV_COLUMNS)

@@ -25,11 +25,11 @@ from medtune.errors import DataError
 from medtune.report.cells import CSV_COLUMNS, build_cell, column_label
 from medtune.report.command import main
 from medtune.report.matrix import build_matrix, build_report, choose_runs
-from medtune.report.records import HYDRA_CONFIG, PREDICTIONS, RunRecord, collect_local, read_run_dir
+from medtune.report.records import HYDRA_CONFIG, RunRecord, collect_local, read_run_dir
 from medtune.report.tables import render_cell
 from medtune.report.wandb_log import log_report_to_wandb
 from medtune.report.write import write_report
-from medtune.run_dir import RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
+from medtune.run_dir import PREDICTIONS, RESOLVED_CONFIG, RESULTS_FILE, STATUS_FILE
 from medtune.stats import mcnemar_exact
 
 from wandb_records import finished_offline_runs
@@ -420,3 +420,22 @@ def test_base_and_tuned_scored_on_different_questions_of_the_same_count_do_not_p
     tuned.write_text(tuned.read_text().replace('"q000"', '"x000"'))
     with pytest.raises(DataError, match=r"do not pair up.*1 only before, e\.g\. \['q000'\]"):
         build_cell([read_run_dir(run_dir)])
+
+
+def test_a_single_runs_report_shows_its_base_scoring_as_the_untuned_column(tmp_path: Path):
+    run = make_run(tmp_path / "run", _config("m", "lora", "none"), base=_correct(8), tuned=_correct(30))
+    results = json.loads((run / RESULTS_FILE).read_text())
+    (run / RESULTS_FILE).write_text(json.dumps(results | {"eval/demo/base_exact_match": 0.05}))
+    main([str(run), "--wandb-mode", "disabled", "--n-boot", "200"])
+    with (run / "report" / "report.csv").open(newline="") as handle:
+        rows = {r["tuning"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"untuned", "lora"}
+    assert float(rows["untuned"]["accuracy"]) == pytest.approx(8 / N)
+    assert float(rows["untuned"]["exact_match"]) == pytest.approx(0.05)
+    assert rows["untuned"]["status"] == "finished" and rows["untuned"]["source"].endswith("(eval/base)")
+    assert int(rows["lora"]["gains"]) > 0  # the tuned cell keeps its paired test against that same base
+
+
+def test_an_untuned_run_is_not_doubled_by_a_tuned_runs_base_scoring(report_dir: Path):
+    rows = _csv_rows(report_dir)
+    assert rows["tiny_gptneox", "untuned"]["source"].endswith("0_gx_untuned")

@@ -27,8 +27,8 @@ def test_changed_keys_are_found_at_any_depth():
 def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation_warning(compose_config, tmp_path):
     import warnings
 
-    from medtune.arguments import training_arguments
     from medtune.config import to_train_config
+    from medtune.training_args import training_arguments
 
     tc = to_train_config(
         compose_config(
@@ -50,6 +50,6 @@ def test_the_qlora_preset_reaches_the_trainer_with_every_knob_and_no_deprecation
 
 
 def test_checkpointing_off_passes_no_kwargs():
-    from medtune.arguments import checkpointing_args
+    from medtune.training_args import checkpointing_args
 
     assert list(checkpointing_args(False).values()) == [False]

@@ -21,9 +21,19 @@ from typing import Any
 import openai
 from omegaconf import DictConfig
 
-from medtune.api_client import ApiFailed, ApiStopped, Request, RequestLog, Summary, call_all, request_key
+from medtune.api_client import (
+    ApiFailed,
+    ApiStopped,
+    Request,
+    RequestLog,
+    Summary,
+    call_all,
+    chat_body,
+    request_key,
+)
 from medtune.config import to_plain_dict
 from medtune.datagen import storage
+from medtune.datagen.batch import BATCH_KEY, batch_jobs, generate_batch
 from medtune.datagen.chunking import Chunk, chunk_sources
 from medtune.datagen.config import GenerateConfig, GeneratorConfig, PricingConfig, PromptConfig, to_generate_config
 from medtune.datagen.dedup import QuestionText, deduplicate, find_contamination
@@ -36,6 +46,7 @@ from medtune.run_dir import lifecycle, write_json
 from medtune.tracking import start_wandb_run
 
 PROMPT_ASSET = "datagen_prompt_ja.txt"
+FIRST_REJECTS = 3  # reject reasons a run that kept nothing names in its error
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ def _generate_tracked(
         stopped, summary = None, None
         if not gen.reparse:
             try:
-                summary = generate(plan, raw, gen, tracker)
+                summary = generate(plan, raw, gen, tracker, out)
             except ApiStopped as err:
                 stopped = err
         manifest = build_outputs(plan, raw, gen, questions, out, summary.seconds if summary else None)
@@ -86,6 +97,8 @@ def _generate_tracked(
             raise stopped
         if summary is not None and summary.failed and not manifest["funnel"]["chunks_answered"]:
             raise ApiFailed(f"kept nothing: all {summary.failed} chunks failed ({_last_error(raw)})")
+        if not manifest["funnel"]["kept"]:  # every reply unparsable or rejected: not a dataset to train on
+            raise ApiFailed(_nothing_kept(manifest["funnel"], out))
         tracker.finish(exit_code=0)
         return manifest
     except BaseException:
@@ -93,6 +106,17 @@ def _generate_tracked(
         raise
     finally:
         raw.close()
+
+
+def _nothing_kept(funnel: dict[str, int], out: Path) -> str:
+    """Why the answered chunks gave no record: the funnel's counts and the first reject reasons."""
+    rejects = storage.read_jsonl(out / storage.REJECTS)[:FIRST_REJECTS]
+    reasons = "; ".join(f"{r['id']} {r['reason']} ({str(r['detail'] or r['content'])[:60]!r})" for r in rejects)
+    return (
+        f"kept nothing from {funnel['chunks_answered']} answered chunks ({funnel['pairs_parsed']} pairs parsed, "
+        f"{funnel['unparsed_fragments']} unparsable fragments); first rejects: {reasons or 'none'}; "
+        f"all of them in {out / storage.REJECTS}"
+    )
 
 
 def _last_error(raw: RequestLog) -> str:
@@ -132,16 +156,7 @@ def make_plan(chunks: list[Chunk], template: str, gen: GenerateConfig) -> list[P
 
 def request_body(passage_prompt: str, generator: GeneratorConfig) -> dict[str, Any]:
     """The exact request; its hash is the resume key, so any change of text or parameters is a new call."""
-    body: dict[str, Any] = {
-        "model": generator.model,
-        "messages": [{"role": "user", "content": passage_prompt}],
-        "temperature": generator.temperature,
-        "top_p": generator.top_p,
-        "max_tokens": generator.max_tokens,
-    }
-    if generator.seed is not None:
-        body["seed"] = generator.seed
-    return body
+    return chat_body(generator, [{"role": "user", "content": passage_prompt}])
 
 
 def _chunk_row(chunk: Chunk, planned: Planned) -> dict[str, Any]:
@@ -169,7 +184,8 @@ def dry_run(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, out: Path
         "requests": len(pending),
         "estimated_prompt_tokens": prompt_tokens,
         "estimated_completion_tokens": reply_tokens,
-        "estimated_cost_usd": round(cost_usd(prompt_tokens, reply_tokens, pricing), 4),
+        "estimated_cost_usd": round(cost_usd(prompt_tokens, reply_tokens, pricing, batch=gen.generator.batch), 4),
+        "batch": gen.generator.batch,
         "model": gen.generator.model,
         "base_url": gen.generator.base_url,
     }
@@ -180,8 +196,17 @@ def dry_run(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, out: Path
     return summary
 
 
-def cost_usd(prompt_tokens: float, completion_tokens: float, pricing: PricingConfig) -> float:
-    return (prompt_tokens * pricing.input_per_1m + completion_tokens * pricing.output_per_1m) / 1e6
+def cost_usd(prompt_tokens: float, completion_tokens: float, pricing: PricingConfig, batch: bool = False) -> float:
+    """USD at the live prices, or at the Batch API's share of them."""
+    live = (prompt_tokens * pricing.input_per_1m + completion_tokens * pricing.output_per_1m) / 1e6
+    return live * pricing.batch_price_share if batch else live
+
+
+def entry_cost_usd(entry: dict[str, Any], pricing: PricingConfig) -> float:
+    """What one raw-log attempt cost: its usage at the price of the way it was sent (live or in a batch)."""
+    usage = entry.get("usage") or {}
+    prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    return cost_usd(prompt, completion, pricing, batch=BATCH_KEY in entry)
 
 
 # -- calls -----------------------------------------------------------------------------------------
@@ -191,6 +216,7 @@ class Progress:
     def __init__(self, plan: list[Planned], raw: RequestLog, pricing: PricingConfig, tracker: Any) -> None:
         self.pricing, self.tracker, self.total = pricing, tracker, len(plan)
         self.tokens = Counter[str]()
+        self.cost = 0.0
         for entry in raw.entries:
             self._add_usage(entry)
         self.answered = len({p.key for p in plan} & raw.answered().keys())
@@ -198,9 +224,10 @@ class Progress:
     def _add_usage(self, entry: dict[str, Any]) -> None:
         for name, value in (entry.get("usage") or {}).items():
             self.tokens[name] += value or 0
+        self.cost += entry_cost_usd(entry, self.pricing)
 
     def figures(self) -> dict[str, float]:
-        cost = cost_usd(self.tokens["prompt_tokens"], self.tokens["completion_tokens"], self.pricing)
+        cost = self.cost
         return {
             "chunks_answered": self.answered,
             "tokens": self.tokens["prompt_tokens"] + self.tokens["completion_tokens"],
@@ -223,8 +250,8 @@ class Progress:
         )
 
 
-def generate(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, tracker: Any) -> Summary:
-    """Call the API for every chunk without a logged reply (identical chunks once)."""
+def generate(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, tracker: Any, out: Path) -> Summary:
+    """Call the API (live, or as batch jobs) for every chunk without a logged reply (identical chunks once)."""
     g = gen.generator
     progress = Progress(plan, raw, g.pricing, tracker)
     # OpenAI's limiter counts max_tokens, not the reply's length, against the token rate
@@ -233,6 +260,10 @@ def generate(plan: list[Planned], raw: RequestLog, gen: GenerateConfig, tracker:
         for p in plan
         if p.body is not None
     ]
+    if g.batch:
+        return generate_batch(
+            g, g.batch_poll_s, requests, raw, out, label="chunks", progress=gen.progress, on_entry=progress.record
+        )
     return call_all(
         g,
         requests,
@@ -323,6 +354,7 @@ def build_outputs(
         "funnel": funnel,
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
         "calls": _call_figures(raw),
+        "batches": batch_jobs(out),  # generator.batch=true: every batch's file and batch ids and last status
         **_usage_figures(raw, gen.generator.pricing),
         "generation_seconds": None if generation_seconds is None else round(generation_seconds, 3),
         "decontamination": {
@@ -359,7 +391,8 @@ def _usage_figures(raw: RequestLog, pricing: PricingConfig) -> dict[str, Any]:
     completion = sum((e.get("usage") or {}).get("completion_tokens") or 0 for e in raw.entries)
     return {
         "tokens": {"prompt": prompt, "completion": completion},
-        "cost_usd": round(cost_usd(prompt, completion, pricing), 6),
+        "cost_usd": round(sum(entry_cost_usd(e, pricing) for e in raw.entries), 6),
+        "batched_attempts": sum(BATCH_KEY in e for e in raw.entries),  # billed at pricing.batch_price_share
     }
 
 

@@ -6,6 +6,7 @@ records.jsonl        the training set (`train.py dataset=jsonl dataset.path=...`
 rejects.jsonl        every pair or fragment not kept, with its reason
 manifest.json        funnel, tokens, cost, decontamination matches, versions
 run_status.json      the run state (medtune.run_dir.RunState), as in every medtune run dir
+api_batches.json     generator.batch=true: the Batch API jobs' ids (medtune.run_dir.API_BATCHES_FILE)
 """
 
 from __future__ import annotations

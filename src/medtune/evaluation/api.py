@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from medtune.api_client import Request, RequestLog, call_all, request_key
-from medtune.evaluation.backend import Answer
+from medtune.api_client import Request, RequestLog, call_all, chat_body, request_key
+from medtune.evaluation.answer import Answer
 from medtune.evaluation.config import OpenAIConfig
 from medtune.evaluation.prompts import Prompt
 from medtune.qa_data import Question
@@ -53,7 +52,5 @@ class ApiBackend:
 def _api_request(cfg: OpenAIConfig, question: Question, prompt: Prompt) -> Request:
     """The request body is the resume key's input: same model, sampling and messages → the answer is reused
     (the server's address is left out, so a restarted local server on another port keeps its answers)."""
-    body: dict[str, Any] = {"model": cfg.model, "messages": prompt.messages, "temperature": cfg.temperature}
-    if cfg.max_tokens is not None:
-        body["max_tokens"] = cfg.max_tokens
+    body = chat_body(cfg, prompt.messages)
     return Request(request_key(body), question.problem_id, body)

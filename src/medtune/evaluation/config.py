@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from medtune.api_client import ApiConfig, RetryConfig, validate_api
+from medtune.api_client import TEMPERATURE, ApiConfig, RetryConfig
 from medtune.config import (
     MODEL_CONFIG_FILE,
     TINY_MARKER,
@@ -30,6 +30,7 @@ from medtune.config import (
     to_typed,
 )
 from medtune.errors import ConfigError
+from medtune.ranges import UNIT, ranged
 
 
 class Backend(StrEnum):
@@ -44,10 +45,9 @@ class OpenAIConfig(ApiConfig):
     model: str = "gpt-4o"
     # a one-line answer: a request still failing after 2 minutes fails (a hung server stops the run then)
     retry: RetryConfig = field(default_factory=lambda: RetryConfig(budget_s=120.0))
-    temperature: float = 0.0
-    max_tokens: int | None = None  # None: the server's default
+    temperature: float | None = ranged(0.0, TEMPERATURE)  # greedy answers; null for a reasoning model
     # A share of questions failed after their retries above this fails the run, with no score recorded.
-    max_failed_share: float = 0.0
+    max_failed_share: float = ranged(0.0, UNIT)
 
 
 @dataclass
@@ -84,10 +84,6 @@ def validate(cfg: EvaluateConfig) -> None:
     check_eval(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.shots must be >= 0 and eval.batch_size >= 1.")
-    if cfg.backend == "openai":
-        validate_api(cfg.openai, "openai")
-        if not 0.0 <= cfg.openai.max_failed_share <= 1.0:
-            raise ConfigError(f"openai.max_failed_share must be in [0, 1] (got {cfg.openai.max_failed_share}).")
 
 
 def as_model_folder(base: BaseModelConfig) -> BaseModelConfig:

@@ -15,7 +15,7 @@ import torch
 
 from medtune.config import EvalConfig, LoglikConvention
 from medtune.console import bar
-from medtune.evaluation.backend import Answer
+from medtune.evaluation.answer import Answer
 from medtune.evaluation.prompts import Prompt
 from medtune.evaluation.scoring import top_choices
 from medtune.qa_data import Question

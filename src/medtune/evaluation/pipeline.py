@@ -3,7 +3,6 @@ evaluate.py's run around it (status file, W&B run, the model or server to ask)."
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,8 +11,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from medtune.config import EvalConfig, to_plain_dict
+from medtune.console import evaluation_summary
+from medtune.evaluation.answer import Answerer
 from medtune.evaluation.api import ApiBackend
-from medtune.evaluation.backend import Backend
 from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_config
 from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
@@ -21,12 +21,13 @@ from medtune.evaluation.tracking import log_eval_to_wandb, log_failure, start_ev
 from medtune.preemption import preemptible
 from medtune.qa_data import Question, load_questions
 from medtune.run_dir import PREDICTIONS_FILE, RESOLVED_CONFIG, lifecycle
+from medtune.tracking import wandb_locations
 
 log = logging.getLogger(__package__)  # the package's one logger: console lines read [medtune.evaluation]
 
 
 def evaluate(
-    backend: Backend, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
+    backend: Answerer, eval_cfg: EvalConfig, output_dir: str | Path, questions: list[Question] | None = None
 ) -> dict[str, float]:
     """Score a backend on the suite (`questions`: the suite when the caller has already loaded it); writes
     metrics.json and predictions.jsonl into output_dir.
@@ -75,6 +76,7 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
     OmegaConf.save(OmegaConf.create(to_plain_dict(typed)), output_dir / RESOLVED_CONFIG)
     with preemptible(), lifecycle(output_dir):  # SIGTERM: preempted; resume= asks only what has no answer
         run_ = start_eval_run(typed, output_dir)
+        wandb_where = wandb_locations(run_)
         try:
             metrics = evaluate(_backend(typed, output_dir, run_), typed.eval, output_dir, questions)
             if run_ is not None:
@@ -85,11 +87,11 @@ def run(cfg: DictConfig | EvaluateConfig, output_dir: str | Path) -> dict[str, f
                 log_failure(run_, typed.eval.suite, output_dir)
                 run_.finish(exit_code=1)
             raise
-    print(json.dumps({k: metrics[k] for k in ("accuracy", "official_accuracy", "gestalt", "n_questions")}))
+    print(evaluation_summary(metrics, output_dir, typed.eval.suite, wandb_where), flush=True)
     return metrics
 
 
-def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Backend:
+def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Answerer:
     """The server to ask, or the local model loaded (a trained run's base + adapter, or an untuned base)."""
     if cfg.backend == "openai":
         return ApiBackend(cfg.openai, output_dir, cfg.progress)

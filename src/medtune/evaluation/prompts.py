@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from medtune.config import EvalConfig
-from medtune.metrics import ANSWER_SEPARATOR
+from medtune.evaluation.metrics import ANSWER_SEPARATOR
 from medtune.prompts import get_template
 from medtune.qa_data import Question
 
@@ -46,9 +46,10 @@ def _jmedlora_query(question: Question) -> str:
     if question.is_calculation:
         instruction = "次の医学の問題に数値で答えてください。"
         return get_template("alpaca_ja").render(instruction, question.problem_text)
+    joined = f"「{ANSWER_SEPARATOR}」で区切って" if question.n_answers > 1 else ""  # the authors' separator
     instruction = (
         f"次の医学の問題について、選択肢の中から正しいものを{question.n_answers}つ選び、"
-        "その選択肢をそのまま答えてください。"
+        f"その選択肢をそのまま{joined}答えてください。"
     )
     options = "\n".join(f"・{choice}" for choice in question.choices)
     return get_template("alpaca_ja").render(instruction, f"{question.problem_text}\n\n選択肢:\n{options}")

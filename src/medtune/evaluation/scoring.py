@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from medtune.api_client import ApiFailed
-from medtune.evaluation.backend import Answer
-from medtune.evaluation.prompts import Prompt
-from medtune.metrics import (
+from medtune.evaluation.answer import Answer
+from medtune.evaluation.metrics import (
     ANSWER_SEPARATOR,
     Interpretation,
     QuestionScore,
@@ -19,6 +18,7 @@ from medtune.metrics import (
     score_interpretation,
     score_question,
 )
+from medtune.evaluation.prompts import Prompt
 from medtune.qa_data import Question, QuestionSet
 from medtune.run_dir import METRICS_FILE, PREDICTIONS_FILE, write_json, write_text
 

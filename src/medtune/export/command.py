@@ -89,7 +89,6 @@ def track(run_dir: Path, tc: TrainConfig, out: Path, record: dict[str, Any], mod
         group=tc.experiment_name,
         name=f"export-{out.name}",
         job_type="export",
-        quiet=True,
     )
     try:
         log_export(run, tc, run_dir, out, record["kind"], {k: v for k, v in record.items() if k != "config"})

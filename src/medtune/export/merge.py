@@ -17,7 +17,7 @@ import yaml
 
 from medtune.config import AdapterMethod, QuantMode, TrainConfig
 from medtune.errors import ConfigError
-from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG, RunState, effective_state
+from medtune.run_dir import MODEL_CARD, MODEL_SUBDIR, RESOLVED_CONFIG, RunState, effective_state
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -32,7 +32,7 @@ BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")
 ADAPTER_CONFIG = "adapter_config.json"  # peft's CONFIG_NAME
 # What a run's model/ holds that is not for publishing: the Trainer's pickled arguments, and peft's stub card
 # (the export writes its own README.md).
-NOT_EXPORTED = ("training_args.bin", "README.md")
+NOT_EXPORTED = ("training_args.bin", MODEL_CARD)
 
 
 class ExportKind(StrEnum):

@@ -84,7 +84,7 @@ class Cell:
     train_time_s: float | None = None
     tokens_per_s: float | None = None
     extra: dict[str, float] = field(default_factory=dict)  # EXTRA_METRICS present in the run's results
-    exam: str = ""  # per exam year: section points and pass/fail (medtune.metrics.exam_result)
+    exam: str = ""  # per exam year: section points and pass/fail (medtune.evaluation.metrics.exam_result)
 
     @property
     def column_label(self) -> str:

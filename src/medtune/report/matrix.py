@@ -7,11 +7,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from medtune.metric_keys import BASE_PREFIX, qa_key
 from medtune.report.cells import NOT_APPLICABLE, Cell, build_cell, column_label
 from medtune.report.records import RunRecord
+from medtune.run_dir import BASE_EVAL_SUBDIR
 from medtune.stats import DEFAULT_N_BOOT
 
 MISSING = "missing"
+UNTUNED = "untuned"  # the column of a base model as it is (config.TUNING_METHODS)
 
 METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full", "api")  # matrix column order
 
@@ -44,6 +47,7 @@ class Report:
 
 def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: int = DEFAULT_N_BOOT) -> Report:
     sft = [r for r in records if r.stage == "sft"]
+    sft += base_scorings(sft)
     chosen, superseded = choose_runs(sft)
     matrices = [
         build_matrix(suite, [r for r in chosen if r.suite == suite], n_boot)
@@ -52,6 +56,34 @@ def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: i
     other_stages = [r for r in records if r.stage != "sft"]
     curves = {f"{r.base_model} / {column_label(r.column)}": r.history for r in [*chosen, *other_stages] if r.history}
     return Report(matrices, superseded, other_stages, list(sources), n_boot, curves)
+
+
+def base_scorings(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """The untuned cell from a tuned run's own scoring of its base (train.py scores the base before tuning), for
+    each base model and suite that no untuned run covers, so a single run's report shows base and tuned side by
+    side. The latest finished run's scoring stands for the base (scoring the untrained base does not vary)."""
+    covered = {(r.suite, r.base_model) for r in records if r.untuned}
+    scored = [r for r in records if r.status == "finished" and not r.untuned and r.method != "api" and r.base_correct]
+    latest = {(r.suite, r.base_model): r for r in sorted(scored, key=lambda r: r.started)}
+    return [_as_untuned(run) for key, run in latest.items() if key not in covered]
+
+
+def _as_untuned(run: RunRecord) -> RunRecord:
+    base = qa_key(run.suite, "", BASE_PREFIX)
+    results = {qa_key(run.suite, k.removeprefix(base)): v for k, v in run.results.items() if k.startswith(base)}
+    return RunRecord(
+        source=f"{run.source} ({BASE_EVAL_SUBDIR})",
+        base_model=run.base_model,
+        method=UNTUNED,
+        steps=0,
+        suite=run.suite,
+        stage=run.stage,
+        status=run.status,
+        seed=run.seed,
+        results=results,
+        base_correct=run.base_correct,
+        started=run.started,
+    )
 
 
 def choose_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:

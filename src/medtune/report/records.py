@@ -13,25 +13,23 @@ import yaml
 
 from medtune.config import tuning_method
 from medtune.errors import ConfigError, DataError
-from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import (
-    BASE_EVAL_SUBDIR,
     EXPORT_RECORD,
     METRICS_FILE,
     METRICS_LOG,
+    PREDICTIONS,
     PREDICTIONS_FILE,
     RESOLVED_CONFIG,
     RESULTS_FILE,
     STATUS_FILE,
-    TUNED_EVAL_SUBDIR,
     RunState,
     effective_state,
+    read_correct,
     read_status,
 )
 from medtune.tracking import read_metrics_log
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
-PREDICTIONS = {"base": f"{BASE_EVAL_SUBDIR}/{PREDICTIONS_FILE}", "tuned": f"{TUNED_EVAL_SUBDIR}/{PREDICTIONS_FILE}"}
 NOT_STARTED = "not started"
 
 
@@ -201,16 +199,3 @@ def read_run_state(run_dir: Path) -> tuple[str, str]:
     logs = sorted(run_dir.glob("*.log"))
     last_lines = [line for log in logs for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
     return NOT_STARTED, last_lines[-1].strip() if last_lines else f"no {STATUS_FILE}: see the job's output"
-
-
-def read_correct(path: Path) -> dict[str, bool] | None:
-    """problem_id → correct from an evaluation's predictions.jsonl (None when the file is absent)."""
-    if not path.is_file():
-        return None
-    correct = {}
-    for number, row in read_jsonl_objects(path):
-        for key in ("problem_id", "correct"):
-            if key not in row:
-                raise DataError("missing field", path=path, line=number, field=key)
-        correct[str(row["problem_id"])] = bool(row["correct"])
-    return correct

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from medtune.config import Stage, TrainConfig
 from medtune.errors import ConfigError
+from medtune.run_dir import RESULTS_FILE
 
 DEFAULT_OBJECTIVE = "objective"  # training.run's headline: the QA accuracy, else the held-out loss
 # results.json keys outside eval/<suite>/ that training.run writes (tests/unit/test_search.py checks a real trial's
@@ -36,7 +37,7 @@ def check_objectives(objectives: list[str], directions: list[str], tc: TrainConf
     """Every objective must be a key a trial of this config writes, with a direction each: a typo fails here, not
     after the first trial trained for nothing."""
     if not objectives:
-        raise ConfigError("hydra.sweeper.objective is empty: name at least one results.json key (e.g. objective).")
+        raise ConfigError(f"hydra.sweeper.objective is empty: name at least one {RESULTS_FILE} key (e.g. objective).")
     if len(directions) != len(objectives):
         raise ConfigError(
             f"hydra.sweeper.direction has {len(directions)} value(s) for {len(objectives)} objective(s): "
@@ -48,7 +49,7 @@ def check_objectives(objectives: list[str], directions: list[str], tc: TrainConf
     for key in objectives:
         if not writes(key, tc):
             raise ConfigError(
-                f"hydra.sweeper.objective={key!r} is no key a trial writes to results.json: use objective (the QA "
+                f"hydra.sweeper.objective={key!r} is no key a trial writes to {RESULTS_FILE}: use objective (the QA "
                 f"accuracy), eval/{tc.eval.suite}/<metric>, eval/loss or one of {', '.join(TRAINING_KEYS[1:])}."
             )
 

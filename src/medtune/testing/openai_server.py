@@ -1,8 +1,10 @@
 """A small OpenAI-compatible chat-completions server for offline tests and benchmarks.
 
 It speaks just enough of the OpenAI HTTP API for the official `openai` client (sync or async):
-`POST /v1/chat/completions` (non-streaming) and `GET /v1/models`. It runs on 127.0.0.1 at a free
-port in a background thread, so tests exercise the real client, real HTTP and real retries.
+`POST /v1/chat/completions` (non-streaming), `GET /v1/models`, and the Files and Batch API
+(`/v1/files`, `/v1/batches`: medtune.testing.openai_batches; `batch_api=False` answers them 404). It runs
+on 127.0.0.1 at a free port in a background thread, so tests exercise the real client, real HTTP and real
+retries.
 
     from openai import AsyncOpenAI
     from medtune.testing import Fault, OpenAIServer
@@ -27,10 +29,18 @@ How a request is answered; the first hook that yields a fault wins:
 
 Faults (see `Fault`): 429 with or without Retry-After, 429 `insufficient_quota`, 500, 401, 403, 404
 unknown model, 400 context length exceeded, a reply that hangs past the client's timeout, a malformed
-(non-JSON) 200 body, a 200 with an empty `choices` list, and a truncated reply (`finish_reason: "length"`,
-the responder's text cut short). `unused_base_url()` is an address where nothing listens. Every reply
-carries a `usage` block; its "tokens" are characters (no tokenizer offline). `calls` is a thread-safe log
-of every request.
+(non-JSON) 200 body, a 200 with an empty `choices` list, a connection closed mid-reply (after the headers,
+or before any byte), and a truncated reply (`finish_reason: "length"`, the responder's text cut short).
+The reply's token limit may come as `max_completion_tokens` or `max_tokens` (`Call.token_limit_param` says
+which); `token_limit_params=("max_completion_tokens",)` refuses the other as OpenAI's reasoning models do.
+`unused_base_url()` is an address where nothing listens. Every reply carries a `usage` block; its "tokens"
+are characters (no tokenizer offline). `calls` is a thread-safe log of every request, batch lines included
+(their path is `/v1/batches/<id>`).
+
+A batch's lines go through the same logic as live requests when a client first retrieves the batch;
+`hold_batches()` / `release_batches()` keep it `in_progress` meanwhile, `expire_next_batch(after=n)`
+expires the next one after n lines, `refuse_next_batch()` fails the next one at validation, and a line the
+responder or a hook answers with a Fault is a failed line.
 """
 
 from __future__ import annotations
@@ -46,6 +56,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
+
+from medtune.testing.openai_batches import BatchStore, NotFound
 
 Responder = Callable[[dict[str, Any]], "str | Fault"]
 FaultHook = Callable[[dict[str, Any], int], "Fault | None"]
@@ -104,6 +117,12 @@ class Fault:
         return cls("hang", seconds=seconds)
 
     @classmethod
+    def drop(cls, after_headers: bool = True) -> Fault:
+        """Close the connection mid-reply: after the status line, the headers and half the body (a proxy or
+        server dying under load), or with `after_headers=False` before sending anything."""
+        return cls("drop" if after_headers else "drop_silent")
+
+    @classmethod
     def malformed(cls) -> Fault:
         """HTTP 200 whose body is cut-off JSON."""
         return cls("malformed")
@@ -137,6 +156,9 @@ _ERROR_BODIES = {
 }
 
 
+TOKEN_LIMIT_PARAMS = ("max_completion_tokens", "max_tokens")
+
+
 def unused_base_url() -> str:
     """An OpenAI-style base URL on 127.0.0.1 where nothing listens (the port was free a moment ago)."""
     with socket.socket() as probe:
@@ -156,6 +178,12 @@ class Call:
     api_key: str | None  # the bearer token the client sent
     started: float  # time.monotonic() at arrival
 
+    @property
+    def token_limit_param(self) -> str | None:
+        """Which name the request gave its reply's token limit (the server accepts both unless told otherwise)."""
+        found = [name for name in TOKEN_LIMIT_PARAMS if name in self.body]
+        return found[0] if found else None
+
 
 class OpenAIServer:
     """Serve chat completions from `responder` at `base_url` while the context is open."""
@@ -167,11 +195,15 @@ class OpenAIServer:
         latency_s: float = 0.0,
         fault_for: FaultHook | None = None,
         model: str = "medtune-test",
+        batch_api: bool = True,
+        token_limit_params: tuple[str, ...] = TOKEN_LIMIT_PARAMS,
     ) -> None:
         self.responder: Responder = responder or (lambda _request: "ok")
         self.latency_s = latency_s  # added to every chat completion (benchmarks)
         self.fault_for = fault_for
         self.model = model
+        # the token-limit names accepted; another one gets the 400 OpenAI's reasoning models give max_tokens
+        self.token_limit_params = token_limit_params
         self._lock = threading.Lock()
         self._queued: deque[Fault] = deque()
         self._calls: list[Call] = []
@@ -179,6 +211,8 @@ class OpenAIServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.batch_api = batch_api  # False: /v1/files and /v1/batches answer 404, as on vLLM or Ollama
+        self.batch_store = BatchStore()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> OpenAIServer:
@@ -251,6 +285,55 @@ class OpenAIServer:
         if seconds > 0:
             self._stopping.wait(seconds)
 
+    def _answer(self, path: str, body: dict[str, Any], api_key: str | None) -> _Reply:
+        """One chat completion (hooks, queued faults, responder) as (status, JSON or raw bytes, headers)."""
+        index, fault = self._register(path, body, api_key)
+        self._pause(self.latency_s)
+        reply = self.responder(body) if fault is None or fault.kind == "truncate" else ""
+        if isinstance(reply, Fault):  # the responder scripted a fault for this request
+            fault, reply = reply, ""
+            self._record_fault(index, fault)
+        if fault is None:
+            return 200, _completion(self, body, reply, "stop"), {}
+        if fault.kind == "truncate":
+            return 200, _completion(self, body, reply[: int(len(reply) * fault.keep_fraction)], "length"), {}
+        if fault.kind == "hang":
+            self._pause(fault.seconds)
+            return 200, _completion(self, body, "", "stop"), {}
+        if fault.kind in ("drop", "drop_silent"):  # the handler closes the connection mid-reply
+            return DROPPED, _completion(self, body, "dropped", "stop") if fault.kind == "drop" else b"", {}
+        if fault.kind == "malformed":
+            return 200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "', {}
+        if fault.kind == "empty_choices":
+            return 200, _completion(self, body, "", "stop") | {"choices": []}, {}
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+        return fault.status, _error_body(fault.kind), headers
+
+    # -- the Batch API (state and line format: medtune.testing.openai_batches) ---------------------
+    def _answer_line(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
+        status, payload, _ = self._answer(path, body, None)
+        return status, payload
+
+    def hold_batches(self) -> None:
+        """Keep every batch `in_progress` (no line answered) until `release_batches()`."""
+        self.batch_store.hold()
+
+    def release_batches(self) -> None:
+        self.batch_store.release()
+
+    def expire_next_batch(self, after: int) -> None:
+        """The next batch created answers its first `after` lines, then expires (the rest: `batch_expired`)."""
+        self.batch_store.expire_next(after)
+
+    def refuse_next_batch(self, message: str = "Enqueued token limit reached for this model.") -> None:
+        """The next batch created fails validation (status `failed`, `message` in its errors): no line answered."""
+        self.batch_store.refuse_next(message)
+
+    @property
+    def batches(self) -> list[dict[str, Any]]:
+        """Every batch created so far, in creation order."""
+        return self.batch_store.batches
+
 
 def _completion(server: OpenAIServer, body: dict[str, Any], text: str, finish_reason: str) -> dict[str, Any]:
     prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
@@ -275,6 +358,15 @@ def _completion(server: OpenAIServer, body: dict[str, Any], text: str, finish_re
     }
 
 
+JSON_TYPE = "application/json"
+DROPPED = -1  # _answer's status for a connection the handler closes mid-reply (Fault.drop)
+_Reply = tuple[int, "dict[str, Any] | bytes", dict[str, str]]
+
+
+def _not_found(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error"}}
+
+
 def _error_body(kind: str) -> dict[str, Any]:
     message, error_type, code = _ERROR_BODIES[kind]
     return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
@@ -297,57 +389,93 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
+            if self._batch_route("GET"):
+                return
             if self.path.rstrip("/") != "/v1/models":
-                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                self._send_json(404, _not_found(f"no route {self.path}"))
                 return
             model = {"id": server.model, "object": "model", "created": 0, "owned_by": "medtune"}
             self._send_json(200, {"object": "list", "data": [model]})
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self._batch_route("POST", raw):
+                return
             if self.path.rstrip("/") != "/v1/chat/completions":
-                self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                self._send_json(404, _not_found(f"no route {self.path}"))
                 return
             try:
                 body = json.loads(raw)
             except ValueError:
                 self._send_json(400, {"error": {"message": "body is not JSON", "type": "invalid_request_error"}})
                 return
+            unsupported = [p for p in TOKEN_LIMIT_PARAMS if p in body and p not in server.token_limit_params]
+            if unsupported:
+                message = f"Unsupported parameter: '{unsupported[0]}' is not supported with this model."
+                error = {"message": message, "type": "invalid_request_error", "code": "unsupported_parameter"}
+                self._send_json(400, {"error": error})
+                return
             auth = self.headers.get("Authorization", "")
-            api_key = auth.removeprefix("Bearer ") if auth else None
-            index, fault = server._register(self.path, body, api_key)
-            server._pause(server.latency_s)
-            reply = server.responder(body) if fault is None or fault.kind == "truncate" else ""
-            if isinstance(reply, Fault):  # the responder scripted a fault for this request
-                fault, reply = reply, ""
-                server._record_fault(index, fault)
-            if fault is None:
-                self._send_json(200, _completion(server, body, reply, "stop"))
-            elif fault.kind == "truncate":
-                cut = reply[: int(len(reply) * fault.keep_fraction)]
-                self._send_json(200, _completion(server, body, cut, "length"))
+            status, payload, headers = server._answer(self.path, body, auth.removeprefix("Bearer ") if auth else None)
+            if status == DROPPED:
+                self._drop(payload)
+            elif isinstance(payload, bytes):
+                self._send_bytes(status, payload, headers)
             else:
-                self._send_fault(body, fault)
+                self._send_json(status, payload, headers)
 
-        def _send_fault(self, body: dict[str, Any], fault: Fault) -> None:
-            if fault.kind == "hang":
-                server._pause(fault.seconds)
-                self._send_json(200, _completion(server, body, "", "stop"))
-            elif fault.kind == "malformed":
-                self._send_bytes(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": "')
-            elif fault.kind == "empty_choices":
-                self._send_json(200, _completion(server, body, "", "stop") | {"choices": []})
-            else:
-                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-                self._send_json(fault.status, _error_body(fault.kind), headers)
+        # -- the Files and Batch API (medtune.testing.openai_batches) ----------------------------------
+        def _batch_route(self, method: str, raw: bytes = b"") -> bool:
+            """Serve /v1/files and /v1/batches; False for every other path."""
+            parts = urlsplit(self.path).path.strip("/").split("/")
+            if parts[:2] not in (["v1", "files"], ["v1", "batches"]):
+                return False
+            if not server.batch_api:  # a server without the Batch API (vLLM, Ollama) answers 404
+                self._send_json(404, _not_found(f"no route {self.path}"))
+                return True
+            store, rest = server.batch_store, parts[2:]
+            try:
+                if parts[1] == "files" and method == "POST" and not rest:
+                    self._send_json(200, store.upload(self.headers.get("Content-Type", ""), raw))
+                elif parts[1] == "files" and method == "GET" and len(rest) == 1:
+                    self._send_json(200, store.file(rest[0]))
+                elif parts[1] == "files" and method == "GET" and rest[1:] == ["content"]:
+                    self._send_bytes(200, store.content(rest[0]), content_type="application/octet-stream")
+                elif parts[1] == "batches" and method == "POST" and not rest:
+                    self._send_json(200, store.create(json.loads(raw)))
+                elif parts[1] == "batches" and method == "GET" and not rest:
+                    self._send_json(200, store.list())
+                elif parts[1] == "batches" and method == "GET" and len(rest) == 1:
+                    self._send_json(200, store.retrieve(rest[0], server._answer_line))
+                else:
+                    self._send_json(404, _not_found(f"no route {self.path}"))
+            except NotFound as missing:
+                self._send_json(404, _not_found(f"No such object: {missing}"))
+            return True
+
+        def _drop(self, reply: dict[str, Any] | bytes) -> None:
+            """Headers promising the whole reply and half of it (a reply given), or nothing; then the connection
+            closes."""
+            if reply:
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
 
         def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             self._send_bytes(status, json.dumps(payload, ensure_ascii=False).encode(), headers)
 
-        def _send_bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        def _send_bytes(
+            self, status: int, data: bytes, headers: dict[str, str] | None = None, content_type: str = JSON_TYPE
+        ) -> None:
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)

@@ -1,12 +1,12 @@
-"""What a backend is: it answers prompted questions; the pipeline (medtune.evaluation.pipeline) does the rest."""
+"""What an answerer is (a local model or an API server): it answers prompted questions; the pipeline does the rest."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
+from medtune.evaluation.metrics import Interpretation
 from medtune.evaluation.prompts import Prompt
-from medtune.metrics import Interpretation
 from medtune.qa_data import Question
 
 
@@ -21,7 +21,7 @@ class Answer:
     error: str | None = None  # why an API question has no response
 
 
-class Backend(Protocol):
+class Answerer(Protocol):
     """A local model (medtune.evaluation.local) or an OpenAI-compatible server (medtune.evaluation.api)."""
 
     @property

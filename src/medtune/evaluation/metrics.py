@@ -14,12 +14,16 @@ and calculation questions without choices compare numbers. The official score cr
 letters (or number) a response actually names: a reply naming none is wrong and counted
 (`n_unparsed`), while the paper's accuracy still maps it to its most similar choice, as the
 authors' code does.
-A k-answer response is the choice texts joined by ANSWER_SEPARATOR, the form the exemplars show.
+A k-answer response is the choice texts joined by ANSWER_SEPARATOR, the form the exemplars show: ",", as the
+authors' harness (japanese-lm-med-harness, eval_bench.py) joins the gold choice texts and lists the choices, so
+exact match equals theirs on k-answer questions too. Exact match, gestalt and the similarity mapping read the
+response with "." removed and outer spaces stripped, their cleansing.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import unicodedata
 from collections import defaultdict
@@ -33,7 +37,8 @@ import yaml
 
 from medtune.qa_data import Question
 
-ANSWER_SEPARATOR = "、"  # joins the choice texts of a k-answer response
+ANSWER_SEPARATOR = ","  # joins the choice texts of a k-answer response (the authors' harness)
+READ_SEPARATORS = (ANSWER_SEPARATOR, "、")  # either names the choices (official scoring); exact match wants ","
 ALL_CORRECT_IDS = frozenset({"116A71"})  # withdrawn after the exam: the official scorer credits any answer
 _LETTER_LIST = re.compile(r"([a-z](?:\s*[,、，・/]\s*[a-z])*)(?=$|[\s:：.．)）])")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -43,9 +48,15 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 class Interpretation:
     """What a raw response answers: the letters it picks and the answer text it stands for."""
 
-    letters: tuple[str, ...]  # sorted choice letters, or (number,) for calculation questions
+    letters: tuple[str, ...]  # the paper's answer: sorted choice letters, or (number,) for calculation questions
     text: str  # the response as answer text; letters-only responses become their choice texts
-    parsed: bool = True  # False: no letter or number in the response; `letters` is the similarity mapping
+    parsed: bool = True  # False: no letter, number or exact choice texts in the response
+    named: tuple[str, ...] | None = None  # what the response names, where that differs from `letters`
+
+    @property
+    def official_letters(self) -> tuple[str, ...]:
+        """The letters the official scorer credits: those the response names."""
+        return self.letters if self.named is None else self.named
 
 
 @dataclass(frozen=True)
@@ -85,11 +96,15 @@ def parse_letters(response: str, labels: str) -> tuple[str, ...] | None:
 
 def parse_choice_texts(text: str, question: Question) -> tuple[str, ...] | None:
     """Letters of a response that is exactly choice texts (the jmedlora answer form), else None."""
-    by_text = {_canonical(choice): label for label, choice in zip(question.labels, question.choices, strict=True)}
-    parts = [_canonical(part) for part in text.split(ANSWER_SEPARATOR)]
-    if not parts or any(part not in by_text for part in parts):
+    canonical = _canonical(text)
+    if not canonical:
         return None
-    return tuple(sorted({by_text[part] for part in parts}))
+    by_text = {_canonical(choice): label for label, choice in zip(question.labels, question.choices, strict=True)}
+    for k in range(1, len(by_text) + 1):  # joined choices, not split text: a choice may hold the separator itself
+        for picked in itertools.permutations(by_text, k):
+            if any(separator.join(picked) == canonical for separator in READ_SEPARATORS):
+                return tuple(sorted(by_text[choice] for choice in picked))
+    return None
 
 
 def _canonical(text: str) -> str:
@@ -116,11 +131,12 @@ def interpret(response: str, question: Question) -> Interpretation:
     letters = parse_letters(response, question.labels)
     if letters:
         return Interpretation(letters=letters, text=ANSWER_SEPARATOR.join(map(question.choice_text, letters)))
+    picked = most_similar(_exact_form(text), question.choices, question.n_answers)
+    similar = tuple(question.labels[i] for i in picked)  # the paper's answer, as the authors' code maps text
     named = parse_choice_texts(text, question)
     if named:
-        return Interpretation(letters=named, text=text)
-    picked = most_similar(text, question.choices, question.n_answers)
-    return Interpretation(letters=tuple(question.labels[i] for i in picked), text=text, parsed=False)
+        return Interpretation(letters=similar, text=text, named=None if named == similar else named)
+    return Interpretation(letters=similar, text=text, parsed=False)
 
 
 def normalize_response_text(response: str) -> str:
@@ -142,6 +158,11 @@ def letters_match(question: Question, letters: tuple[str, ...]) -> bool:
     return frozenset(letters) in question.gold_sets
 
 
+def _exact_form(text: str) -> str:
+    """The authors' cleansing before exact match: every "." removed, outer spaces stripped."""
+    return text.replace(".", "").strip()
+
+
 def _same_number(a: str, b: str) -> bool:
     try:
         return float(a) == float(unicodedata.normalize("NFKC", b))
@@ -160,11 +181,12 @@ def score_interpretation(question: Question, answer: Interpretation) -> Question
     """All metrics of an answer already mapped to letters and text (loglik picks choices directly)."""
     golds = [gold_text(question, gold) for gold in question.gold_sets]
     correct = letters_match(question, answer.letters)
-    official = (correct and answer.parsed) or question.problem_id in ALL_CORRECT_IDS
+    named_right = letters_match(question, answer.official_letters)
+    official = (named_right and answer.parsed) or question.problem_id in ALL_CORRECT_IDS
     return QuestionScore(
         interpretation=answer,
-        exact_match=answer.text in golds,
-        gestalt=max(gestalt(answer.text, gold) for gold in golds),
+        exact_match=_exact_form(answer.text) in map(_exact_form, golds),
+        gestalt=max(gestalt(_exact_form(answer.text), _exact_form(gold)) for gold in golds),
         correct=correct,
         official_correct=official,
         points=question.points if official else 0,

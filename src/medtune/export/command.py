@@ -14,6 +14,7 @@ from medtune.config import TrainConfig, WandbMode, to_plain_dict, tuning_method
 from medtune.export.card import model_card, read_results
 from medtune.export.hub import HUB_FAILED_EXIT, HubUnavailable, check_hub_allowed, push_folder
 from medtune.export.merge import ExportKind, check_out, export_dtype, export_kind, exportable_run, staged, write_weights
+from medtune.metric_keys import TRAIN_GLOBAL_STEP, qa_key
 from medtune.run_dir import EXPORT_RECORD, EXPORT_SUBDIR, MODEL_CARD, write_json
 
 
@@ -63,10 +64,10 @@ def export_record(run_dir: Path, tc: TrainConfig, kind: ExportKind) -> dict[str,
         "base_model": tc.base_model.path,
         "base_model_name": tc.base_model.name,
         "tuning": tuning_method(tc.adapter.method, tc.quantization.mode),
-        "steps": results.get("train/global_step"),
+        "steps": results.get(TRAIN_GLOBAL_STEP),
         "dtype": export_dtype(tc) if kind != ExportKind.adapter else None,
         "suite": suite,
-        f"eval/{suite}/accuracy": results.get(f"eval/{suite}/accuracy"),
+        qa_key(suite, "accuracy"): results.get(qa_key(suite, "accuracy")),
         "wandb_run_id": results.get("wandb_run_id"),
         "config": to_plain_dict(tc),
     }

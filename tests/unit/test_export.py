@@ -45,6 +45,7 @@ QUESTIONS = "eval.limit=24"
 # into the original full-precision weights instead moves them by the NF4 quantization error, orders larger.
 LOGIT_TOLERANCE = 1e-4
 CHOICE_SCORE_TOLERANCE = 1e-3  # a choice's summed log-probability (a few tokens of the above)
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
 
 
 @pytest.fixture(scope="module")
@@ -142,15 +143,33 @@ def test_the_export_is_a_model_artifact_that_uses_the_runs_adapter_artifact(qlor
 
 def test_adapter_only_exports_the_adapter_with_the_card(qlora_run, tmp_path):
     out = tmp_path / "adapter"
+    out.mkdir()  # an empty folder is a fine --out
+    interrupted = tmp_path / ".adapter.exporting"  # what a killed export leaves beside --out: started over
+    interrupted.mkdir()
+    (interrupted / "half.safetensors").write_bytes(b"torn")
     command.main([str(qlora_run), "--out", str(out), "--adapter-only"])
+    assert not interrupted.exists()
     names = {p.name for p in out.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", MODEL_CARD} <= names
-    assert "training_args.bin" not in names and "model.safetensors" not in names
+    assert not {"training_args.bin", "model.safetensors", "half.safetensors"} & names
     assert ModelCard.load(out / MODEL_CARD).data.library_name == "peft"
     trained = load_file(qlora_run / MODEL_SUBDIR / "adapter_model.safetensors")
     assert all(
         torch.equal(tensor, trained[name]) for name, tensor in load_file(out / "adapter_model.safetensors").items()
     )
+
+
+def test_the_runs_chat_template_goes_with_the_merged_weights(qlora_run, tmp_path):
+    run_dir = tmp_path / "chat-run"
+    shutil.copytree(qlora_run, run_dir, ignore=shutil.ignore_patterns("wandb", "checkpoints", EXPORT_SUBDIR))
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_SUBDIR)  # as a chat base's tokenizer carries one
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(run_dir / MODEL_SUBDIR)
+    command.main([str(run_dir), "--out", str(tmp_path / "out"), "--wandb-mode", "disabled"])
+    exported = AutoTokenizer.from_pretrained(tmp_path / "out")
+    chat = exported.apply_chat_template([{"role": "user", "content": "頭痛"}], tokenize=False)
+    assert chat == "<|user|>頭痛\n<|assistant|>"
+    assert not (run_dir / EXPORT_SUBDIR).exists()  # W&B disabled: no export run
 
 
 def _fake_run(qlora_run: Path, tmp_path: Path, state: RunState = RunState.finished, **changes) -> Path:
@@ -174,6 +193,7 @@ def _fake_run(qlora_run: Path, tmp_path: Path, state: RunState = RunState.finish
         ("untuned", "trained nothing (adapter=none, no model/)"),
         ("full_adapter", "--adapter-only: this run fine-tuned every weight (adapter=full); there is no adapter."),
         ("out_not_empty", "already exists and is not empty; give a new folder (nothing was written)."),
+        ("pissa_unconverted", "init_lora_weights=pissa_niter_4 rewrote the base weights"),
         ("offline_push", "--push-to-hub me/x: HF_HUB_OFFLINE is set, so the hub cannot be reached"),
     ],
 )
@@ -190,6 +210,12 @@ def test_bad_input_is_one_line_and_exit_2(qlora_run, tmp_path, capsys, case, mes
         run_dir, extra = (
             _fake_run(qlora_run, tmp_path, adapter__method="full", quantization__mode="none"),
             ["--adapter-only"],
+        )
+    elif case == "pissa_unconverted":
+        run_dir = _fake_run(qlora_run, tmp_path)
+        config = json.loads((qlora_run / MODEL_SUBDIR / "adapter_config.json").read_text())
+        (run_dir / MODEL_SUBDIR / "adapter_config.json").write_text(
+            json.dumps(config | {"init_lora_weights": "pissa_niter_4"})
         )
     elif case == "out_not_empty":
         out.mkdir()
@@ -231,3 +257,22 @@ def test_only_a_saved_model_folder_on_the_default_base_is_scored_as_itself(expor
     (tmp_path / "notes.txt").write_text("not a model")  # no config.json: still refused, nothing overwritten
     with pytest.raises(ConfigError, match="holds files medtune did not create"):
         base(f"base_model.path={tmp_path}")
+
+
+def test_the_card_names_the_presets_licence_a_local_cards_licence_and_the_online_run(cache_dir, tmp_path):
+    from huggingface_hub import ModelCardData
+
+    from medtune.config import to_train_config
+    from medtune.export.card import _tracking_section, base_licence
+
+    assert base_licence(to_train_config(compose("train", "base_model=opencalm_7b", cache_dir=cache_dir))) == (
+        "cc-by-sa-4.0"
+    )
+    local = tmp_path / "published"
+    local.mkdir()
+    ModelCard(f"---\n{ModelCardData(license='apache-2.0').to_yaml()}\n---\n# a model\n").save(local / MODEL_CARD)
+    tc = to_train_config(compose("train", "base_model=medcalm_7b", f"base_model.path={local}", cache_dir=cache_dir))
+    tc.base_model.license = None  # the preset's licence first; without one, the folder's own card
+    assert base_licence(tc) == "apache-2.0"
+    online = {"wandb/mode": "online", "wandb/url": "https://wandb.ai/me/medtune/runs/abc123", "wandb_run_id": "abc123"}
+    assert "- W&B run: https://wandb.ai/me/medtune/runs/abc123" in _tracking_section(tmp_path, online)

@@ -5,16 +5,13 @@ run is tracked, and how to load the folder. The metadata block is huggingface_hu
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medtune.config import QuantMode, TrainConfig, to_plain_dict, tuning_method
 from medtune.export.merge import ExportKind, export_dtype
+from medtune.metric_keys import TRAIN_GLOBAL_STEP
 from medtune.run_dir import MODEL_CARD, RESULTS_FILE
-
-if TYPE_CHECKING:
-    from medtune.report.records import RunRecord
 
 LICENCE_UNKNOWN = "see the base model's card"
 CARD_GROUPS = ("adapter", "quantization", "trainer")  # the hyper-parameters the card lists, key by key
@@ -74,7 +71,7 @@ def _hub_id(tc: TrainConfig) -> str | None:
 
 def _summary(tc: TrainConfig, kind: ExportKind, results: dict[str, Any]) -> str:
     tuning = tuning_method(tc.adapter.method, tc.quantization.mode)
-    steps = results.get("train/global_step", tc.trainer.max_steps)
+    steps = results.get(TRAIN_GLOBAL_STEP, tc.trainer.max_steps)
     what = {
         ExportKind.merged: f"the adapter merged into the base weights, saved in {export_dtype(tc)}",
         ExportKind.adapter: "the adapter alone (load it onto the base with peft)",
@@ -125,6 +122,7 @@ def _results_section(run_dir: Path, tc: TrainConfig) -> str:
     """The run's QA scores as the comparison report shows them: before and after tuning, each with its bootstrap
     CI, and the paired test on the same questions (medtune.report's cells and cell text)."""
     from medtune.report.cells import build_cell
+    from medtune.report.matrix import base_scorings
     from medtune.report.records import read_run_dir
     from medtune.report.tables import legend, render_cell
     from medtune.stats import DEFAULT_N_BOOT
@@ -134,20 +132,13 @@ def _results_section(run_dir: Path, tc: TrainConfig) -> str:
         return ""  # not scored on QA (eval.at_end=false, or stage=pretrain)
     suite = tc.eval.suite
     rows = [("after tuning (this model)", build_cell([record]))]
-    if record.base_correct is not None:
+    for untuned in base_scorings([record]):  # the run's scoring of its base before tuning, as the report shows it
         loaded = f" ({tc.quantization.mode}, as the run loaded it)" if tc.quantization.mode != QuantMode.none else ""
-        rows.insert(0, (f"the base before tuning{loaded}", build_cell([_as_untuned(record)])))
+        rows.insert(0, (f"the base before tuning{loaded}", build_cell([untuned])))
     n = len(record.tuned_correct)
     lines = [f"## Results: `{suite}` ({n} questions, eval.mode={tc.eval.mode})", "", "| model | QA |", "|---|---|"]
     lines += [f"| {label} | {render_cell(cell)} |" for label, cell in rows]
     return "\n".join([*lines, "", legend(DEFAULT_N_BOOT)])
-
-
-def _as_untuned(record: RunRecord) -> RunRecord:
-    """The run's scoring of its base before tuning, as the untuned cell of the same row (train.py's own mapping
-    for adapter=none: `eval/<suite>/base_<metric>` → `eval/<suite>/<metric>`)."""
-    results = {key.replace("/base_", "/"): value for key, value in record.results.items() if "/base_" in key}
-    return replace(record, method="untuned", steps=0, results=results, tuned_correct=None)
 
 
 def _tracking_section(run_dir: Path, results: dict[str, Any]) -> str:

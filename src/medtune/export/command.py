@@ -14,6 +14,7 @@ from medtune.config import TrainConfig, WandbMode, to_plain_dict, tuning_method
 from medtune.export.card import model_card, read_results
 from medtune.export.hub import HUB_FAILED_EXIT, HubUnavailable, check_hub_allowed, push_folder
 from medtune.export.merge import ExportKind, check_out, export_dtype, export_kind, exportable_run, staged, write_weights
+from medtune.metric_keys import TRAIN_GLOBAL_STEP, qa_key
 from medtune.run_dir import EXPORT_RECORD, EXPORT_SUBDIR, MODEL_CARD, write_json
 
 
@@ -63,10 +64,10 @@ def export_record(run_dir: Path, tc: TrainConfig, kind: ExportKind) -> dict[str,
         "base_model": tc.base_model.path,
         "base_model_name": tc.base_model.name,
         "tuning": tuning_method(tc.adapter.method, tc.quantization.mode),
-        "steps": results.get("train/global_step"),
+        "steps": results.get(TRAIN_GLOBAL_STEP),
         "dtype": export_dtype(tc) if kind != ExportKind.adapter else None,
         "suite": suite,
-        f"eval/{suite}/accuracy": results.get(f"eval/{suite}/accuracy"),
+        qa_key(suite, "accuracy"): results.get(qa_key(suite, "accuracy")),
         "wandb_run_id": results.get("wandb_run_id"),
         "config": to_plain_dict(tc),
     }
@@ -76,9 +77,11 @@ def track(run_dir: Path, tc: TrainConfig, out: Path, record: dict[str, Any], mod
     """The export's W&B run (job_type export, kept in <run dir>/export/): the exported folder as a model artifact
     that uses the run's own; returns where its records are."""
     from medtune.lineage import log_export
-    from medtune.tracking import start_wandb_run, wandb_locations
+    from medtune.tracking import resolve_mode, start_wandb_run, wandb_locations
 
-    wb = replace(tc.wandb, mode=mode) if mode else tc.wandb
+    wb = replace(tc.wandb, mode=WandbMode(mode)) if mode else tc.wandb
+    if resolve_mode(wb.mode) == WandbMode.disabled:
+        return {"wandb/mode": str(WandbMode.disabled)}  # nothing written into the run dir either
     run = start_wandb_run(
         wb,
         run_dir / EXPORT_SUBDIR,
@@ -99,7 +102,8 @@ def track(run_dir: Path, tc: TrainConfig, out: Path, record: dict[str, Any], mod
 
 def summary(out: Path, record: dict[str, Any], wandb: dict[str, str], pushed: str | None) -> str:
     size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-    lines = [f"medtune: exported {record['kind']} {record['tuning']} model to {out} ({size_mb:,.1f} MB)"]
+    what = {"merged": "adapter merged", "adapter": "adapter only", "full": "full weights"}[record["kind"]]
+    lines = [f"medtune: exported the {record['tuning']} run's model ({what}) to {out} ({size_mb:,.1f} MB)"]
     lines.append(f"  model card       {out / MODEL_CARD}")
     if wandb.get("wandb/mode", "disabled") != "disabled":
         lines.append(f"  W&B ({wandb['wandb/mode']})".ljust(19) + wandb.get("wandb/url", wandb["wandb/files"]))

@@ -3,6 +3,7 @@ weights, tokenizer and generation config written (atomically: an interrupted exp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -17,8 +19,17 @@ from medtune.config import AdapterMethod, QuantMode, TrainConfig
 from medtune.errors import ConfigError
 from medtune.run_dir import MODEL_CARD, MODEL_SUBDIR, RESOLVED_CONFIG, RunState, effective_state
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
+# peft initialisations that rewrite the base weights when the adapter is created (init_lora_weights="pissa",
+# "pissa_niter_16", "olora", "corda", "loftq"): an adapter saved without peft's conversion to a plain LoRA
+# (save_pretrained(path_initial_model_for_weight_conversion=...), which records init_lora_weights=true) only applies
+# to that rewritten base, which no run dir keeps.
+BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")
+ADAPTER_CONFIG = "adapter_config.json"  # peft's CONFIG_NAME
 # What a run's model/ holds that is not for publishing: the Trainer's pickled arguments, and peft's stub card
 # (the export writes its own README.md).
 NOT_EXPORTED = ("training_args.bin", MODEL_CARD)
@@ -51,7 +62,19 @@ def exportable_run(run_dir: Path) -> TrainConfig:
             f"{run_dir} trained nothing (adapter={tc.adapter.method}, no {MODEL_SUBDIR}/): its model is the base "
             f"{tc.base_model.path} itself."
         )
+    _check_adapter_applies_to_base(run_dir / MODEL_SUBDIR)
     return tc
+
+
+def _check_adapter_applies_to_base(model_dir: Path) -> None:
+    path = model_dir / ADAPTER_CONFIG
+    init = json.loads(path.read_text(encoding="utf-8")).get("init_lora_weights") if path.is_file() else None
+    if isinstance(init, str) and init.lower().startswith(BASE_REWRITING_INITS):
+        raise ConfigError(
+            f"{path}: init_lora_weights={init} rewrote the base weights when the adapter was created, and the adapter "
+            "was saved without peft's conversion to a plain LoRA (save_pretrained(path_initial_model_for_weight_"
+            "conversion=...)); merged into the saved base it would give another model, so nothing was exported."
+        )
 
 
 def export_kind(tc: TrainConfig, adapter_only: bool) -> ExportKind:
@@ -76,7 +99,7 @@ def export_dtype(tc: TrainConfig) -> str:
     return str(tc.base_model.dtype)
 
 
-def merged_model(run_dir: Path, tc: TrainConfig):
+def merged_model(run_dir: Path, tc: TrainConfig) -> PreTrainedModel:
     """The run's model as one plain transformers model, no peft left in it.
 
     A quantized base is loaded exactly as the run loaded it (the same bitsandbytes settings), then dequantized

@@ -57,7 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     integration = Path(__file__).parent / "integration"
     skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "tiny_models" in getattr(item, "fixturenames", ()):
+        if {"tiny_models", "tiny_chat_models"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.tiny_model)
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.subprocess)
@@ -81,6 +81,18 @@ def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
 
     names = ("tiny_gptneox", "tiny_llama")
     if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":  # the second worker builds the other model meanwhile
+        names = names[::-1]
+    return {name: tiny_base_model(name, cache_dir) for name in names}
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
+    """The tiny instruct stand-ins (Qwen3, Llama 3 chat formats), built once per session by the tests that need a
+    chat template."""
+    from medtune.tiny import tiny_base_model
+
+    names = ("tiny_qwen3", "tiny_llama3")
+    if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
         names = names[::-1]
     return {name: tiny_base_model(name, cache_dir) for name in names}
 

@@ -33,10 +33,11 @@ from medtune.enums import (
     ModelArtifact,
     QuantMode,
     Stage,
+    TinyChatFormat,
     WandbMode,
 )
 from medtune.errors import ConfigError
-from medtune.prompts import get_template
+from medtune.prompts import check_chat_template_source, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
 
 # The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
@@ -83,6 +84,9 @@ class BaseModelConfig:
     tiny: bool = False  # an offline model medtune builds at `path` on first use
     # tiny only: built by experiment=demo_pretrain on this base_model group (e.g. tiny_gptneox)
     continual_pretraining_of: str | None = None
+    tiny_chat_format: TinyChatFormat | None = None  # tiny only: the chat format written into its tokenizer
+    # variables for the tokenizer's chat template (e.g. Qwen3's {enable_thinking: false}), in training and scoring
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
     dtype: Dtype = Dtype.float32  # weights dtype for unquantized layers
     attn_implementation: str = (
@@ -135,7 +139,8 @@ class DatasetConfig:
     split: str = "train"
     eval_path: str | None = None  # held-out jsonl file (jsonl) or split name (hf)
     eval_fraction: float = ranged(0.05, FRACTION)  # held out from the training records when no eval_path is given
-    prompt_template: str = "alpaca_ja"  # a name from medtune.prompts.PROMPT_TEMPLATES
+    prompt_template: str = "alpaca_ja"  # a name from medtune.prompts.PROMPT_TEMPLATES, or chat (medtune.chat)
+    system_prompt: str | None = None  # prompt_template=chat: the system turn of every conversation (null: none)
     train_on_inputs: bool = False  # False: prompt tokens are masked out of the loss
     max_input_tokens: int = ranged(512, AT_LEAST_1)  # prompt truncation (the paper: 512)
     max_target_tokens: int = ranged(512, AT_LEAST_1)  # response truncation (the paper: 512)
@@ -205,6 +210,10 @@ class EvalConfig:
     every_steps: int = ranged(0, NON_NEGATIVE)  # train.py: loglik accuracy every N steps (0: off)
     # >1: ask every question again with its choices rotated 1..k-1 places (position bias)
     permutations: int = ranged(1, AT_LEAST_1)
+    # local models: prompts rendered by the tokenizer's chat template, generation prompt added. null: as the model
+    # was trained (train.py: dataset.prompt_template=chat; evaluate.py run_dir=: that run's); an untuned base: false
+    chat_template: bool | None = None
+    system_prompt: str | None = None  # chat_template, jmedlora prompts: the system turn (null: dataset.system_prompt)
 
 
 @dataclass
@@ -340,7 +349,8 @@ def validate(cfg: TrainConfig) -> None:
         )
     if isinstance(cfg.adapter, LoraAdapterConfig):
         _check_targets(cfg.adapter)
-    get_template(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
+    check_template_name(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
+    check_chat_template_source(cfg)
     if cfg.stage == "pretrain" and method != "full":
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "
@@ -445,7 +455,7 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    return to_typed(cfg, TrainConfig, validate)
+    return follow_training_format(to_typed(cfg, TrainConfig, validate))  # type: ignore[return-value]
 
 
 def applicable(cfg: T) -> T:

@@ -91,6 +91,15 @@ def test_train_on_inputs_labels_every_token(family):
     assert example["labels"] == example["input_ids"]
 
 
+def test_build_datasets_tokenizes_chat_records_with_the_template_variables(family):
+    from medtune.data import Splits, build_datasets
+
+    _, tokenizer = family
+    train, heldout = build_datasets(Splits(RECORDS, RECORDS[:1]), tokenizer, CHAT, "sft", {"unused_variable": 1})
+    chat = ChatFormat(tokenizer, SYSTEM)
+    assert train[1] == tokenize_conversation(RECORDS[1], chat, CHAT) and len(heldout) == 1
+
+
 def test_packed_rows_keep_each_example_assistant_only_labels(family):
     _, tokenizer = family
     chat = ChatFormat(tokenizer, SYSTEM)

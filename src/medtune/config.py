@@ -39,6 +39,7 @@ from medtune.enums import (
 from medtune.errors import ConfigError
 from medtune.prompts import check_chat_template_source, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
+from medtune.tiny_paths import check_tiny_model_path
 
 # The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
 # (`tuning=qlora`), the W&B run names and the report's columns all read this table.
@@ -59,7 +60,6 @@ def tuning_method(adapter: str, quantization: str) -> str:
     return f"{'untuned' if adapter == AdapterMethod.none else adapter}-{quantization}"
 
 
-TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
 ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output layer
 # Attention kernels transformers dispatches to; a kernels-hub repo id ("kernels-community/...") is also accepted.
 # The flash ones read packed position ids as variable-length sequences (no padding, no mask).
@@ -295,37 +295,6 @@ def check_gpu_memory(tc: TrainConfig, device_gb: float | None) -> None:
     raise ConfigError(
         f"{stated}: use trainer.batch_size={fits} trainer.grad_accum={accum} (about the same examples per step)"
     )
-
-
-def tiny_build_may_replace(path: Path) -> bool:
-    """A tiny model may be built only where nothing is, in an empty folder, or over an earlier build of medtune's."""
-    if (path / TINY_MARKER).is_file() or not path.exists():
-        return True
-    return path.is_dir() and not any(path.iterdir())
-
-
-def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
-    """A tiny model is built only in medtune's cache, in a folder that is empty or that medtune made itself, so a
-    path meant for a real model (`base_model.path=/data/my-model` on a tiny base) never gets overwritten or
-    silently replaced by a toy."""
-    if not base.tiny:
-        return
-    path = Path(base.path).expanduser()
-    if (path / TINY_MARKER).is_file():
-        return
-    how = "load your own model with a base_model group of its architecture (e.g. base_model=opencalm_7b) and "
-    how += f"base_model.path={base.path}, or set base_model.tiny=false"
-    if not tiny_build_may_replace(path):
-        raise ConfigError(
-            f"base_model.path={base.path} holds files medtune did not create (no {TINY_MARKER}), and "
-            f"base_model={base.name} would build a tiny model there; nothing was changed. To {how}."
-        )
-    cache = Path(cache_dir).expanduser().resolve()
-    if not path.resolve().is_relative_to(cache):
-        raise ConfigError(
-            f"base_model.path={base.path} is not a tiny model, and base_model={base.name} builds tiny models only "
-            f"inside cache_dir ({cache}); to {how}."
-        )
 
 
 def check_eval(eval_cfg: EvalConfig) -> None:

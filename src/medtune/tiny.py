@@ -33,10 +33,11 @@ from transformers import (
 )
 
 from medtune import demo_assets
-from medtune.config import TINY_MARKER, BaseModelConfig, tiny_build_may_replace
+from medtune.config import BaseModelConfig
 from medtune.console import bar
 from medtune.errors import ConfigError
 from medtune.prompts import PROMPT_TEMPLATES
+from medtune.tiny_paths import TINY_MARKER, tiny_build_may_replace
 
 log = logging.getLogger(__name__)
 

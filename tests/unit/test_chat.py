@@ -179,3 +179,24 @@ def test_a_chat_run_scores_in_its_training_format(compose_config):
     assert tc.eval.chat_template is True and tc.eval.system_prompt == SYSTEM
     plain = to_train_config(compose_config("train", "base_model=tiny_qwen3"))
     assert plain.eval.chat_template is False and plain.eval.system_prompt is None
+
+
+def test_the_local_backend_scores_and_stops_at_the_end_of_turn_token(family):
+    from medtune.evaluation.local import LocalBackend
+
+    name, tokenizer = family
+    end = tokenizer.convert_tokens_to_ids(END_OF_TURN[name])
+    chat = LocalBackend(None, tokenizer, EvalConfig(chat_template=True, system_prompt=SYSTEM), {"x": 1})
+    assert chat.chat_format == ChatFormat(tokenizer, SYSTEM, {"x": 1}) and chat._terminator() == end
+    plain = LocalBackend(None, tokenizer, EvalConfig(chat_template=False))
+    assert plain.chat_format is None and plain._terminator() == tokenizer.eos_token_id  # jmedlora: Alpaca's EOS
+
+
+def test_evaluate_asks_a_trained_run_in_its_own_format_unless_told_otherwise():
+    from medtune.evaluation.pipeline import as_trained
+
+    trained = EvalConfig(chat_template=True, system_prompt=SYSTEM)
+    assert as_trained(EvalConfig(), trained) == EvalConfig(chat_template=True, system_prompt=SYSTEM)
+    assert as_trained(EvalConfig(chat_template=False), trained).chat_template is False
+    assert as_trained(EvalConfig(system_prompt="別"), trained).system_prompt == "別"
+    assert as_trained(EvalConfig(), EvalConfig(chat_template=False)).chat_template is False

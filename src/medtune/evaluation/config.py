@@ -22,11 +22,11 @@ from medtune.config import (
     QuantizationConfig,
     WandbConfig,
     check_eval,
-    check_tiny_model_path,
     register_resolvers,
     to_typed,
 )
 from medtune.errors import ConfigError
+from medtune.tiny_paths import check_tiny_model_path
 
 
 class Backend(StrEnum):

@@ -28,9 +28,9 @@ GENERATION_PROMPT = {
 
 
 @pytest.fixture(scope="module", params=sorted(END_OF_TURN))
-def family(request, tiny_chat_models):
+def family(request, chat_tokenizer):
     """(name, tokenizer) of each tiny chat base."""
-    return request.param, AutoTokenizer.from_pretrained(tiny_chat_models[request.param].path)
+    return request.param, chat_tokenizer(request.param)
 
 
 def without_markers(tokenizer):
@@ -110,13 +110,15 @@ def test_packed_rows_keep_each_example_assistant_only_labels(family):
     assert batch["input_ids"][0].tolist() == examples[0]["input_ids"] + examples[1]["input_ids"]
 
 
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # TRL's SFTConfig sets it
 @pytest.mark.parametrize("markers", [True, False])
-def test_same_input_ids_and_label_mask_as_trl_sft_trainer(family, tiny_chat_models, tmp_path, markers):
+def test_same_input_ids_and_label_mask_as_trl_sft_trainer(family, tmp_path, markers):
     """TRL's SFTTrainer on the same conversations: `assistant_only_loss=True` on messages records for a template
     with generation markers; for one without, TRL's conversational prompt-completion records (completion-only loss)."""
     trl = pytest.importorskip("trl")
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
+
+    from medtune.tiny import build_model
 
     name, tokenizer = family
     tokenizer = tokenizer if markers else without_markers(tokenizer)
@@ -127,7 +129,7 @@ def test_same_input_ids_and_label_mask_as_trl_sft_trainer(family, tiny_chat_mode
     args = trl.SFTConfig(
         output_dir=str(tmp_path), assistant_only_loss=markers, report_to=[], max_length=None, use_cpu=True
     )
-    model = AutoModelForCausalLM.from_pretrained(tiny_chat_models[name].path)
+    model = build_model("qwen3" if name == "tiny_qwen3" else "llama", tokenizer)  # SFTTrainer only tokenizes here
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     chat = ChatFormat(tokenizer, SYSTEM)
     for record, theirs in zip(RECORDS, trainer.train_dataset, strict=True):

@@ -424,7 +424,7 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    return follow_training_format(to_typed(cfg, TrainConfig, validate))  # type: ignore[return-value]
+    return follow_training_format(to_typed(cfg, TrainConfig, validate))
 
 
 def applicable(cfg: T) -> T:

@@ -37,7 +37,7 @@ from medtune.enums import (
     WandbMode,
 )
 from medtune.errors import ConfigError
-from medtune.prompts import check_chat_template_source, check_template_name, follow_training_format
+from medtune.prompts import check_chat_settings, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
 from medtune.tiny_paths import check_tiny_model_path
 
@@ -319,7 +319,7 @@ def validate(cfg: TrainConfig) -> None:
     if isinstance(cfg.adapter, LoraAdapterConfig):
         _check_targets(cfg.adapter)
     check_template_name(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
-    check_chat_template_source(cfg)
+    check_chat_settings(cfg)
     if cfg.stage == "pretrain" and method != "full":
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "

@@ -81,10 +81,15 @@ def follow_training_format(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def check_chat_template_source(cfg: TrainConfig) -> None:
-    """A tiny base built without a chat format has no template: said before it is built or loaded (any other base is
-    checked once its tokenizer loads, medtune.chat.ChatFormat)."""
+def check_chat_settings(cfg: TrainConfig) -> None:
+    """A system prompt outside a chat template would be dropped silently, so it is refused; a tiny base built without
+    a chat format has no template: said before it is built or loaded (any other base is checked once its tokenizer
+    loads, medtune.chat.require_chat_template)."""
     base, chat = cfg.base_model, cfg.dataset.prompt_template == CHAT_TEMPLATE
+    if cfg.dataset.system_prompt and not chat:
+        raise ConfigError(
+            f"dataset.system_prompt applies to dataset.prompt_template=chat only (got {cfg.dataset.prompt_template})."
+        )
     if cfg.stage == "sft" and (chat or cfg.eval.chat_template) and base.tiny and base.tiny_chat_format is None:
         key = "dataset.prompt_template=chat" if chat else "eval.chat_template=true"
         raise ConfigError(

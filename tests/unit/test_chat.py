@@ -172,6 +172,11 @@ def test_a_base_without_a_chat_template_stops_with_one_line_naming_the_key(compo
         load_base_model(real, QuantizationConfig(), chat_key="dataset.prompt_template=chat")
 
 
+def test_a_system_prompt_outside_a_chat_template_is_refused_not_dropped(compose_config):
+    with pytest.raises(ConfigError, match=r"^dataset\.system_prompt applies to dataset\.prompt_template=chat only"):
+        to_train_config(compose_config("train", "dataset.system_prompt=x"))
+
+
 def test_a_chat_run_scores_in_its_training_format(compose_config):
     tc = to_train_config(
         compose_config(
@@ -202,3 +207,19 @@ def test_evaluate_asks_a_trained_run_in_its_own_format_unless_told_otherwise():
     assert as_trained(EvalConfig(chat_template=False), trained).chat_template is False
     assert as_trained(EvalConfig(system_prompt="別"), trained).system_prompt == "別"
     assert as_trained(EvalConfig(), EvalConfig(chat_template=False)).chat_template is False
+
+
+@pytest.mark.parametrize("tiny", [True, False])
+def test_train_py_without_a_chat_template_exits_2_with_one_line(compose_config, tiny_models, tmp_path, capsys, tiny):
+    """Through train.py's job wrapper: a tiny base stops at the config check, any other before its weights load and
+    before a W&B run starts."""
+    from helpers import train_job
+
+    cfg = compose_config("train", "dataset.prompt_template=chat", f"base_model.tiny={str(tiny).lower()}")
+    with pytest.raises(SystemExit) as exit_info:
+        train_job(cfg, tmp_path / "run")
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if "chat template" in line]
+    assert exit_info.value.code == 2 and len(lines) == 1 and "Traceback" not in stderr
+    assert "dataset.prompt_template=chat needs a tokenizer with a chat template" in lines[0]
+    assert not (tmp_path / "run" / "wandb").exists() and not (tmp_path / "run" / "results.json").exists()

@@ -86,7 +86,7 @@ class BaseModelConfig:
     continual_pretraining_of: str | None = None
     tiny_chat_format: TinyChatFormat | None = None  # tiny only: the chat format written into its tokenizer
     # variables for the tokenizer's chat template (e.g. Qwen3's {enable_thinking: false}), in training and scoring
-    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    chat_template_kwargs: dict[str, Any] | None = None
     lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
     dtype: Dtype = Dtype.float32  # weights dtype for unquantized layers
     attn_implementation: str = (

@@ -73,10 +73,11 @@ def user_content(instruction: str, input_text: str | None = None) -> str:
 def follow_training_format(cfg: TrainConfig) -> TrainConfig:
     """A run scores in the format it trains: a chat-template run asks its QA questions through the same template
     and system prompt, unless eval.chat_template / eval.system_prompt say otherwise (the resolved config shows it)."""
-    chat = cfg.dataset.prompt_template == CHAT_TEMPLATE
+    if cfg.dataset.prompt_template != CHAT_TEMPLATE:
+        return cfg  # null stays null (not chat), as in run dirs made before these keys existed, so they still match
     if cfg.eval.chat_template is None:
-        cfg.eval.chat_template = chat
-    if cfg.eval.system_prompt is None and chat:
+        cfg.eval.chat_template = True
+    if cfg.eval.system_prompt is None:
         cfg.eval.system_prompt = cfg.dataset.system_prompt
     return cfg
 

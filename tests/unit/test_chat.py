@@ -185,7 +185,7 @@ def test_a_chat_run_scores_in_its_training_format(compose_config):
     )
     assert tc.eval.chat_template is True and tc.eval.system_prompt == SYSTEM
     plain = to_train_config(compose_config("train", "base_model=tiny_qwen3"))
-    assert plain.eval.chat_template is False and plain.eval.system_prompt is None
+    assert plain.eval.chat_template is None and plain.eval.system_prompt is None  # null: not chat, as before the key
 
 
 def test_the_local_backend_scores_and_stops_at_the_end_of_turn_token(family):
@@ -223,3 +223,17 @@ def test_train_py_without_a_chat_template_exits_2_with_one_line(compose_config, 
     assert exit_info.value.code == 2 and len(lines) == 1 and "Traceback" not in stderr
     assert "dataset.prompt_template=chat needs a tokenizer with a chat template" in lines[0]
     assert not (tmp_path / "run" / "wandb").exists() and not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_run_dir_made_before_the_chat_keys_still_matches_its_config(compose_config):
+    """A re-run sweep finds its finished cells again: a run that does not use a chat template resolves the new keys
+    to null, which is what a resolved config written before they existed reads as."""
+    from medtune.config import to_plain_dict
+    from medtune.run_dir import changed_keys
+
+    new = to_plain_dict(to_train_config(compose_config("train")))
+    old = {**new, "dataset": dict(new["dataset"]), "eval": dict(new["eval"]), "base_model": dict(new["base_model"])}
+    for group, key in [("dataset", "system_prompt"), ("eval", "chat_template"), ("eval", "system_prompt"),
+                       ("base_model", "tiny_chat_format"), ("base_model", "chat_template_kwargs")]:  # fmt: skip
+        del old[group][key]
+    assert changed_keys(new, old) == []

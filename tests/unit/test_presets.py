@@ -115,10 +115,10 @@ def test_gpu_presets_state_their_memory_and_stop_on_a_gpu_too_small(compose_conf
 
 # The 2026 bases, each value from the model's published config.json (see each conf/base_model file's comment).
 BASES_2026 = {
-    "llama31_swallow_8b_instruct": ("tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.5", "llama", {}),
+    "llama31_swallow_8b_instruct": ("tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.5", "llama", None),
     "qwen3_8b": ("Qwen/Qwen3-8B", "qwen3", {"enable_thinking": False}),
     "qwen3_32b": ("Qwen/Qwen3-32B", "qwen3", {"enable_thinking": False}),
-    "llm_jp_3_13b_instruct": ("llm-jp/llm-jp-3-13b-instruct", "llama", {}),
+    "llm_jp_3_13b_instruct": ("llm-jp/llm-jp-3-13b-instruct", "llama", None),
 }
 DECODER_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

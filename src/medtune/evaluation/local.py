@@ -31,7 +31,7 @@ class LocalBackend:
     model: Any
     tokenizer: Any
     eval_cfg: EvalConfig
-    template_kwargs: dict[str, Any] = field(default_factory=dict)  # base_model.chat_template_kwargs
+    template_kwargs: dict[str, Any] | None = None  # base_model.chat_template_kwargs
     max_failed_share: float = 1.0  # a local model answers every question
     chat_format: ChatFormat | None = field(init=False)  # the prompts' chat template (eval.chat_template), else None
 
@@ -39,7 +39,7 @@ class LocalBackend:
         self.chat_format = None
         if self.eval_cfg.chat_template:
             require_chat_template(self.tokenizer, "eval.chat_template=true")
-            self.chat_format = ChatFormat(self.tokenizer, self.eval_cfg.system_prompt, dict(self.template_kwargs))
+            self.chat_format = ChatFormat(self.tokenizer, self.eval_cfg.system_prompt, dict(self.template_kwargs or {}))
 
     def answer(self, questions: list[Question], prompts: list[Prompt]) -> list[Answer]:
         loglik = self.eval_cfg.mode == "loglik"

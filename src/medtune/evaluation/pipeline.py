@@ -53,7 +53,7 @@ def evaluate_model(
     `template_kwargs`: the chat template's variables (base_model.chat_template_kwargs)."""
     from medtune.evaluation.local import LocalBackend  # torch: imported only once a model is to be scored
 
-    return evaluate(LocalBackend(model, tokenizer, eval_cfg, dict(template_kwargs or {})), eval_cfg, output_dir)
+    return evaluate(LocalBackend(model, tokenizer, eval_cfg, template_kwargs), eval_cfg, output_dir)
 
 
 def evaluate_openai(

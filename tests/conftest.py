@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from omegaconf import DictConfig
@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     integration = Path(__file__).parent / "integration"
     skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "tiny_models" in getattr(item, "fixturenames", ()):
+        if {"tiny_models", "tiny_chat_models", "chat_tokenizer"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.tiny_model)
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.subprocess)
@@ -84,6 +84,31 @@ def tiny_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
     if os.environ.get("PYTEST_XDIST_WORKER") == "gw1":  # the second worker builds the other model meanwhile
         names = names[::-1]
     return {name: tiny_base_model(name, cache_dir) for name in names}
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_models(cache_dir: Path) -> dict[str, BaseModelConfig]:
+    """tiny_qwen3 (the Qwen3 architecture with its chat format), built once per session by the tests that need a chat
+    model. tiny_llama3 is tiny_llama's architecture: the suite tests its chat format from its tokenizer alone
+    (`chat_tokenizer`), which saves building a third Llama."""
+    from medtune.tiny import tiny_base_model
+
+    return {"tiny_qwen3": tiny_base_model("tiny_qwen3", cache_dir)}
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(tiny_chat_models, tmp_path_factory) -> Callable[[str], Any]:
+    """`chat_tokenizer("tiny_qwen3" | "tiny_llama3")`: the tokenizer of a tiny chat base as from_pretrained loads it
+    (tiny_llama3's trained, given its chat format and saved as its build does, without pretraining a model)."""
+    from transformers import AutoTokenizer
+
+    from medtune import demo_assets
+    from medtune.tiny import train_tokenizer
+
+    llama3 = tmp_path_factory.mktemp("tiny_llama3_tokenizer")
+    train_tokenizer(demo_assets.corpus_path(), "llama3").save_pretrained(llama3)
+    paths = {"tiny_qwen3": tiny_chat_models["tiny_qwen3"].path, "tiny_llama3": str(llama3)}
+    return lambda name: AutoTokenizer.from_pretrained(paths[name])
 
 
 @pytest.fixture

@@ -33,11 +33,13 @@ from medtune.enums import (
     ModelArtifact,
     QuantMode,
     Stage,
+    TinyChatFormat,
     WandbMode,
 )
 from medtune.errors import ConfigError
-from medtune.prompts import get_template
+from medtune.prompts import check_chat_settings, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
+from medtune.tiny_paths import check_tiny_model_path
 
 # The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
 # (`tuning=qlora`), the W&B run names and the report's columns all read this table.
@@ -58,8 +60,6 @@ def tuning_method(adapter: str, quantization: str) -> str:
     return f"{'untuned' if adapter == AdapterMethod.none else adapter}-{quantization}"
 
 
-TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
-MODEL_CONFIG_FILE = "config.json"  # transformers' CONFIG_NAME: every saved model folder has one
 ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output layer
 # Attention kernels transformers dispatches to; a kernels-hub repo id ("kernels-community/...") is also accepted.
 # The flash ones read packed position ids as variable-length sequences (no padding, no mask).
@@ -84,6 +84,9 @@ class BaseModelConfig:
     tiny: bool = False  # an offline model medtune builds at `path` on first use
     # tiny only: built by experiment=demo_pretrain on this base_model group (e.g. tiny_gptneox)
     continual_pretraining_of: str | None = None
+    tiny_chat_format: TinyChatFormat | None = None  # tiny only: the chat format written into its tokenizer
+    # variables for the tokenizer's chat template (e.g. Qwen3's {enable_thinking: false}), in training and scoring
+    chat_template_kwargs: dict[str, Any] | None = None
     lora_targets: list[str] = MISSING  # attention projections (the paper's LoRA targets)
     dtype: Dtype = Dtype.float32  # weights dtype for unquantized layers
     attn_implementation: str = (
@@ -137,7 +140,8 @@ class DatasetConfig:
     split: str = "train"
     eval_path: str | None = None  # held-out jsonl file (jsonl) or split name (hf)
     eval_fraction: float = ranged(0.05, FRACTION)  # held out from the training records when no eval_path is given
-    prompt_template: str = "alpaca_ja"  # a name from medtune.prompts.PROMPT_TEMPLATES
+    prompt_template: str = "alpaca_ja"  # a name from medtune.prompts.PROMPT_TEMPLATES, or chat (medtune.chat)
+    system_prompt: str | None = None  # prompt_template=chat: the system turn of every conversation (null: none)
     train_on_inputs: bool = False  # False: prompt tokens are masked out of the loss
     max_input_tokens: int = ranged(512, AT_LEAST_1)  # prompt truncation (the paper: 512)
     max_target_tokens: int = ranged(512, AT_LEAST_1)  # response truncation (the paper: 512)
@@ -207,6 +211,10 @@ class EvalConfig:
     every_steps: int = ranged(0, NON_NEGATIVE)  # train.py: loglik accuracy every N steps (0: off)
     # >1: ask every question again with its choices rotated 1..k-1 places (position bias)
     permutations: int = ranged(1, AT_LEAST_1)
+    # local models: prompts rendered by the tokenizer's chat template, generation prompt added. null: as the model
+    # was trained (train.py: dataset.prompt_template=chat; evaluate.py run_dir=: that run's); an untuned base: false
+    chat_template: bool | None = None
+    system_prompt: str | None = None  # chat_template, jmedlora prompts: the system turn (null: dataset.system_prompt)
 
 
 @dataclass
@@ -290,37 +298,6 @@ def check_gpu_memory(tc: TrainConfig, device_gb: float | None) -> None:
     )
 
 
-def tiny_build_may_replace(path: Path) -> bool:
-    """A tiny model may be built only where nothing is, in an empty folder, or over an earlier build of medtune's."""
-    if (path / TINY_MARKER).is_file() or not path.exists():
-        return True
-    return path.is_dir() and not any(path.iterdir())
-
-
-def check_tiny_model_path(base: BaseModelConfig, cache_dir: str) -> None:
-    """A tiny model is built only in medtune's cache, in a folder that is empty or that medtune made itself, so a
-    path meant for a real model (`base_model.path=/data/my-model` on a tiny base) never gets overwritten or
-    silently replaced by a toy."""
-    if not base.tiny:
-        return
-    path = Path(base.path).expanduser()
-    if (path / TINY_MARKER).is_file():
-        return
-    how = "load your own model with a base_model group of its architecture (e.g. base_model=opencalm_7b) and "
-    how += f"base_model.path={base.path}, or set base_model.tiny=false"
-    if not tiny_build_may_replace(path):
-        raise ConfigError(
-            f"base_model.path={base.path} holds files medtune did not create (no {TINY_MARKER}), and "
-            f"base_model={base.name} would build a tiny model there; nothing was changed. To {how}."
-        )
-    cache = Path(cache_dir).expanduser().resolve()
-    if not path.resolve().is_relative_to(cache):
-        raise ConfigError(
-            f"base_model.path={base.path} is not a tiny model, and base_model={base.name} builds tiny models only "
-            f"inside cache_dir ({cache}); to {how}."
-        )
-
-
 def check_eval(eval_cfg: EvalConfig) -> None:
     """The evaluation set's config-only checks (every script runs them before loading weights or data)."""
     if eval_cfg.source != EvalSource.demo and not eval_cfg.path:
@@ -342,7 +319,8 @@ def validate(cfg: TrainConfig) -> None:
         )
     if isinstance(cfg.adapter, LoraAdapterConfig):
         _check_targets(cfg.adapter)
-    get_template(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
+    check_template_name(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
+    check_chat_settings(cfg)
     if cfg.stage == "pretrain" and method != "full":
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "
@@ -447,7 +425,7 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
-    return to_typed(cfg, TrainConfig, validate)
+    return follow_training_format(to_typed(cfg, TrainConfig, validate))
 
 
 def applicable(cfg: T) -> T:

@@ -2,7 +2,8 @@
 
 Records are `{"instruction", "input"?, "output"}` (what generate_data.py writes). Every record is validated
 before any weights load, and a bad one is reported by file, line and field. Prompt tokens are masked out of
-the loss unless `train_on_inputs`; packing concatenates a batch's examples into one row whose position ids
+the loss unless `train_on_inputs` (with `prompt_template=chat`, everything but the assistant's turn: medtune.chat);
+packing concatenates a batch's examples into one row whose position ids
 restart per example: flash kernels read them as variable-length sequences, sdpa as a block-diagonal causal
 mask (attention never crosses examples either way).
 """
@@ -19,10 +20,11 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from medtune import demo_assets
+from medtune.chat import ChatFormat
 from medtune.config import VARLEN_ATTENTION, DatasetConfig
 from medtune.errors import DataError
 from medtune.jsonl import nonblank_lines, read_jsonl_objects
-from medtune.prompts import PromptTemplate, get_template
+from medtune.prompts import CHAT_TEMPLATE, PromptTemplate, get_template, user_content
 
 IGNORE_INDEX = -100  # label value the loss skips
 REQUIRED_FIELDS = ("instruction", "output")
@@ -150,6 +152,17 @@ def tokenize_record(
     return {"input_ids": prompt_ids + target_ids, "labels": prompt_labels + target_ids}
 
 
+def tokenize_conversation(record: Record, chat: ChatFormat, ds: DatasetConfig) -> dict[str, list[int]]:
+    """A record as a conversation in the tokenizer's chat template; labels on the assistant's tokens only (its
+    end-of-turn token included). The user's text is cut to max_input_tokens, the answer to max_target_tokens with
+    the end-of-turn token counted, before the template adds its markers (which are never cut)."""
+    user = chat.truncate(user_content(record.instruction, record.input), ds.max_input_tokens)
+    answer = chat.truncate(record.output, ds.max_target_tokens - 1)
+    ids, assistant = chat.encode(chat.conversation(user, answer))
+    learned = [True] * len(ids) if ds.train_on_inputs else assistant
+    return {"input_ids": ids, "labels": [t if on else IGNORE_INDEX for t, on in zip(ids, learned, strict=True)]}
+
+
 def truncate_prompt(prompt_ids: list[int], header_ids: list[int], max_tokens: int) -> list[int]:
     """Cut an over-long prompt in the middle of its content, keeping the response header at the end."""
     if len(prompt_ids) <= max_tokens:
@@ -173,13 +186,21 @@ def tokenize_blocks(documents: list[str], tokenizer: PreTrainedTokenizerBase, bl
 
 
 def build_datasets(
-    splits: Splits, tokenizer: PreTrainedTokenizerBase, ds: DatasetConfig, stage: str
+    splits: Splits,
+    tokenizer: PreTrainedTokenizerBase,
+    ds: DatasetConfig,
+    stage: str,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Dataset, Dataset | None]:
-    """Tokenized train and held-out `datasets.Dataset`s for the Trainer."""
+    """Tokenized train and held-out `datasets.Dataset`s for the Trainer (`template_kwargs`: the chat template's
+    variables, base_model.chat_template_kwargs)."""
 
     def encode(items: list[Any]) -> list[dict]:
         if stage == "pretrain":
             return tokenize_blocks(items, tokenizer, ds.block_size)
+        if ds.prompt_template == CHAT_TEMPLATE:
+            chat = ChatFormat(tokenizer, ds.system_prompt, dict(template_kwargs or {}))
+            return [tokenize_conversation(r, chat, ds) for r in items]
         template = get_template(ds.prompt_template)
         return [
             tokenize_record(r, tokenizer, template, ds.max_input_tokens, ds.max_target_tokens, ds.train_on_inputs)

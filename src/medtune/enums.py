@@ -11,6 +11,14 @@ from enum import StrEnum
 class Arch(StrEnum):
     gpt_neox = "gpt_neox"
     llama = "llama"
+    qwen3 = "qwen3"
+
+
+class TinyChatFormat(StrEnum):
+    """The chat formats medtune writes into a tiny tokenizer (medtune/assets/chat_templates/<name>.jinja)."""
+
+    qwen3 = "qwen3"  # ChatML: <|im_start|>role ... <|im_end|>
+    llama3 = "llama3"  # <|start_header_id|>role<|end_header_id|> ... <|eot_id|>
 
 
 class Dtype(StrEnum):

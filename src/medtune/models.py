@@ -14,6 +14,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from medtune.chat import require_chat_template
 from medtune.config import (
     ALL_LINEAR,
     LORA_METHODS,
@@ -28,6 +29,7 @@ from medtune.config import (
 )
 from medtune.console import quiet_loading_bars
 from medtune.errors import ConfigError
+from medtune.prompts import CHAT_TEMPLATE
 from medtune.run_dir import MODEL_SUBDIR, RESOLVED_CONFIG
 
 
@@ -72,15 +74,21 @@ def peft_targets(target_modules: list[str]) -> str | list[str]:
 
 
 def load_base_model(
-    base: BaseModelConfig, quant: QuantizationConfig, device_map: str | dict | None = None
+    base: BaseModelConfig,
+    quant: QuantizationConfig,
+    device_map: str | dict | None = None,
+    chat_key: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the base model and its tokenizer, quantized as configured (a tiny one must be built first:
-    medtune.tiny.ensure_tiny_model, which the entry scripts call)."""
+    medtune.tiny.ensure_tiny_model, which the entry scripts call). `chat_key`: the setting that needs the tokenizer's
+    chat template (e.g. dataset.prompt_template=chat); a tokenizer without one stops before the weights load."""
     quiet_loading_bars()
     source = str(Path(base.path).expanduser()) if base.tiny else base.path
     common = {"revision": base.revision, "trust_remote_code": base.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        if chat_key:
+            require_chat_template(tokenizer, chat_key)
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=torch_dtype(base.dtype),
@@ -89,6 +97,8 @@ def load_base_model(
             attn_implementation=base.attn_implementation,
             **common,
         )
+    except ConfigError:
+        raise  # a ValueError too, but already the one clear line
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"base_model.path={base.path!r} cannot be loaded ({type(err).__name__}: {_first_line(err)}). "
@@ -141,6 +151,13 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def chat_key(cfg: TrainConfig) -> str | None:
+    """The setting of a train.py config that needs the tokenizer's chat template, if any."""
+    if cfg.dataset.prompt_template == CHAT_TEMPLATE:
+        return f"dataset.prompt_template={CHAT_TEMPLATE}"
+    return "eval.chat_template=true" if cfg.eval.chat_template else None
+
+
 def load_run_config(run_dir: Path) -> TrainConfig:
     """The config a train.py run dir was made with (schema defaults fill keys added since)."""
     saved = OmegaConf.load(run_dir / RESOLVED_CONFIG)
@@ -156,9 +173,9 @@ def load_trained(run_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeni
     cfg = load_run_config(run_dir)
     if cfg.adapter.method == "full":
         full = BaseModelConfig(**{**vars(cfg.base_model), "path": str(model_dir), "tiny": False})
-        model, tokenizer = load_base_model(full, cfg.quantization)
+        model, tokenizer = load_base_model(full, cfg.quantization, chat_key=chat_key(cfg))
         return model, tokenizer, cfg
-    model, tokenizer = load_base_model(cfg.base_model, cfg.quantization)
+    model, tokenizer = load_base_model(cfg.base_model, cfg.quantization, chat_key=chat_key(cfg))
     if cfg.adapter.method in ("lora", "dora"):
         model = PeftModel.from_pretrained(model, str(model_dir))
     return model, tokenizer, cfg

@@ -1,10 +1,12 @@
 """Offline stand-ins for hub models: the real architectures at toy size, built on first use.
 
-No machine here reaches the model hub, so `base_model=tiny_gptneox|tiny_llama` builds a 2-layer model of the
-real class (GPT-NeoX like OpenCALM, Llama like Llama 2) with a byte-level BPE tokenizer trained on the bundled
-medical corpus, pretrains it briefly on that corpus (a miniature of what made MedCALM, so LoRA has
-representations to adapt), and saves it with `save_pretrained`. Every later load goes through the same
-`from_pretrained` call as a hub id. Builds are atomic and locked, so parallel multirun jobs share one build.
+No machine here reaches the model hub, so `base_model=tiny_gptneox|tiny_llama|tiny_qwen3|tiny_llama3` builds a
+2-layer model of the real class (GPT-NeoX like OpenCALM, Llama like Llama 2/3, Qwen3) with a byte-level BPE
+tokenizer trained on the bundled medical corpus, pretrains it briefly on that corpus (a miniature of what made
+MedCALM, so LoRA has representations to adapt), and saves it with `save_pretrained`. A tiny instruct stand-in
+(`tiny_chat_format`) also gets its family's turn markers as special tokens and a chat template written here
+(medtune/assets/chat_templates). Every later load goes through the same `from_pretrained` call as a hub id. Builds
+are atomic and locked, so parallel multirun jobs share one build.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -25,13 +28,16 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from medtune import demo_assets
-from medtune.config import TINY_MARKER, BaseModelConfig, tiny_build_may_replace
+from medtune.config import BaseModelConfig
 from medtune.console import bar
 from medtune.errors import ConfigError
 from medtune.prompts import PROMPT_TEMPLATES
+from medtune.tiny_paths import TINY_MARKER, tiny_build_may_replace
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,18 @@ SPECIAL_TOKENS = {
     "unk_token": "<unk>",
 }
 SHAPE = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512}
+QWEN3_SHAPE = {**SHAPE, "num_key_value_heads": 2, "head_dim": 32}  # grouped-query attention, as every Qwen3 size
+# Each family's special tokens as its instruct tokenizer names them, the rest stay SPECIAL_TOKENS' (Qwen3's bos id is
+# <|endoftext|>'s too). The eos is the end-of-turn token, as the instruct models ship it, so generation stops there.
+CHAT_SPECIAL_TOKENS: dict[str, dict[str, Any]] = {
+    "qwen3": {"eos_token": "<|im_end|>", "additional_special_tokens": ["<|im_start|>"]},
+    "llama3": {
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|end_of_text|>"],
+    },
+}
+CHAT_ROLES = ("system", "user", "assistant")  # in the tokenizer's training text, so a role name is one token
 MAX_POSITIONS = 1024
 PRETRAIN_STEPS = 300  # causal-LM steps on the corpus: ~20 s on 2 CPU cores
 PRETRAIN_BLOCK = 128  # tokens per training block
@@ -69,8 +87,9 @@ def ensure_tiny_model(base: BaseModelConfig, cache_dir: str | Path) -> Path:
         if base.continual_pretraining_of:
             _build_by_continual_pretraining(base, Path(cache_dir), staging)
         else:
-            _build_from_scratch(base.arch, staging)
-        (staging / TINY_MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION, "arch": base.arch}))
+            _build_from_scratch(base.arch, staging, base.tiny_chat_format)
+        marker = {"recipe_version": RECIPE_VERSION, "arch": base.arch, "chat_format": base.tiny_chat_format}
+        (staging / TINY_MARKER).write_text(json.dumps(marker))
         _remove_own_build(path)
         os.replace(staging, path)
     return path
@@ -85,9 +104,9 @@ def tiny_base_model(group: str, cache_dir: str | Path) -> BaseModelConfig:
     return base
 
 
-def _build_from_scratch(arch: str, staging: Path) -> None:
-    tokenizer = train_tokenizer(demo_assets.corpus_path())
-    model = build_model(arch, len(tokenizer))
+def _build_from_scratch(arch: str, staging: Path, chat_format: str | None = None) -> None:
+    tokenizer = train_tokenizer(demo_assets.corpus_path(), chat_format)
+    model = build_model(arch, tokenizer)
     pretrain_on_corpus(model, tokenizer, demo_assets.corpus_path())
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
@@ -126,11 +145,12 @@ def _is_current(path: Path) -> bool:
     return marker.exists() and json.loads(marker.read_text()).get("recipe_version") == RECIPE_VERSION
 
 
-def train_tokenizer(corpus: Path) -> PreTrainedTokenizerFast:
+def train_tokenizer(corpus: Path, chat_format: str | None = None) -> PreTrainedTokenizerFast:
     """Byte-level BPE (no unknown characters, so any Japanese text encodes) trained on the corpus.
 
     The prompt templates are part of the training text, as a real tokenizer's corpus covers the instruction
-    format; a small vocabulary keeps tokens short, so they generalise beyond the sentences seen.
+    format; a small vocabulary keeps tokens short, so they generalise beyond the sentences seen. With a chat format
+    the role names join the training text and the family's markers are added (`add_chat_format`).
     """
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -145,29 +165,40 @@ def train_tokenizer(corpus: Path) -> PreTrainedTokenizerFast:
         text for template in PROMPT_TEMPLATES.values() for text in (template.with_input, template.without_input)
     ]
     lines = corpus.read_text(encoding="utf-8").splitlines()
-    tokenizer.train_from_iterator(lines + templates * TEMPLATE_WEIGHT, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_POSITIONS, **SPECIAL_TOKENS)
+    roles = [f"{role}\n" for role in CHAT_ROLES] if chat_format else []
+    tokenizer.train_from_iterator(lines + (templates + roles) * TEMPLATE_WEIGHT, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_POSITIONS, **SPECIAL_TOKENS)
+    if chat_format:
+        add_chat_format(fast, chat_format)
+    return fast
 
 
-def build_model(arch: str, vocab_size: int) -> PreTrainedModel:
+def add_chat_format(tokenizer: PreTrainedTokenizerFast, chat_format: str) -> None:
+    """The family's turn markers as special tokens (one id each, never split from text) and its chat template."""
+    tokenizer.add_special_tokens(CHAT_SPECIAL_TOKENS[chat_format])
+    tokenizer.chat_template = demo_assets.asset_path(f"chat_templates/{chat_format}.jinja").read_text(encoding="utf-8")
+
+
+def build_model(arch: str, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
     """A randomly initialised model of the real class, seeded so every build is identical."""
     torch.manual_seed(0)
+    common = {"vocab_size": len(tokenizer), "max_position_embeddings": MAX_POSITIONS, **_special_ids(tokenizer)}
     if arch == "gpt_neox":
-        return GPTNeoXForCausalLM(
-            GPTNeoXConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITIONS, **SHAPE, **_special_ids())
-        )
+        return GPTNeoXForCausalLM(GPTNeoXConfig(**SHAPE, **common))
     if arch == "llama":
-        return LlamaForCausalLM(
-            LlamaConfig(vocab_size=vocab_size, max_position_embeddings=MAX_POSITIONS, **SHAPE, **_special_ids())
-        )
+        return LlamaForCausalLM(LlamaConfig(**SHAPE, **common))
+    if arch == "qwen3":
+        return Qwen3ForCausalLM(Qwen3Config(**QWEN3_SHAPE, **common))
     raise ValueError(f"no tiny model for architecture {arch!r}")
 
 
-def _special_ids() -> dict[str, int]:
-    # Ids follow the sorted special-token list the tokenizer trainer was given.
-    specials = sorted(set(SPECIAL_TOKENS.values()))
-    eos = specials.index(SPECIAL_TOKENS["eos_token"])
-    return {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": specials.index(SPECIAL_TOKENS["pad_token"])}
+def _special_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int | None]:
+    """The model config's token ids are the tokenizer's (generation stops at its eos)."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def pretrain_on_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus: Path) -> None:

@@ -57,7 +57,7 @@ from medtune.lineage import (
     results_artifact,
     use_training_inputs,
 )
-from medtune.models import attach_adapter, count_parameters, load_base_model
+from medtune.models import attach_adapter, chat_key, count_parameters, load_base_model
 from medtune.preemption import StopRequest, preemptible
 from medtune.qa_data import load_questions
 from medtune.run_dir import (
@@ -125,8 +125,10 @@ def _cuda_memory_gb() -> float | None:
 def _run_tracked(
     tc: TrainConfig, plain_config: dict[str, Any], splits: Splits, out: Path, main: bool, stop: StopRequest | None
 ) -> dict[str, Any]:
-    model, tokenizer = load_base_model(tc.base_model, tc.quantization)  # an unloadable id stops before W&B starts
-    train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage)
+    # an unloadable id, or a tokenizer without the chat template asked for, stops before W&B starts
+    model, tokenizer = load_base_model(tc.base_model, tc.quantization, chat_key=chat_key(tc))
+    kwargs = tc.base_model.chat_template_kwargs
+    train_set, heldout_set = build_datasets(splits, tokenizer, tc.dataset, tc.stage, kwargs)
     method, tuning = tc.adapter.method, tuning_method(tc.adapter.method, tc.quantization.mode)
     coordinates = {"tuning": tuning, "seed": tc.trainer.seed, "max_steps": tc.trainer.max_steps}
     run = start_wandb_run(
@@ -221,7 +223,7 @@ def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, ru
     from medtune.evaluation.pipeline import evaluate_model
     from medtune.evaluation.tracking import log_eval_to_wandb
 
-    metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir)
+    metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir, tc.base_model.chat_template_kwargs)
     log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix, step=step)
     return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
 
@@ -337,6 +339,7 @@ class QAEvalCallback(TrainerCallback):
         self, tc: TrainConfig, tokenizer: Any, out: Path, run: Any, listeners: list[Callable] | None = None
     ) -> None:
         self.eval_cfg = replace(tc.eval, mode=EvalMode.loglik)
+        self.template_kwargs = tc.base_model.chat_template_kwargs
         self.tokenizer, self.out, self.run = tokenizer, out, run
         self.listeners = listeners or []  # called with (step, the figures logged), e.g. a search's pruner
 
@@ -346,7 +349,7 @@ class QAEvalCallback(TrainerCallback):
         from medtune.evaluation.pipeline import evaluate_model
 
         step_dir = self.out / STEP_EVAL_SUBDIR / f"step-{state.global_step}"
-        metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir)
+        metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir, self.template_kwargs)
         suite = self.eval_cfg.suite
         figures = {f"eval/{suite}/{name}": metrics[name] for name in STEP_METRICS}
         self.run.log(figures, step=state.global_step)

@@ -117,6 +117,22 @@ def test_invalid_pair_fails_at_composition_before_loading(tmp_path):
     assert proc.returncode == 2 and "adapter=full cannot train quantization=nf4" in proc.stderr
 
 
+def test_a_chat_template_run_trains_and_asks_its_questions_through_the_template(tmp_path, tiny_chat_models):
+    """Issue 21's bar on tiny Qwen3: the run finishes and every QA prompt carries the template's turn markers, the
+    generation prompt last (the label masks themselves: unit/test_chat.py)."""
+    run_dir = tmp_path / "run"
+    chat = ["base_model=tiny_qwen3", "dataset.prompt_template=chat", "trainer.max_steps=2", "eval.limit=2"]
+    proc = run_script("train.py", *chat, *FAST[1:], f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for scored in ("base", "tuned"):
+        rows = [json.loads(line) for line in (run_dir / "eval" / scored / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 2
+        assert all(r["prompt"].startswith("<|im_start|>user\n") for r in rows)
+        assert all(r["prompt"].endswith("<|im_end|>\n<|im_start|>assistant\n") for r in rows)
+    assert "chat_template: true" in (run_dir / RESOLVED_CONFIG).read_text()  # scored as trained, and it says so
+    assert (run_dir / "model" / "chat_template.jinja").exists()  # the adapter's tokenizer keeps the template
+
+
 def test_two_by_two_multirun_gives_four_finished_wandb_runs(tmp_path, tiny_models):
     sweep = tmp_path / "sweep"
     proc = run_script(

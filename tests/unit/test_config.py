@@ -84,7 +84,7 @@ def test_an_enumerated_value_fails_at_composition_naming_the_allowed_ones(compos
         (["dataset=jsonl", "dataset.path=null"], "dataset=jsonl needs dataset.path"),
         (["trainer.max_steps=0"], "trainer.max_steps must be positive"),
         (["eval=igakuqa"], "eval=igakuqa needs eval.path=<directory or file>"),
-        (["dataset.prompt_template=alpaca"], "dataset.prompt_template='alpaca' is not one of alpaca_ja, plain"),
+        (["dataset.prompt_template=alpaca"], "dataset.prompt_template='alpaca' is not one of alpaca_ja, plain, chat"),
         (["base_model.attn_implementation=flash"], "base_model.attn_implementation='flash' is not one of"),
         (["trainer.max_grad_norm=-1"], r"trainer.max_grad_norm=-1.0 is out of range: allowed >= 0"),
         (["base_model=tiny_gptneox", "trainer.use_liger_kernel=true"], "use_liger_kernel=true"),

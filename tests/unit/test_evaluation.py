@@ -69,7 +69,7 @@ def trained(eval_cfg, tmp_path_factory):
     corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     corpus.write_text("\n".join(texts * 3), encoding="utf-8")
     tokenizer = train_tokenizer(corpus)
-    model = build_model("gpt_neox", len(tokenizer))
+    model = build_model("gpt_neox", tokenizer)
     rows = [tokenizer.encode(p.text, add_special_tokens=False) for p in prompts]
     targets = [tokenizer.encode(answer_text(q, "jmedlora"), add_special_tokens=False) for q in questions]
     width = max(len(r) + len(t) + 1 for r, t in zip(rows, targets, strict=True))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medtune.config import TINY_MARKER, to_train_config
+from medtune.config import to_train_config
 from medtune.errors import ConfigError, DataError
 from medtune.jsonl import read_jsonl_objects
 from medtune.run_dir import (
@@ -29,6 +29,7 @@ from medtune.run_dir import (
     read_status,
     write_status,
 )
+from medtune.tiny_paths import TINY_MARKER
 
 from helpers import another_process_holding, train_job
 

@@ -19,12 +19,13 @@ from medtune.models import attach_adapter, count_parameters, load_base_model
 
 from helpers import CONF
 
-TINY = {"gpt_neox": "tiny_gptneox", "llama": "tiny_llama"}
+TINY = {"gpt_neox": "tiny_gptneox", "llama": "tiny_llama", "qwen3": "tiny_qwen3"}
 # The paper's "all linear layers" (QLoRA; qlora.py find_all_linear_names: every linear layer but the output layer),
 # which peft's `all-linear` must wrap and no more.
 ALL_LINEAR_LAYERS = {
     "gpt_neox": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
     "llama": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+    "qwen3": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
 }
 
 
@@ -44,12 +45,17 @@ def loss_after_steps(model, steps: int = 8, lr: float = 1e-2) -> tuple[float, fl
     return losses[0], losses[-1]
 
 
-@pytest.mark.parametrize("name", ["tiny_gptneox", "tiny_llama"])
 @pytest.mark.parametrize(
-    ("method", "quant"), [("lora", "none"), ("lora", "nf4"), ("lora", "int8"), ("dora", "none"), ("full", "none")]
-)
-def test_adapter_trains_on_both_architectures(tiny_models, name, method, quant):
-    base = tiny_models[name]
+    ("name", "method", "quant"),
+    [
+        *[(name, *pair) for name in ("tiny_gptneox", "tiny_llama") for pair in
+          [("lora", "none"), ("lora", "nf4"), ("lora", "int8"), ("dora", "none"), ("full", "none")]],
+        ("tiny_qwen3", "lora", "none"),
+        ("tiny_qwen3", "lora", "nf4"),
+    ],
+)  # fmt: skip
+def test_adapter_trains_on_every_architecture(tiny_models, tiny_chat_models, name, method, quant):
+    base = (tiny_models | tiny_chat_models)[name]
     model, _ = load_base_model(base, BitsAndBytesQuantConfig(mode=quant))
     adapter = LoraAdapterConfig(method=method, r=8, alpha=16, dropout=0.0, target_modules=base.lora_targets)
     model = attach_adapter(model, adapter, quantized=quant != "none")
@@ -66,10 +72,12 @@ def test_adapter_trains_on_both_architectures(tiny_models, name, method, quant):
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONF / "base_model").glob("*.yaml")))
-def test_every_base_model_targets_resolve_on_a_tiny_model_of_its_architecture(tiny_models, compose_config, option):
+def test_every_base_model_targets_resolve_on_a_tiny_model_of_its_architecture(
+    tiny_models, tiny_chat_models, compose_config, option
+):
     overrides = [f"base_model={option}"] + (["base_model.path=/x"] if option == "medcalm_7b" else [])
     tc = to_train_config(compose_config("train", *overrides))
-    tiny = tiny_models[TINY[tc.base_model.arch]]
+    tiny = (tiny_models | tiny_chat_models)[TINY[tc.base_model.arch]]
     all_linear = ALL_LINEAR_LAYERS[tc.base_model.arch]
     for targets, expected in (
         (tc.base_model.lora_targets, set(tc.base_model.lora_targets)),

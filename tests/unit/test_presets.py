@@ -8,12 +8,16 @@ transformers' TrainingArguments defaults apply.
 
 from __future__ import annotations
 
+from itertools import product
 from typing import Any
 
 import pytest
+import yaml
 
 from medtune.config import check_gpu_memory, to_plain_dict, to_train_config
 from medtune.errors import ConfigError
+
+from helpers import CONF
 
 PATHS = ("dataset.path=/data/records.jsonl", "eval.path=/data/IgakuQA")
 
@@ -107,3 +111,45 @@ def test_gpu_presets_state_their_memory_and_stop_on_a_gpu_too_small(compose_conf
         check_gpu_memory(opencalm, 17.1)
     with pytest.raises(ConfigError, match=r"does not fit even at trainer\.batch_size=1"):
         check_gpu_memory(qlora, 51.0)  # a 48 GB card
+
+
+# The 2026 bases, each value from the model's published config.json (see each conf/base_model file's comment).
+BASES_2026 = {
+    "llama31_swallow_8b_instruct": ("tokyotech-llm/Llama-3.1-Swallow-8B-Instruct-v0.5", "llama", None),
+    "qwen3_8b": ("Qwen/Qwen3-8B", "qwen3", {"enable_thinking": False}),
+    "qwen3_32b": ("Qwen/Qwen3-32B", "qwen3", {"enable_thinking": False}),
+    "llm_jp_3_13b_instruct": ("llm-jp/llm-jp-3-13b-instruct", "llama", None),
+}
+DECODER_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def sweeper_cells(compose_config, experiment: str, *overrides: str) -> list[Any]:
+    """Every cell of a matrix preset's Hydra sweep (the cartesian product of its sweeper params), composed and
+    validated as train.py -m would."""
+    params = yaml.safe_load((CONF / "experiment" / f"{experiment}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    preset = [f"experiment={experiment}", *overrides]
+    return [to_train_config(compose_config("train", *preset, *cell)) for cell in product(*axes)]
+
+
+def test_2026_matrix_trains_every_base_in_its_chat_template(compose_config):
+    cells = sweeper_cells(compose_config, "medtune_2026_matrix", *PATHS)
+    assert {(c.base_model.name, c.adapter.method, c.quantization.mode) for c in cells} == {
+        (base, *pair) for base in BASES_2026 for pair in (("none", "none"), ("lora", "nf4"))
+    }
+    for cell in cells:
+        path, arch, kwargs = BASES_2026[cell.base_model.name]
+        base = cell.base_model
+        assert (base.path, base.arch, base.chat_template_kwargs, base.dtype) == (path, arch, kwargs, "bfloat16")
+        assert base.lora_targets == DECODER_LINEAR and not base.tiny
+        assert cell.dataset.prompt_template == "chat" and cell.eval.chat_template is True  # trained and scored alike
+        assert cell.trainer.learning_rate == 2e-4 and cell.trainer.mixed_precision == "bf16"  # the study's QLoRA recipe
+        check_gpu_memory(cell, 80.0)  # no figure is stated for these bases: nothing blocks a GPU
+
+
+def test_demo_2026_matrix_runs_the_tiny_chat_stand_ins(compose_config):
+    cells = sweeper_cells(compose_config, "demo_2026_matrix")
+    assert len(cells) == 6 and {c.base_model.name for c in cells} == {"tiny_qwen3", "tiny_llama3"}
+    formats = {(c.base_model.arch, c.base_model.tiny_chat_format) for c in cells}
+    assert formats == {("qwen3", "qwen3"), ("llama", "llama3")}
+    assert all(c.dataset.prompt_template == "chat" and c.eval.chat_template and c.base_model.tiny for c in cells)

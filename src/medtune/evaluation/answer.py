@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from medtune.evaluation.metrics import Interpretation
 from medtune.evaluation.prompts import Prompt
 from medtune.qa_data import Question
+
+if TYPE_CHECKING:
+    from medtune.chat import ChatFormat
 
 
 @dataclass
@@ -27,6 +30,12 @@ class Answerer(Protocol):
     @property
     def max_failed_share(self) -> float:
         """More of the questions than this share without a response (Answer.response None): the run fails."""
+        ...
+
+    @property
+    def chat_format(self) -> ChatFormat | None:
+        """The chat template the prompt texts are rendered with (a local model, eval.chat_template); None: plain text
+        prompts (an API model gets the messages and applies its own template)."""
         ...
 
     def answer(self, questions: list[Question], prompts: list[Prompt]) -> list[Answer]:

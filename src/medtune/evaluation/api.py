@@ -33,6 +33,10 @@ class ApiBackend:
     def max_failed_share(self) -> float:
         return self.cfg.max_failed_share
 
+    @property
+    def chat_format(self) -> None:
+        return None  # the server applies the model's chat template to the messages
+
     def answer(self, questions: list[Question], prompts: list[Prompt]) -> list[Answer]:
         requests = [_api_request(self.cfg, q, p) for q, p in zip(questions, prompts, strict=True)]
         answer_log = RequestLog(self.output_dir / API_ANSWERS_FILE)

@@ -14,8 +14,6 @@ from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import TEMPERATURE, ApiConfig, RetryConfig
 from medtune.config import (
-    MODEL_CONFIG_FILE,
-    TINY_MARKER,
     AdapterConfig,
     AdapterMethod,
     BaseModelConfig,
@@ -25,12 +23,12 @@ from medtune.config import (
     QuantizationConfig,
     WandbConfig,
     check_eval,
-    check_tiny_model_path,
     register_resolvers,
     to_typed,
 )
 from medtune.errors import ConfigError
 from medtune.ranges import UNIT, ranged
+from medtune.tiny_paths import MODEL_CONFIG_FILE, TINY_MARKER, check_tiny_model_path
 
 
 class Backend(StrEnum):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from medtune.chat import ChatFormat, require_chat_template
 from medtune.config import EvalConfig, LoglikConvention
 from medtune.console import bar
 from medtune.evaluation.answer import Answer
@@ -30,7 +31,15 @@ class LocalBackend:
     model: Any
     tokenizer: Any
     eval_cfg: EvalConfig
+    template_kwargs: dict[str, Any] | None = None  # base_model.chat_template_kwargs
     max_failed_share: float = 1.0  # a local model answers every question
+    chat_format: ChatFormat | None = field(init=False)  # the prompts' chat template (eval.chat_template), else None
+
+    def __post_init__(self) -> None:
+        self.chat_format = None
+        if self.eval_cfg.chat_template:
+            require_chat_template(self.tokenizer, "eval.chat_template=true")
+            self.chat_format = ChatFormat(self.tokenizer, self.eval_cfg.system_prompt, dict(self.template_kwargs or {}))
 
     def answer(self, questions: list[Question], prompts: list[Prompt]) -> list[Answer]:
         loglik = self.eval_cfg.mode == "loglik"
@@ -48,9 +57,7 @@ class LocalBackend:
         if self.eval_cfg.loglik_convention == LoglikConvention.lm_eval:
             texts, tokens = lm_eval_requests(self.tokenizer, texts, candidates)
         else:
-            jmedlora = self.eval_cfg.prompt == "jmedlora"
-            terminator = self.tokenizer.eos_token_id if jmedlora else None  # trained (jmedlora) answers end in EOS
-            tokens = encode_continuations(self.tokenizer, candidates, terminator)
+            tokens = encode_continuations(self.tokenizer, candidates, self._terminator())
         scores = score_encoded(self.model, self.tokenizer, texts, tokens, self.eval_cfg.batch_size)
         answers = {}
         for i, row, ids in zip(indices, scores, tokens, strict=True):
@@ -58,12 +65,20 @@ class LocalBackend:
             answers[i] = Answer(picked.text, picked, choice_scores=row, choice_tokens=[len(c) for c in ids])
         return answers
 
+    def _terminator(self) -> int | None:
+        """The token a trained answer ends in: the chat template's end of turn, EOS after a jmedlora (Alpaca) answer;
+        an igakuqa prompt outside a chat template was never trained, so nothing is added there."""
+        if self.chat_format is not None:
+            return self.chat_format.end_of_turn_id
+        return self.tokenizer.eos_token_id if self.eval_cfg.prompt == "jmedlora" else None
+
     def _generate(self, prompts: list[Prompt], indices: list[int]) -> dict[int, Answer]:
         if not indices:
             return {}
         texts = [prompts[i].text for i in indices]
         cfg = self.eval_cfg
-        responses = generate_responses(self.model, self.tokenizer, texts, cfg.batch_size, cfg.max_new_tokens)
+        stop = [self.chat_format.end_of_turn_id] if self.chat_format is not None else []
+        responses = generate_responses(self.model, self.tokenizer, texts, cfg.batch_size, cfg.max_new_tokens, stop)
         return {i: Answer(response) for i, response in zip(indices, responses, strict=True)}
 
 
@@ -121,8 +136,11 @@ def _batches_by_length(lengths: list[int], batch_size: int) -> Iterator[list[int
         yield order[start : start + batch_size]
 
 
-def generate_responses(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int) -> list[str]:
-    """Greedy continuations of each prompt up to its first newline (batched, left-padded, KV-cached)."""
+def generate_responses(
+    model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, stop_ids: Sequence[int] = ()
+) -> list[str]:
+    """Greedy continuations of each prompt up to its first newline, EOS or a `stop_ids` token (e.g. a chat template's
+    end of turn), batched, left-padded, KV-cached."""
     from transformers import GenerationConfig
 
     device, pad_id = _device(model), _pad_id(tokenizer)
@@ -131,7 +149,7 @@ def generate_responses(model, tokenizer, prompts: list[str], batch_size: int, ma
         do_sample=False,
         stop_strings=STOP_STRINGS,
         pad_token_id=pad_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=list(dict.fromkeys([tokenizer.eos_token_id, *stop_ids])),
         use_cache=True,
     )
     limit = _context_limit(model, max_new_tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def evaluate(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     questions = load_questions(eval_cfg) if questions is None else questions
-    prompts = build_prompts(questions, eval_cfg)
+    prompts = build_prompts(questions, eval_cfg, backend.chat_format)
     answers = backend.answer(questions, prompts)
     seconds = time.perf_counter() - start
     metrics = finish_evaluation(questions, prompts, answers, output_dir, seconds, backend.max_failed_share)
@@ -46,11 +47,14 @@ def evaluate(
     return metrics
 
 
-def evaluate_model(model: Any, tokenizer: Any, eval_cfg: EvalConfig, output_dir: str | Path) -> dict[str, float]:
-    """Score a local model (train.py's scoring during and after training, evaluate.py backend=local)."""
+def evaluate_model(
+    model: Any, tokenizer: Any, eval_cfg: EvalConfig, output_dir: str | Path, template_kwargs: dict | None = None
+) -> dict[str, float]:
+    """Score a local model (train.py's scoring during and after training, evaluate.py backend=local);
+    `template_kwargs`: the chat template's variables (base_model.chat_template_kwargs)."""
     from medtune.evaluation.local import LocalBackend  # torch: imported only once a model is to be scored
 
-    return evaluate(LocalBackend(model, tokenizer, eval_cfg), eval_cfg, output_dir)
+    return evaluate(LocalBackend(model, tokenizer, eval_cfg, template_kwargs), eval_cfg, output_dir)
 
 
 def evaluate_openai(
@@ -103,11 +107,20 @@ def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Answerer:
     from medtune.models import load_base_model, load_trained
 
     if cfg.run_dir is None:
-        return LocalBackend(*load_base_model(cfg.base_model, cfg.quantization), cfg.eval)
+        chat_key = "eval.chat_template=true" if cfg.eval.chat_template else None
+        model, tokenizer = load_base_model(cfg.base_model, cfg.quantization, chat_key=chat_key)
+        return LocalBackend(model, tokenizer, cfg.eval, cfg.base_model.chat_template_kwargs)
     from medtune.lineage import use_trained_model
 
     model, tokenizer, trained = load_trained(cfg.run_dir)
     log.info("evaluating %s + %s from %s", trained.base_model.name, trained.adapter.method, cfg.run_dir)
     if run_ is not None:
         use_trained_model(run_, Path(cfg.run_dir))  # the W&B graph links this score to the adapter it scored
-    return LocalBackend(model, tokenizer, cfg.eval)
+    return LocalBackend(model, tokenizer, as_trained(cfg.eval, trained.eval), trained.base_model.chat_template_kwargs)
+
+
+def as_trained(eval_cfg: EvalConfig, trained: EvalConfig) -> EvalConfig:
+    """A trained run is asked in the format it was trained in (its chat template and system prompt) unless
+    evaluate.py's eval.chat_template / eval.system_prompt say otherwise."""
+    chat = trained.chat_template if eval_cfg.chat_template is None else eval_cfg.chat_template
+    return replace(eval_cfg, chat_template=chat, system_prompt=eval_cfg.system_prompt or trained.system_prompt)

@@ -1,13 +1,22 @@
-"""The two prompt styles (`eval.prompt`): one Prompt per question, for a local model and for a chat API alike."""
+"""The two prompt styles (`eval.prompt`): one Prompt per question, for a local model and for a chat API alike.
+
+With a chat format (a local model, eval.chat_template) the prompt text is the tokenizer's chat template rendered with
+the generation prompt: jmedlora's exemplars become user/assistant turns, each user turn written as a training record's
+(medtune.prompts.user_content), and the system turn is the run's system prompt; igakuqa keeps its own messages.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from medtune.config import EvalConfig
 from medtune.evaluation.metrics import ANSWER_SEPARATOR
-from medtune.prompts import get_template
+from medtune.prompts import get_template, user_content
 from medtune.qa_data import Question
+
+if TYPE_CHECKING:
+    from medtune.chat import ChatFormat
 
 IGAKUQA_SYSTEM = "医師国家試験を解きます。"  # the benchmark's system message
 
@@ -19,11 +28,11 @@ class Prompt:
     continuations: list[str]  # loglik candidates, one per choice (choice texts or letters)
 
 
-def build_prompts(questions: list[Question], eval_cfg: EvalConfig) -> list[Prompt]:
+def build_prompts(questions: list[Question], eval_cfg: EvalConfig, chat: ChatFormat | None = None) -> list[Prompt]:
     """One prompt per question; exemplars come from the suite itself but never are the question asked."""
     pool = [q for q in questions if not q.is_calculation][: eval_cfg.shots + 1]
     build = _jmedlora_prompt if eval_cfg.prompt == "jmedlora" else _igakuqa_prompt
-    return [build(q, [e for e in pool if e.problem_id != q.problem_id][: eval_cfg.shots]) for q in questions]
+    return [build(q, [e for e in pool if e.problem_id != q.problem_id][: eval_cfg.shots], chat) for q in questions]
 
 
 def answer_text(question: Question, prompt_style: str) -> str:
@@ -36,26 +45,34 @@ def answer_text(question: Question, prompt_style: str) -> str:
     return ",".join(gold)
 
 
-def _jmedlora_prompt(question: Question, exemplars: list[Question]) -> Prompt:
+def _jmedlora_prompt(question: Question, exemplars: list[Question], chat: ChatFormat | None) -> Prompt:
+    if chat is not None:
+        turns = [text for e in exemplars for text in (user_content(*_jmedlora_parts(e)), answer_text(e, "jmedlora"))]
+        messages = chat.conversation(*turns, user_content(*_jmedlora_parts(question)))
+        return Prompt(chat.render_prompt(messages), messages, list(question.choices))
     shots = "".join(_jmedlora_query(e) + answer_text(e, "jmedlora") + "\n\n" for e in exemplars)
     text = shots + _jmedlora_query(question)
     return Prompt(text, [{"role": "user", "content": text}], list(question.choices))
 
 
 def _jmedlora_query(question: Question) -> str:
+    return get_template("alpaca_ja").render(*_jmedlora_parts(question))
+
+
+def _jmedlora_parts(question: Question) -> tuple[str, str]:
+    """(instruction, input) of a question as the study words it."""
     if question.is_calculation:
-        instruction = "次の医学の問題に数値で答えてください。"
-        return get_template("alpaca_ja").render(instruction, question.problem_text)
+        return "次の医学の問題に数値で答えてください。", question.problem_text
     joined = f"「{ANSWER_SEPARATOR}」で区切って" if question.n_answers > 1 else ""  # the authors' separator
     instruction = (
         f"次の医学の問題について、選択肢の中から正しいものを{question.n_answers}つ選び、"
         f"その選択肢をそのまま{joined}答えてください。"
     )
     options = "\n".join(f"・{choice}" for choice in question.choices)
-    return get_template("alpaca_ja").render(instruction, f"{question.problem_text}\n\n選択肢:\n{options}")
+    return instruction, f"{question.problem_text}\n\n選択肢:\n{options}"
 
 
-def _igakuqa_prompt(question: Question, exemplars: list[Question]) -> Prompt:
+def _igakuqa_prompt(question: Question, exemplars: list[Question], chat: ChatFormat | None) -> Prompt:
     messages = [{"role": "system", "content": IGAKUQA_SYSTEM}]
     for exemplar in exemplars:
         messages += [
@@ -63,6 +80,8 @@ def _igakuqa_prompt(question: Question, exemplars: list[Question]) -> Prompt:
             {"role": "assistant", "content": answer_text(exemplar, "igakuqa")},
         ]
     messages.append({"role": "user", "content": _igakuqa_query(question)})
+    if chat is not None:
+        return Prompt(chat.render_prompt(messages), messages, list(question.labels))
     turns = [m["content"] + ("\n\n" if m["role"] != "user" else "") for m in messages]
     return Prompt("".join(turns), messages, list(question.labels))
 

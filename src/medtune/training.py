@@ -38,6 +38,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from medtune.adapters import loraplus_optimizer, prepare_adapter, save_trained
 from medtune.arguments import training_arguments
 from medtune.config import (
     EvalMode,
@@ -167,11 +168,12 @@ def _run_tracked(
         }
         trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop)
         if method != "none":
+            prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, out, main)
             results |= _train(trainer, out)
             if stop is not None and stop.signum is not None:
                 raise stop.preempted(f"stopped at step {trainer.state.global_step}; checkpoint saved")
             _stop_if_pruned(trainer)
-            trainer.save_model(str(out / MODEL_SUBDIR))  # main process only, as are checkpoints
+            save_trained(trainer, tc.adapter, tc.quantization.mode, out / MODEL_SUBDIR, out)  # main process only
             if main:
                 tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
         if heldout_set is not None:
@@ -265,6 +267,7 @@ def _build_trainer(
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
         processing_class=tokenizer,
+        optimizers=(loraplus_optimizer(model, tc.adapter, args), None),  # None: the Trainer's own, from args
         callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks, *search_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it

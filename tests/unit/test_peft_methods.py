@@ -1,0 +1,112 @@
+"""The newer peft methods (README "Tuning methods"): each trains for real, saves an adapter that names its method and
+applies to the unchanged base, and a method that cannot apply stops at composition."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import Trainer
+
+from medtune.adapters import loraplus_optimizer, prepare_adapter, save_trained
+from medtune.arguments import training_arguments
+from medtune.config import to_train_config
+from medtune.data import build_collator
+from medtune.errors import ConfigError
+from medtune.models import attach_adapter, load_base_model
+from medtune.run_dir import ADAPTER_METHOD_FILE, MODEL_SUBDIR
+
+# What peft's own adapter_config.json says of the method (where it says anything once saved; the others rely on
+# medtune's ADAPTER_METHOD_FILE).
+PEFT_SAYS = {"rslora": ("use_rslora", True), "vera": ("peft_type", "VERA"), "eva": ("init_lora_weights", "eva")}
+# Every method on both tiny architectures; EVA's data pass (the slow one) on GPT-NeoX only.
+TRAINED = [
+    (tuning, name)
+    for tuning in ("rslora", "pissa", "olora", "loftq", "loraplus", "vera", "eva")
+    for name in ("tiny_gptneox", "tiny_llama")
+    if (tuning, name) != ("eva", "tiny_llama")
+]
+
+
+def train_rows() -> list[dict]:
+    """Eight distinct token rows (EVA's SVD needs more samples per batch than components)."""
+    generator = torch.Generator().manual_seed(0)
+    return [{"input_ids": ids, "labels": ids} for ids in torch.randint(5, 800, (8, 24), generator=generator).tolist()]
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("tuning", "name"), TRAINED)
+def test_each_method_trains_and_saves_an_adapter_for_the_unchanged_base(
+    tiny_models, compose_config, tmp_path, name, tuning
+):
+    tc = to_train_config(
+        compose_config(
+            "train",
+            f"base_model={name}",
+            f"tuning={tuning}",
+            "adapter.r=8",
+            "adapter.dropout=0",
+            "trainer.max_steps=3",
+            "trainer.batch_size=8",  # one batch: EVA's SVD converges over its repeats in a few passes
+        )
+    )
+    model, tokenizer = load_base_model(tiny_models[name], tc.quantization)
+    model = attach_adapter(model, tc.adapter, quantized=tc.quantization.mode != "none")
+    args = training_arguments(tc, tmp_path / "checkpoints", evaluates=False)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows(),
+        data_collator=build_collator(tokenizer, False),
+        optimizers=(loraplus_optimizer(model, tc.adapter, args), None),
+    )
+    prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, tmp_path, main=True)
+    before = trainable(model)
+    trainer.train()
+    after = trainable(model)
+    assert before and all(not torch.equal(before[key], after[key]) for key in before)  # every trainable tensor moved
+    if tuning == "loraplus":  # every B matrix learns loraplus_lr_ratio (16) times faster than every A
+        names = {id(p): n for n, p in model.named_parameters()}
+        lr = {names[id(p)]: group["initial_lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+        assert {v for k, v in lr.items() if "lora_A" in k} == {args.learning_rate}
+        assert {v for k, v in lr.items() if "lora_B" in k} == {16 * args.learning_rate}
+
+    model_dir = tmp_path / MODEL_SUBDIR
+    save_trained(trainer, tc.adapter, tc.quantization.mode, model_dir, tmp_path)
+    marker = json.loads((model_dir / ADAPTER_METHOD_FILE).read_text())
+    assert (marker["method"], marker["tuning"]) == (tuning, tuning)
+    if tuning in PEFT_SAYS:
+        key, value = PEFT_SAYS[tuning]
+        assert json.loads((model_dir / "adapter_config.json").read_text())[key] == value
+
+    # The saved adapter on a freshly loaded base (PiSSA/OLoRA: the unchanged one) is the model that was trained.
+    batch = torch.tensor([row["input_ids"] for row in train_rows()[:2]])
+    trainer.model.eval()
+    with torch.no_grad():
+        trained_logits = trainer.model(input_ids=batch).logits
+        reloaded, _ = load_base_model(tiny_models[name], tc.quantization)
+        reloaded_logits = PeftModel.from_pretrained(reloaded, str(model_dir)).eval()(input_ids=batch).logits
+    torch.testing.assert_close(reloaded_logits, trained_logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["adapter=pissa", "quantization=nf4"], "adapter=pissa cannot train on quantization=nf4: PiSSA"),
+        (["adapter=pissa", "quantization=int8"], "adapter=pissa cannot train on quantization=int8"),
+        (["adapter=loftq"], "adapter=loftq cannot train on quantization=none: LoftQ"),
+        (["adapter=loftq", "quantization=int8"], "use quantization=nf4"),
+        (["adapter=lora", "adapter.loraplus_lr_ratio=4"], "adapter.loraplus_lr_ratio=4.0 applies only to"),
+        (["adapter=loraplus", "adapter.loraplus_lr_ratio=null"], "adapter=loraplus needs adapter.loraplus_lr_ratio"),
+        (["adapter=loraplus", "adapter.loraplus_lr_ratio=0"], "adapter.loraplus_lr_ratio=0.0 is out of range"),
+    ],
+)
+def test_a_method_that_cannot_apply_stops_at_composition_in_one_line(compose_config, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        to_train_config(compose_config("train", *overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)

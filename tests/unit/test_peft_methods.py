@@ -110,3 +110,23 @@ def test_a_method_that_cannot_apply_stops_at_composition_in_one_line(compose_con
     with pytest.raises(ConfigError) as err:
         to_train_config(compose_config("train", *overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_loftq_starts_the_4bit_base_closer_to_its_full_precision_weights(tiny_models, compose_config):
+    """scaling·B·A fits each layer's quantization error W - dequantize(Q), also at the demo's scaling alpha/r = 2
+    (peft's LoftQ step alone fits it only at 1: at 2 the error would come out no smaller than without LoftQ)."""
+    import bitsandbytes as bnb
+    from safetensors.torch import load_file
+
+    tc = to_train_config(compose_config("train", "base_model=tiny_llama", "tuning=loftq"))
+    assert tc.adapter.alpha / tc.adapter.r == 2
+    base = tiny_models["tiny_llama"]
+    model = attach_adapter(load_base_model(base, tc.quantization)[0], tc.adapter, quantized=True)
+    original = load_file(f"{base.path}/model.safetensors")
+    layers = [(n, m) for n, m in model.get_base_model().named_modules() if hasattr(m, "lora_A")]
+    assert layers and all(isinstance(layer.base_layer, bnb.nn.Linear4bit) for _, layer in layers)
+    for name, layer in layers:
+        weight, packed = original[f"{name}.weight"], layer.base_layer.weight
+        quantized = bnb.functional.dequantize_4bit(packed.data, packed.quant_state)
+        delta = layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+        assert torch.linalg.norm(weight - quantized - delta) < 0.9 * torch.linalg.norm(weight - quantized), name

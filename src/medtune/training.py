@@ -4,7 +4,9 @@ Everything a run writes lands in its run dir:
     resolved_config.yaml   the config that produced it (evaluate.py and the report read it)
     run_status.json        the run's state (medtune.run_dir.RunState), so a crash never looks finished
     checkpoints/           Trainer checkpoints; `resume=<run dir>` continues from the last one
-    model/                 the adapter (safetensors) or full weights, plus the tokenizer
+    model/                 the adapter (safetensors) or full weights, plus the tokenizer; medtune_adapter.json
+                           names an adapter's method
+    adapter_init/          PiSSA/OLoRA only: the adapter before step 1 (model/ is saved as a plain LoRA from it)
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
     results.json           the final figures (same keys as the W&B summary), written when the work is done
     metrics.jsonl          every figure logged to W&B, one flushed line per log call (survives kill -9)

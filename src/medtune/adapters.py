@@ -18,7 +18,7 @@ from transformers import Trainer, TrainingArguments
 from medtune.config import ALL_LINEAR, LORA_METHODS, AdapterConfig, LoraAdapterConfig
 from medtune.enums import AdapterMethod
 from medtune.errors import ConfigError
-from medtune.run_dir import ADAPTER_INIT_SUBDIR, ADAPTER_METHOD_FILE, write_json
+from medtune.run_dir import ADAPTER_INIT_SUBDIR, ADAPTER_METHOD_FILE, EVA_STATE_FILE, write_json
 from medtune.tuning import tuning_method
 
 # peft's init_lora_weights for the methods get_peft_model initialises itself (True: peft's default LoRA init).
@@ -108,15 +108,27 @@ def _loftq_layer_init(qweight: Any, weight: torch.Tensor, num_bits: int, reduced
 def prepare_adapter(
     model: Any, adapter: AdapterConfig, train_batches: Callable[[], Iterable], run_dir: Path, main: bool
 ) -> None:
-    """Before step 1: EVA's pass over the training batches (peft cycles them until every layer's components
-    converge; `train_batches` makes the Trainer's dataloader), and PiSSA/OLoRA's initial adapter, from which their
-    saved adapter becomes a plain LoRA."""
+    """Before step 1: EVA's initialisation, and PiSSA/OLoRA's initial adapter, from which their saved adapter becomes
+    a plain LoRA."""
     if adapter.method == AdapterMethod.eva:
-        from peft import initialize_lora_eva_weights
-
-        initialize_lora_eva_weights(model, train_batches(), prepare_model_inputs_fn=_eva_token_positions)
+        _initialise_eva(model, train_batches, run_dir / EVA_STATE_FILE, main)
     if adapter.method in MUTATES_BASE and main:
         model.save_pretrained(str(run_dir / ADAPTER_INIT_SUBDIR))
+
+
+def _initialise_eva(model: Any, train_batches: Callable[[], Iterable], state_file: Path, main: bool) -> None:
+    """EVA's pass over the training batches (peft cycles them until every layer's components converge;
+    `train_batches` makes the Trainer's dataloader) runs once per run: its result is kept in the run dir, so a
+    resumed run rebuilds the same ranks from it, without paying for the pass again, and loads its checkpoint."""
+    from peft import get_eva_state_dict, initialize_lora_eva_weights
+
+    if state_file.is_file():
+        state = torch.load(state_file)
+    else:
+        state = get_eva_state_dict(model, train_batches(), prepare_model_inputs_fn=_eva_token_positions)
+        if main:
+            torch.save(state, state_file)
+    initialize_lora_eva_weights(model, eva_state_dict=state)
 
 
 def _eva_token_positions(batch: Any, peft_config: LoraConfig) -> torch.Tensor:

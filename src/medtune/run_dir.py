@@ -36,6 +36,7 @@ STATUS_FILE = "run_status.json"
 RESULTS_FILE = "results.json"
 MODEL_SUBDIR = "model"
 ADAPTER_METHOD_FILE = "medtune_adapter.json"  # in model/: the method, where peft's adapter_config.json cannot say
+EVA_STATE_FILE = "eva_state.pt"  # EVA: the SVD of the layer inputs, computed once per run (a resume reads it)
 ADAPTER_INIT_SUBDIR = "adapter_init"  # PiSSA/OLoRA: the adapter before step 1, to save a plain LoRA at the end
 CHECKPOINT_SUBDIR = "checkpoints"
 METRICS_FILE = "metrics.json"

@@ -7,6 +7,7 @@ Everything a run writes lands in its run dir:
     model/                 the adapter (safetensors) or full weights, plus the tokenizer; medtune_adapter.json
                            names an adapter's method
     adapter_init/          PiSSA/OLoRA only: the adapter before step 1 (model/ is saved as a plain LoRA from it)
+    eva_state.pt           EVA only: the SVD of the layers' inputs (computed once; a resume reads it)
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
     results.json           the final figures (same keys as the W&B summary), written when the work is done
     metrics.jsonl          every figure logged to W&B, one flushed line per log call (survives kill -9)

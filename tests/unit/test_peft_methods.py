@@ -93,6 +93,12 @@ def test_each_method_trains_and_saves_an_adapter_for_the_unchanged_base(
         reloaded_logits = PeftModel.from_pretrained(reloaded, str(model_dir)).eval()(input_ids=batch).logits
     torch.testing.assert_close(reloaded_logits, trained_logits, atol=1e-4, rtol=1e-4)
 
+    if tuning == "eva":  # a resumed run rebuilds the same initial adapter from the run dir, with no data pass
+        again = attach_adapter(load_base_model(tiny_models[name], tc.quantization)[0], tc.adapter, quantized=False)
+        prepare_adapter(again, tc.adapter, lambda: pytest.fail("EVA's data pass ran twice"), tmp_path, main=True)
+        assert trainable(again).keys() == before.keys()
+        assert all(torch.equal(value, before[key]) for key, value in trainable(again).items())
+
 
 @pytest.mark.parametrize(
     ("overrides", "message"),

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from unittest import mock
 
 import torch
@@ -22,7 +22,11 @@ from medtune.run_dir import ADAPTER_INIT_SUBDIR, ADAPTER_METHOD_FILE, EVA_STATE_
 from medtune.tuning import tuning_method
 
 # peft's init_lora_weights for the methods get_peft_model initialises itself (True: peft's default LoRA init).
-INIT_LORA_WEIGHTS = {AdapterMethod.pissa: "pissa", AdapterMethod.olora: "olora", AdapterMethod.eva: "eva"}
+INIT_LORA_WEIGHTS: dict[AdapterMethod, Literal["pissa", "olora", "eva"]] = {
+    AdapterMethod.pissa: "pissa",
+    AdapterMethod.olora: "olora",
+    AdapterMethod.eva: "eva",
+}
 # The base keeps the residual W - B·A: the adapter is saved converted to a plain LoRA for the unchanged base.
 MUTATES_BASE = (AdapterMethod.pissa, AdapterMethod.olora)
 
@@ -62,11 +66,11 @@ def initialise_loftq(model: PeftModel) -> None:
     layer's B is then divided by its scaling: scaling·B·A is the error at any alpha."""
     from peft import replace_lora_weights_loftq
 
-    source = model.get_base_model().name_or_path
+    source = str(model.get_base_model().name_or_path)
     local = Path(source).expanduser()
 
-    def undo_scaling(peft_model: PeftModel, name: str) -> bool:  # peft's callback after each layer: keep it
-        layer = peft_model.get_base_model().get_submodule(name)
+    def undo_scaling(peft_model: torch.nn.Module, name: str) -> bool:  # peft's callback after each layer: keep it
+        layer: Any = model.get_base_model().get_submodule(name)
         layer.lora_B["default"].weight.data /= layer.scaling["default"]
         return True
 
@@ -167,7 +171,8 @@ def save_trained(trainer: Trainer, adapter: AdapterConfig, quantization: str, mo
     elif trainer.args.should_save:
         with warnings.catch_warnings():  # peft's advice to convert, raised while it loads the initial adapter to do so
             warnings.filterwarnings("ignore", message=".*changes the base weights of the model", category=UserWarning)
-            trainer.model.save_pretrained(
+            trained: Any = trainer.model
+            trained.save_pretrained(
                 str(model_dir), path_initial_model_for_weight_conversion=str(run_dir / ADAPTER_INIT_SUBDIR)
             )
     if adapter.method in LORA_METHODS and trainer.args.should_save:

@@ -110,10 +110,10 @@ def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bo
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     with warnings.catch_warnings():  # EVA: peft suggests meta-device adapter weights, which the Trainer cannot move
         warnings.filterwarnings("ignore", message=".*eva initialization used with low_cpu_mem_usage=False")
-        model = get_peft_model(model, peft_config)
+        peft_model = get_peft_model(model, peft_config)
     if adapter.method == AdapterMethod.loftq:
-        initialise_loftq(model)
-    return model
+        initialise_loftq(peft_model)
+    return peft_model
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -143,6 +143,20 @@ def _eva_token_positions(batch: Any, peft_config: LoraConfig) -> torch.Tensor:
     return prepare_model_inputs_fn_language_modeling(dict(batch), peft_config)
 
 
+class AdapterTrainer(Trainer):
+    """The Trainer, with LoRA+'s optimizer for adapter=loraplus, built where the Trainer builds its own (so FSDP,
+    which refuses a ready-made `optimizers=`, and checkpoint resumption treat it like any optimizer)."""
+
+    def __init__(self, *args: Any, adapter: AdapterConfig, **kwargs: Any) -> None:
+        self.adapter = adapter
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            self.optimizer = loraplus_optimizer(self.model if model is None else model, self.adapter, self.args)
+        return super().create_optimizer(model)  # the Trainer's own when that was None
+
+
 def loraplus_optimizer(model: Any, adapter: AdapterConfig, args: TrainingArguments) -> torch.optim.Optimizer | None:
     """LoRA+: trainer.optim's optimizer (class and settings as the Trainer would build it) with B's learning rate
     `adapter.loraplus_lr_ratio` times A's; None for every other method (the Trainer builds its own)."""

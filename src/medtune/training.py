@@ -41,7 +41,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from medtune.adapters import loraplus_optimizer, prepare_adapter, save_trained
+from medtune.adapters import AdapterTrainer, prepare_adapter, save_trained
 from medtune.arguments import training_arguments
 from medtune.config import (
     EvalMode,
@@ -263,14 +263,14 @@ def _build_trainer(
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
     args = training_arguments(tc, out / CHECKPOINT_SUBDIR, evaluates=heldout_set is not None)
-    trainer = Trainer(
+    trainer = AdapterTrainer(  # the Trainer, with LoRA+'s optimizer for adapter=loraplus
         model=model,
+        adapter=tc.adapter,
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
         data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
         processing_class=tokenizer,
-        optimizers=(loraplus_optimizer(model, tc.adapter, args), None),  # None: the Trainer's own, from args
         callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks, *search_callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # its raw dict per log step; the bar and metrics.jsonl replace it

@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 from peft import PeftModel
-from transformers import Trainer
 
-from medtune.adapters import loraplus_optimizer, prepare_adapter, save_trained
+from medtune.adapters import AdapterTrainer, prepare_adapter, save_trained
 from medtune.arguments import training_arguments
 from medtune.config import to_train_config
 from medtune.data import build_collator
@@ -55,13 +54,8 @@ def test_each_method_trains_and_saves_an_adapter_for_the_unchanged_base(
     model, tokenizer = load_base_model(tiny_models[name], tc.quantization)
     model = attach_adapter(model, tc.adapter, quantized=tc.quantization.mode != "none")
     args = training_arguments(tc, tmp_path / "checkpoints", evaluates=False)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows(),
-        data_collator=build_collator(tokenizer, False),
-        optimizers=(loraplus_optimizer(model, tc.adapter, args), None),
-    )
+    rows, collator = train_rows(), build_collator(tokenizer, False)
+    trainer = AdapterTrainer(model=model, adapter=tc.adapter, args=args, train_dataset=rows, data_collator=collator)
     prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, tmp_path, main=True)
     before = trainable(model)
     trainer.train()

@@ -40,25 +40,7 @@ from medtune.errors import ConfigError
 from medtune.prompts import check_chat_settings, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
 from medtune.tiny_paths import check_tiny_model_path
-
-# The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
-# (`tuning=qlora`), the W&B run names and the report's columns all read this table.
-TUNING_METHODS: dict[str, tuple[AdapterMethod, QuantMode]] = {
-    "untuned": (AdapterMethod.none, QuantMode.none),
-    "lora": (AdapterMethod.lora, QuantMode.none),
-    "qlora": (AdapterMethod.lora, QuantMode.nf4),
-    "dora": (AdapterMethod.dora, QuantMode.none),
-    "full": (AdapterMethod.full, QuantMode.none),
-}
-
-
-def tuning_method(adapter: str, quantization: str) -> str:
-    """The matrix column of an adapter × quantization pair; a pair outside the table is named `<adapter>-<mode>`."""
-    for name, pair in TUNING_METHODS.items():
-        if pair == (adapter, quantization):
-            return name
-    return f"{'untuned' if adapter == AdapterMethod.none else adapter}-{quantization}"
-
+from medtune.tuning import TUNING_METHODS, check_adapter_method, tuning_method  # noqa: F401 (tuning_method: re-exported)
 
 ALL_LINEAR = "all-linear"  # peft's shorthand for every linear layer but the output layer
 # Attention kernels transformers dispatches to; a kernels-hub repo id ("kernels-community/...") is also accepted.
@@ -106,8 +88,9 @@ class AdapterConfig:
 
 @dataclass
 class LoraAdapterConfig(AdapterConfig):
-    """lora | dora. Also the composition schema of every adapter group, so a value set for LoRA in an experiment
-    composes with adapter=full; `to_train_config` then keeps only what the method uses."""
+    """lora | dora | rslora | pissa | olora | loftq | loraplus | vera | eva (enums.LORA_METHODS). Also the composition
+    schema of every adapter group, so a value set for LoRA in an experiment composes with adapter=full;
+    `to_train_config` then keeps only what the method uses."""
 
     method: AdapterMethod = AdapterMethod.lora
     r: int = ranged(8, AT_LEAST_1)
@@ -115,6 +98,7 @@ class LoraAdapterConfig(AdapterConfig):
     dropout: float = ranged(0.05, FRACTION)
     # module names, or [all-linear] (peft's shorthand: every linear layer but the output layer)
     target_modules: list[str] = field(default_factory=list)
+    loraplus_lr_ratio: float | None = ranged(None, POSITIVE)  # adapter=loraplus only: B's learning rate over A's
 
 
 @dataclass
@@ -319,6 +303,7 @@ def validate(cfg: TrainConfig) -> None:
         )
     if isinstance(cfg.adapter, LoraAdapterConfig):
         _check_targets(cfg.adapter)
+        check_adapter_method(cfg.adapter, quant)
     check_template_name(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
     check_chat_settings(cfg)
     if cfg.stage == "pretrain" and method != "full":

@@ -28,13 +28,23 @@ class Dtype(StrEnum):
 
 
 class AdapterMethod(StrEnum):
+    """What trains; the LoRA variants are peft's (README "Tuning methods" names each one's peft reference)."""
+
     lora = "lora"
     dora = "dora"
+    rslora = "rslora"  # LoRA scaled by alpha/sqrt(r) instead of alpha/r (LoraConfig use_rslora)
+    pissa = "pissa"  # LoRA from the principal singular vectors; the base keeps the residual (init_lora_weights)
+    olora = "olora"  # LoRA from a QR decomposition of the weights; the base keeps the residual
+    loftq = "loftq"  # LoRA initialised on the 4-bit base's quantization error (replace_lora_weights_loftq)
+    loraplus = "loraplus"  # LoRA trained with B's learning rate a ratio above A's (create_loraplus_optimizer)
+    vera = "vera"  # frozen random projections shared by all layers, trained scaling vectors (VeraConfig)
+    eva = "eva"  # LoRA from the SVD of the layers' inputs on the training data, ranks redistributed (EvaConfig)
     full = "full"
     none = "none"  # evaluate the untuned base
 
 
-LORA_METHODS = (AdapterMethod.lora, AdapterMethod.dora)  # the methods with a rank, alpha, dropout and targets
+# The methods with a rank, dropout and targets (all but VeRA with an alpha too): each composes as a LoraAdapterConfig.
+LORA_METHODS = tuple(m for m in AdapterMethod if m not in (AdapterMethod.full, AdapterMethod.none))
 
 
 class QuantMode(StrEnum):

@@ -6,22 +6,23 @@ through `AutoModelForCausalLM.from_pretrained`; only the tiny ones are built fir
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from medtune.adapters import build_peft_config, initialise_loftq
 from medtune.chat import require_chat_template
 from medtune.config import (
-    ALL_LINEAR,
     LORA_METHODS,
     AdapterConfig,
+    AdapterMethod,
     BaseModelConfig,
     BitsAndBytesQuantConfig,
-    LoraAdapterConfig,
     QuantizationConfig,
     QuantMode,
     TrainConfig,
@@ -51,26 +52,6 @@ def build_quantization_config(quant: QuantizationConfig) -> BitsAndBytesConfig |
     if quant.mode == QuantMode.int8:
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"no bitsandbytes settings for quantization.mode={quant.mode}")
-
-
-def build_peft_config(adapter: AdapterConfig) -> LoraConfig | None:
-    if adapter.method not in LORA_METHODS:
-        return None
-    assert isinstance(adapter, LoraAdapterConfig)  # lora and dora compose as one (config.applicable)
-    return LoraConfig(
-        r=adapter.r,
-        lora_alpha=adapter.alpha,
-        lora_dropout=adapter.dropout,
-        target_modules=peft_targets(adapter.target_modules),
-        use_dora=adapter.method == "dora",
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def peft_targets(target_modules: list[str]) -> str | list[str]:
-    """peft reads the shorthand only as a plain string; names go as a plain list (not a ListConfig)."""
-    return ALL_LINEAR if list(target_modules) == [ALL_LINEAR] else list(target_modules)
 
 
 def load_base_model(
@@ -128,7 +109,8 @@ def _first_line(err: BaseException) -> str:
 
 
 def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bool):
-    """Wrap the model for training: a peft adapter for lora/dora, the model itself for full fine-tuning.
+    """Wrap the model for training: a peft adapter for the LoRA methods and VeRA (LoftQ initialised on the 4-bit
+    weights here; EVA from the data later, medtune.adapters.prepare_adapter), the model itself for full fine-tuning.
 
     Gradient checkpointing is the Trainer's job (non-reentrant, see arguments.checkpointing_args): non-reentrant
     checkpoints need no grad-requiring input, so the frozen base needs no `enable_input_require_grads` hook.
@@ -138,7 +120,12 @@ def attach_adapter(model: PreTrainedModel, adapter: AdapterConfig, quantized: bo
         return model
     if quantized:  # norms to float32 for stable 4-bit training; checkpointing is left to the Trainer
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, peft_config)
+    with warnings.catch_warnings():  # EVA: peft suggests meta-device adapter weights, which the Trainer cannot move
+        warnings.filterwarnings("ignore", message=".*eva initialization used with low_cpu_mem_usage=False")
+        peft_model = get_peft_model(model, peft_config)
+    if adapter.method == AdapterMethod.loftq:
+        initialise_loftq(peft_model)
+    return peft_model
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
@@ -176,6 +163,6 @@ def load_trained(run_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeni
         model, tokenizer = load_base_model(full, cfg.quantization, chat_key=chat_key(cfg))
         return model, tokenizer, cfg
     model, tokenizer = load_base_model(cfg.base_model, cfg.quantization, chat_key=chat_key(cfg))
-    if cfg.adapter.method in ("lora", "dora"):
+    if cfg.adapter.method in LORA_METHODS:
         model = PeftModel.from_pretrained(model, str(model_dir))
     return model, tokenizer, cfg

@@ -4,7 +4,10 @@ Everything a run writes lands in its run dir:
     resolved_config.yaml   the config that produced it (evaluate.py and the report read it)
     run_status.json        the run's state (medtune.run_dir.RunState), so a crash never looks finished
     checkpoints/           Trainer checkpoints; `resume=<run dir>` continues from the last one
-    model/                 the adapter (safetensors) or full weights, plus the tokenizer
+    model/                 the adapter (safetensors) or full weights, plus the tokenizer; medtune_adapter.json
+                           names an adapter's method
+    adapter_init/          PiSSA/OLoRA only: the adapter before step 1 (model/ is saved as a plain LoRA from it)
+    eva_state.pt           EVA only: the SVD of the layers' inputs (computed once; a resume reads it)
     eval/base, eval/tuned  QA metrics.json + predictions.jsonl
     results.json           the final figures (same keys as the W&B summary), written when the work is done
     metrics.jsonl          every figure logged to W&B, one flushed line per log call (survives kill -9)
@@ -38,6 +41,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from medtune.adapters import AdapterTrainer, prepare_adapter, save_trained
 from medtune.config import (
     EvalMode,
     TrainConfig,
@@ -168,11 +172,12 @@ def _run_tracked(
         }
         trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop)
         if method != "none":
+            prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, out, main)
             results |= _train(trainer, out)
             if stop is not None and stop.signum is not None:
                 raise stop.preempted(f"stopped at step {trainer.state.global_step}; checkpoint saved")
             _stop_if_pruned(trainer)
-            trainer.save_model(str(out / MODEL_SUBDIR))  # main process only, as are checkpoints
+            save_trained(trainer, tc.adapter, tc.quantization.mode, out / MODEL_SUBDIR, out)  # main process only
             if main:
                 tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
         if heldout_set is not None:
@@ -259,8 +264,9 @@ def _build_trainer(
     if hasattr(model, "config"):
         model.config.use_cache = False  # the KV cache is useless in training and would disable packed masks
     args = training_arguments(tc, out / CHECKPOINT_SUBDIR, evaluates=heldout_set is not None)
-    trainer = Trainer(
+    trainer = AdapterTrainer(  # the Trainer, with LoRA+'s optimizer for adapter=loraplus
         model=model,
+        adapter=tc.adapter,
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,

@@ -7,6 +7,8 @@ import json
 
 import yaml
 
+from medtune.run_dir import ADAPTER_METHOD_FILE
+
 from helpers import run_module, run_script
 from wandb_records import offline_runs
 
@@ -81,3 +83,20 @@ def test_seeds_are_a_multirun_axis_and_the_report_groups_them(tmp_path, tiny_mod
     row = rows["lora"]
     assert row["n_seeds"] == "3" and row["paired_test"] == "sign-flip" and row["seed_flips"] != ""
     assert len(row["seed_accuracies"].split()) == 3 and row["accuracy_std"] != ""
+
+
+def test_a_peft_methods_matrix_gives_one_report_column_each(tmp_path, tiny_models):
+    """issue 21's bar: `tuning=lora,rslora,pissa,loftq,vera` on a tiny base finishes, one report column each, each
+    adapter folder naming its method."""
+    sweep, methods = tmp_path / "peft", ("lora", "rslora", "pissa", "loftq", "vera")
+    short = ["trainer.max_steps=2", "trainer.batch_size=2", "trainer.logging_steps=1", "eval.limit=4"]
+    overrides = ["experiment=demo_peft_matrix", f"tuning={','.join(methods)}", *short, "trainer.save_steps=1000"]
+    proc = run_script("train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0 and "sweep 5 finished" in proc.stdout, proc.stderr[-4000:]
+    markers = [json.loads(path.read_text()) for path in sweep.glob(f"*/model/{ADAPTER_METHOD_FILE}")]
+    assert sorted(marker["method"] for marker in markers) == sorted(methods)
+    rows = report_rows(sweep, tmp_path)
+    assert [row["tuning"] for row in rows] == list(methods)  # the table's column order
+    assert all(row["status"] == "finished" and row["p_value"] != "" for row in rows)
+    header = next(line for line in (sweep / "report" / "report.md").read_text().splitlines() if "base model" in line)
+    assert all(f"| {method} · 2 steps |" in header for method in methods)

@@ -40,7 +40,8 @@ def test_every_base_model_names_lora_targets_for_its_architecture(compose_config
     [
         (["adapter=full"], {"method": "full"}, {"mode": "none"}),
         (["tuning=untuned"], {"method": "none"}, {"mode": "none"}),
-        (["tuning=qlora"], {"method": "lora", "r": 32, "alpha": 64, "dropout": 0.05, "target_modules": ["all-linear"]},
+        (["tuning=qlora"], {"method": "lora", "r": 32, "alpha": 64, "dropout": 0.05, "target_modules": ["all-linear"],
+                            "loraplus_lr_ratio": None},
          {"mode": "nf4", "double_quant": True, "compute_dtype": "float32"}),
     ],
 )  # fmt: skip
@@ -61,7 +62,7 @@ def test_the_tuning_group_the_run_names_and_the_report_read_one_table(compose_co
 @pytest.mark.parametrize(
     ("override", "allowed"),
     [
-        ("adapter.method=qlora", "[lora, dora, full, none]"),
+        ("adapter.method=qlora", "[lora, dora, rslora, pissa, olora, loftq, loraplus, vera, eva, full, none]"),
         ("quantization.mode=nf8", "[none, nf4, int8]"),
         ("eval.mode=score", "[generate, loglik]"),
         ("wandb.mode=cloud", "[offline, online, disabled]"),

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from medtune.config import TUNING_METHODS
 from medtune.metric_keys import BASE_PREFIX, qa_key
 from medtune.report.cells import NOT_APPLICABLE, Cell, build_cell, column_label
 from medtune.report.records import RunRecord
@@ -16,7 +17,7 @@ from medtune.stats import DEFAULT_N_BOOT
 MISSING = "missing"
 UNTUNED = "untuned"  # the column of a base model as it is (config.TUNING_METHODS)
 
-METHOD_ORDER = ("untuned", "lora", "qlora", "lora-int8", "dora", "full", "api")  # matrix column order
+METHOD_ORDER = (*TUNING_METHODS, "api")  # matrix column order: the table's, then API-scored models
 
 
 @dataclass

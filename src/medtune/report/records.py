@@ -39,7 +39,7 @@ class RunRecord:
 
     source: str  # run dir, or wandb:<entity>/<project>/<id>
     base_model: str
-    method: str  # tuning method: untuned | lora | qlora | lora-int8 | dora | full | ...
+    method: str  # tuning method: a medtune.tuning.TUNING_METHODS name (untuned, lora, qlora, ...) or e.g. lora-int8
     steps: int  # trainer.max_steps (0 for untuned: nothing is trained)
     suite: str
     stage: str

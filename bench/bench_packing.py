@@ -113,7 +113,7 @@ def compare(model, tokenizer, records, tc: TrainConfig, device: str, args, out: 
         for name in names:
             strategy, kernel = chosen[name]
             base.set_attn_implementation(kernel)
-            collator = build_collator(tokenizer, strategy)
+            collator = build_collator(tokenizer, strategy, base.config.hidden_size)
             figures = bench_shapes.train_steps(
                 model, round_tc, records, collator, args.steps, out / f"{name}-{round_}", tokenizer
             )
@@ -144,8 +144,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8, help="steps per layout and round (the first untimed)")
     parser.add_argument("--real-width", action="store_true", help="the presets' real widths (a GPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (two stall each other on a busy 2-core)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cache = Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
     results: dict[str, Any] = {

@@ -311,13 +311,14 @@ def compare_batching(model, tc: TrainConfig, tokenizer, records: Dataset, steps:
 
 def _batching_run(base, model, tc, tokenizer, records, strategy: PackingStrategy, attn: str, steps: int, out: Path):
     base.set_attn_implementation(attn)
-    return train_steps(model, tc, records, build_collator(tokenizer, strategy), steps, out, tokenizer)
+    collator = build_collator(tokenizer, strategy, base.config.hidden_size)
+    return train_steps(model, tc, records, collator, steps, out, tokenizer)
 
 
-def preset_collator(tokenizer, tc: TrainConfig):
+def preset_collator(tokenizer, tc: TrainConfig, model):
     """The collator train.py would build for the preset (its dataset.packing, decided for its kernel)."""
     choice = choose_packing(tc.dataset.packing, tc.base_model.attn_implementation, tc.stage)
-    return build_collator(tokenizer, choice.strategy)
+    return build_collator(tokenizer, choice.strategy, model.config.hidden_size)
 
 
 def compare_scoring(model, tokenizer, questions: int, smoke: bool) -> dict[str, Any]:
@@ -400,7 +401,7 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
         def one_depth(depth=depth) -> dict[str, Any]:
             nonlocal model
             model = build_model(shape, depth, tc, device, args.smoke)
-            collator = preset_collator(args.tokenizer, tc)
+            collator = preset_collator(args.tokenizer, tc, model)
             return train_steps(model, tc, records, collator, args.steps, Path(args.tmp) / f"{name}-{depth}")
 
         report["depths"].append({"layers": depth} | measure(f"{name} {depth} layers", one_depth))
@@ -433,7 +434,7 @@ def warm_up(shape: Shape, depth: int, tc: TrainConfig, records: Dataset, args: a
     """One untimed run at the smallest depth, so CUDA context, cuBLAS handles and kernel selection for the
     record lengths are paid before the first measured depth (otherwise its steps are several times slower)."""
     model = build_model(shape, depth, tc, device, args.smoke)
-    collator = preset_collator(args.tokenizer, tc)
+    collator = preset_collator(args.tokenizer, tc, model)
     out = Path(args.tmp) / "warm-up"
     measure(f"{shape.preset} warm-up", lambda: train_steps(model, tc, records, collator, args.steps, out))
 

@@ -85,10 +85,11 @@ def main() -> None:
     args = parser.parse_args()
     cache = Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
     base = tiny_base_model("tiny_gptneox", cache)
-    _, tokenizer = fresh_model(base)
+    model, tokenizer = fresh_model(base)
     ds = DatasetConfig(source="demo", max_input_tokens=256, max_target_tokens=128)
     train_set, _ = build_datasets(load_splits(ds, "sft", seed=0), tokenizer, ds, "sft")
-    padded, packed = build_collator(tokenizer), build_collator(tokenizer, choose_packing("auto", "sdpa").strategy)
+    auto = choose_packing("auto", "sdpa").strategy
+    padded, packed = build_collator(tokenizer), build_collator(tokenizer, auto, model.config.hidden_size)
     plain, ours, ours_packed = 0.0, 0.0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(args.repeats):  # interleaved, best of N: a busy machine slows whichever runs then

@@ -190,8 +190,14 @@ def build_datasets(
     return Dataset.from_list(encode(splits.train)), heldout
 
 
-def build_collator(tokenizer: PreTrainedTokenizerBase, strategy: PackingStrategy = PackingStrategy.padding) -> Any:
-    """Padding to the batch's longest example, or a packed layout (medtune.packing: the rule and the strategies).
+def build_collator(
+    tokenizer: PreTrainedTokenizerBase,
+    strategy: PackingStrategy = PackingStrategy.padding,
+    hidden_size: int | None = None,
+) -> Any:
+    """Padding to the batch's longest example, or a packed layout (medtune.packing: the rule and the strategies;
+    `hidden_size`, the model's width, weighs attention against the other work when `bins` sizes its rows; without
+    it bins are no longer than the batch's longest example).
 
     A packed row carries no attention mask: transformers keeps attention inside each example from the restarting
     position ids (flash kernels: variable-length sequences; sdpa/eager/flex_attention: a block-diagonal mask).
@@ -199,4 +205,4 @@ def build_collator(tokenizer: PreTrainedTokenizerBase, strategy: PackingStrategy
     padding = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
     if strategy == PackingStrategy.padding:
         return padding
-    return PackingCollator(strategy, tokenizer.pad_token_id, padding)
+    return PackingCollator(strategy, tokenizer.pad_token_id, hidden_size, padding)

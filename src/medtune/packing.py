@@ -37,6 +37,7 @@ VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # packing hands t
 BUCKETS_PER_OCTAVE = 4  # flex_attention row lengths per doubling: at most 1/4 of a row is padding
 BUCKET_QUANTUM = 128  # flex_attention's block size: row lengths are multiples of it
 PACKING_SETTINGS = ("auto", True, False)
+ATTENTION_TOKENS_PER_HIDDEN = 6  # a row of 6 x hidden_size tokens spends as much on dense attention as on the rest
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,8 @@ def choose_packing(
         )
     return PackingChoice(
         PackingStrategy.bins,
-        f"{attn_implementation} attention costs a row's length squared, so examples go best-fit into rows no longer "
-        "than the batch's longest (a batch that packs no tighter is padded)",
+        f"{attn_implementation} attention costs a row's length squared, so examples go best-fit into rows of the "
+        "length that costs least, never more than padding",
     )
 
 
@@ -133,12 +134,29 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
     return bins
 
 
-def bin_capacity(lengths: Sequence[int]) -> int:
-    """The longest row whose packing costs no more attention than padding: padding's rows cost n x longest**2; rows
-    of at most c tokens holding all the tokens cost at most c x sum(lengths). So c = n x longest**2 / sum(lengths),
-    never below the longest example (the rows then also hold fewer slots than padding's n x longest)."""
-    longest = max(lengths)
-    return max(longest, len(lengths) * longest * longest // sum(lengths))
+def dense_row_cost(rows: int, width: int, hidden_size: int) -> float:
+    """Relative cost of a forward/backward over `rows` x `width` slots with dense (sdpa/eager) attention.
+
+    Per token a layer's projections and MLP cost ~12 d^2 multiply-adds; attention costs ~2 d per (query, key)
+    pair, and a dense kernel computes all width^2 pairs of a row, masked or not: 12 d^2 w (1 + w / 6d) per row.
+    """
+    return rows * width * (1 + width / (ATTENTION_TOKENS_PER_HIDDEN * hidden_size))
+
+
+def dense_bins(lengths: Sequence[int], hidden_size: int) -> list[list[int]]:
+    """The best-fit-decreasing bins of least `dense_row_cost`, over capacities from the longest example (rows no
+    longer than padding's, so never costlier than padding) up to the whole batch in one row: short rows pay
+    padding slots, long rows pay attention, and which wins depends on the model's width."""
+    longest, total = max(lengths), sum(lengths)
+    best: tuple[float, list[list[int]]] | None = None
+    for k in range(1, len(lengths) + 1):
+        bins = best_fit_decreasing(lengths, max(longest, math.ceil(total / k)))
+        width = max(sum(lengths[i] for i in members) for members in bins)
+        cost = dense_row_cost(len(bins), width, hidden_size)
+        if best is None or cost < best[0]:
+            best = (cost, bins)
+    assert best is not None
+    return best[1]
 
 
 def bucket_length(length: int, quantum: int = BUCKET_QUANTUM, per_octave: int = BUCKETS_PER_OCTAVE) -> int:
@@ -151,11 +169,14 @@ def bucket_length(length: int, quantum: int = BUCKET_QUANTUM, per_octave: int = 
 class PackingCollator:
     """Lays out a batch of tokenized examples as its strategy says (see the module docstring)."""
 
-    def __init__(self, strategy: PackingStrategy, pad_token_id: int, padding_collator: Any = None) -> None:
+    def __init__(
+        self, strategy: PackingStrategy, pad_token_id: int, hidden_size: int | None, padding_collator: Any = None
+    ) -> None:
         from transformers import DataCollatorWithFlattening
 
         self.strategy = strategy
         self.pad_token_id = pad_token_id
+        self.hidden_size = hidden_size  # bins: how much a row's attention weighs against its tokens
         self.padding_collator = padding_collator  # bins: a batch that packs no tighter is just padded
         self.flatten = DataCollatorWithFlattening(
             return_position_ids=True,
@@ -170,7 +191,11 @@ class PackingCollator:
             row = self.flatten(features)
             return _pad_rows([row], bucket_length(row["input_ids"].shape[1]), self.pad_token_id)
         lengths = [len(f["input_ids"]) for f in features]
-        bins = best_fit_decreasing(lengths, bin_capacity(lengths))
+        bins = (
+            best_fit_decreasing(lengths, max(lengths))
+            if self.hidden_size is None
+            else dense_bins(lengths, self.hidden_size)
+        )
         if len(bins) == len(features) and self.padding_collator is not None:
             return self.padding_collator(features)
         rows = [self.flatten([features[i] for i in members]) for members in bins]

@@ -277,7 +277,7 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
-        data_collator=build_collator(tokenizer, packing),
+        data_collator=build_collator(tokenizer, packing, getattr(model.config, "hidden_size", None)),
         processing_class=tokenizer,
         callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks, *search_callbacks],
     )

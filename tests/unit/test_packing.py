@@ -18,10 +18,11 @@ from medtune.enums import PackingStrategy
 from medtune.errors import ConfigError
 from medtune.packing import (
     best_fit_decreasing,
-    bin_capacity,
     bucket_length,
     check_packing_setting,
     choose_packing,
+    dense_bins,
+    dense_row_cost,
     model_reads_position_ids,
 )
 
@@ -59,12 +60,22 @@ def test_best_fit_puts_an_item_in_the_fullest_bin_it_fits():
         best_fit_decreasing([11], 10)
 
 
-def test_bin_capacity_keeps_attention_within_paddings_budget():
-    lengths = [134, 60, 50, 40, 70, 80, 55, 44]
-    capacity = bin_capacity(lengths)
-    assert capacity >= max(lengths)
-    assert capacity * sum(lengths) <= len(lengths) * max(lengths) ** 2  # rows' attention <= padding's
-    assert bin_capacity([100] * 8) == 100  # nothing to gain: rows stay padding's length
+@pytest.mark.parametrize("seed", range(10))
+def test_dense_bins_never_cost_more_than_padding(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(5, 400) for _ in range(rng.randint(1, 16))]
+    for hidden in (16, 128, 4096):
+        bins = dense_bins(lengths, hidden)
+        width = max(sum(lengths[i] for i in b) for b in bins)
+        assert dense_row_cost(len(bins), width, hidden) <= dense_row_cost(len(lengths), max(lengths), hidden)
+        assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+
+
+def test_dense_bins_grow_rows_with_the_models_width():
+    lengths = [134, 60, 50, 40, 70, 80, 55, 44]  # a demo batch: 533 tokens, padded to 8 x 134
+    narrow, wide = dense_bins(lengths, 32), dense_bins(lengths, 4096)
+    assert max(sum(lengths[i] for i in b) for b in narrow) <= 134  # attention dear: rows of padding's length
+    assert len(wide) == 1  # attention cheap next to the projections: one row, no padding at all
 
 
 def test_bucket_lengths_are_few_and_waste_little():
@@ -78,7 +89,7 @@ def test_bucket_lengths_are_few_and_waste_little():
 @pytest.mark.parametrize("strategy", PACKED)
 def test_packed_rows_keep_every_token_once_and_mask_each_examples_first_label(tokenizer, demo_examples, strategy):
     batch = demo_examples[:8]
-    packed = build_collator(tokenizer, strategy)(batch)
+    packed = build_collator(tokenizer, strategy, hidden_size=128)(batch)
     ids, labels, positions = packed["input_ids"], packed["labels"], packed["position_ids"]
     assert "attention_mask" not in packed and ids.shape == labels.shape == positions.shape
     found = []
@@ -94,14 +105,14 @@ def test_packed_rows_keep_every_token_once_and_mask_each_examples_first_label(to
     for tail_ids, tail_labels in tails:  # the rest is padding: pad tokens, no labels
         assert set(tail_ids) == {tokenizer.pad_token_id} and set(tail_labels) <= {IGNORE_INDEX}
     if strategy == PackingStrategy.bins:
-        assert ids.shape[0] < len(batch) and ids.shape[1] <= bin_capacity([len(e["input_ids"]) for e in batch])
+        assert ids.shape[0] < len(batch)
     if strategy == PackingStrategy.bucketed:
         assert ids.shape[1] == bucket_length(sum(len(e["input_ids"]) for e in batch))
 
 
 def test_bins_pad_a_batch_that_packs_no_tighter(tokenizer, demo_examples):
     same = [demo_examples[0]] * 4  # equal lengths: one example per row either way
-    batch = build_collator(tokenizer, PackingStrategy.bins)(same)
+    batch = build_collator(tokenizer, PackingStrategy.bins, hidden_size=128)(same)
     assert batch["input_ids"].shape == (4, len(same[0]["input_ids"])) and "attention_mask" in batch
 
 
@@ -114,7 +125,8 @@ def test_a_packed_batch_has_the_padded_batchs_loss_and_gradients(tiny_models, to
 
     def loss_and_grad(strategy):
         model.zero_grad()
-        loss = model(**build_collator(tokenizer, strategy)(batch), num_items_in_batch=n_labels).loss
+        collator = build_collator(tokenizer, strategy, model.config.hidden_size)
+        loss = model(**collator(batch), num_items_in_batch=n_labels).loss
         loss.backward()
         return loss.item(), model.get_input_embeddings().weight.grad.clone()
 

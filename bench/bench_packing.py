@@ -10,7 +10,8 @@ so a busy machine slows each of them alike. Within a round every layout trains o
 seed), so they count the same non-pad tokens and their tokens/s ratio is the ratio of their step times.
 
 Layouts: `false` (padding, dataset.packing=false), `auto` (what dataset.packing=auto chooses for the shape's
-attention kernel: best-fit bins on sdpa), `one_row` (the whole batch in one row on sdpa: packing before issue 24),
+attention kernel on this device: best-fit bins on sdpa, sized by cost on a CPU, no longer than the longest example
+on a GPU), the other of those two bins, `one_row` (the whole batch in one row on sdpa: packing before issue 24),
 and on a GPU the auto choice on its varlen kernel (flash_attention_2, else flex_attention with bucketed lengths).
 
 Shapes: `demo` is the CPU demo (`python train.py`: tiny GPT-NeoX, LoRA r=32 all-linear, batch 8, the bundled
@@ -37,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_shapes
 
 from medtune.config import TrainConfig, to_train_config
-from medtune.data import build_collator, build_datasets, load_splits
+from medtune.data import build_datasets, collator_for, load_splits
 from medtune.enums import PackingStrategy
 from medtune.models import attach_adapter, load_base_model
-from medtune.packing import choose_packing
+from medtune.packing import PackingChoice, choose_packing
 from medtune.tiny import ensure_tiny_model
 
 SHAPE_LAYERS = 2  # depth of the preset shapes: enough for the per-layer cost, small enough for a CPU
@@ -85,17 +86,21 @@ def shape_setup(name: str, real_width: bool, device: str) -> tuple[Any, Any, Any
     return bench_shapes.build_model(shape, SHAPE_LAYERS, tc, device, smoke), tokenizer, records, tc
 
 
-def layouts(attn: str, device: str) -> dict[str, tuple[PackingStrategy, str]]:
-    """Layout name -> (strategy, attention kernel) to compare on this machine."""
+def layouts(attn: str, device: str) -> dict[str, tuple[PackingChoice, str]]:
+    """Layout name -> (packing choice, attention kernel) to compare on this machine."""
     chosen = {
-        "false": (choose_packing(False, attn).strategy, attn),
-        "auto": (choose_packing("auto", attn).strategy, attn),
-        "one_row": (PackingStrategy.varlen, "sdpa"),  # DataCollatorWithFlattening's row, as packing=true was
+        "false": (choose_packing(False, attn, device=device), attn),
+        "auto": (choose_packing("auto", attn, device=device), attn),
+        # the other bins (auto's on the other kind of device) and DataCollatorWithFlattening's one row on sdpa
+        "bins_longest": (PackingChoice(PackingStrategy.bins, "rows no longer than the longest example"), "sdpa"),
+        "bins_by_cost": (PackingChoice(PackingStrategy.bins, "rows of least cost", rows_by_cost=True), "sdpa"),
+        "one_row": (PackingChoice(PackingStrategy.varlen, "the batch in one row"), "sdpa"),
     }
     kernel = bench_shapes.varlen_attention(device)
     if kernel != "sdpa":
-        chosen[f"auto_{kernel}"] = (choose_packing("auto", kernel).strategy, kernel)
-    return chosen
+        chosen[f"auto_{kernel}"] = (choose_packing("auto", kernel, device=device), kernel)
+    auto = chosen["auto"][0]
+    return {name: c for name, c in chosen.items() if name == "auto" or c[0] != auto}  # auto's twin: measured once
 
 
 def compare(model, tokenizer, records, tc: TrainConfig, device: str, args, out: Path) -> dict[str, Any]:
@@ -111,9 +116,9 @@ def compare(model, tokenizer, records, tc: TrainConfig, device: str, args, out: 
         rates = {}
         round_tc = replace(tc, trainer=replace(tc.trainer, seed=round_, group_by_length=False))
         for name in names:
-            strategy, kernel = chosen[name]
+            choice, kernel = chosen[name]
             base.set_attn_implementation(kernel)
-            collator = build_collator(tokenizer, strategy, base.config.hidden_size)
+            collator = collator_for(tokenizer, choice, base)
             figures = bench_shapes.train_steps(
                 model, round_tc, records, collator, args.steps, out / f"{name}-{round_}", tokenizer
             )
@@ -128,7 +133,7 @@ def compare(model, tokenizer, records, tc: TrainConfig, device: str, args, out: 
     padded = tokens_per_s["false"]
     return {
         "attn_implementation": attn,
-        "strategies": {name: str(strategy) for name, (strategy, _) in chosen.items()},
+        "layouts": {name: f"{c.strategy} on {kernel}: {c.reason}" for name, (c, kernel) in chosen.items()},
         "tokens_per_s": tokens_per_s,
         "speedup_vs_padding": {name: rate / padded for name, rate in tokens_per_s.items()},
         "round_speedups": {

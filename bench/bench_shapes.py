@@ -42,7 +42,7 @@ from transformers.trainer_utils import SaveStrategy
 from medtune import demo_assets
 from medtune.arguments import training_arguments
 from medtune.config import ALL_LINEAR, TrainConfig, to_train_config
-from medtune.data import IGNORE_INDEX, build_collator
+from medtune.data import IGNORE_INDEX, build_collator, collator_for
 from medtune.enums import PackingStrategy
 from medtune.models import attach_adapter, build_quantization_config, torch_dtype
 from medtune.packing import choose_packing
@@ -288,10 +288,10 @@ def compare_batching(model, tc: TrainConfig, tokenizer, records: Dataset, steps:
     modes = {
         "padding": (PackingStrategy.padding, "sdpa"),
         "padding_free_sdpa": (PackingStrategy.varlen, "sdpa"),
-        "bins_sdpa": (PackingStrategy.bins, "sdpa"),
+        "bins_sdpa": (PackingStrategy.bins, "sdpa"),  # rows no longer than the longest example (auto on a GPU)
     }
     if kernel != "sdpa":
-        strategy = choose_packing("auto", kernel).strategy
+        strategy = choose_packing("auto", kernel, device=device).strategy
         modes[f"{strategy}_{kernel}"] = (strategy, kernel)
     results: dict[str, Any] = {}
     for mode, (strategy, attn) in modes.items():
@@ -316,9 +316,10 @@ def _batching_run(base, model, tc, tokenizer, records, strategy: PackingStrategy
 
 
 def preset_collator(tokenizer, tc: TrainConfig, model):
-    """The collator train.py would build for the preset (its dataset.packing, decided for its kernel)."""
-    choice = choose_packing(tc.dataset.packing, tc.base_model.attn_implementation, tc.stage)
-    return build_collator(tokenizer, choice.strategy, model.config.hidden_size)
+    """The collator train.py would build for the preset (its dataset.packing, decided for its kernel and device)."""
+    device = next(model.parameters()).device.type
+    choice = choose_packing(tc.dataset.packing, tc.base_model.attn_implementation, tc.stage, device=device)
+    return collator_for(tokenizer, choice, model)
 
 
 def compare_scoring(model, tokenizer, questions: int, smoke: bool) -> dict[str, Any]:

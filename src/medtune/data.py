@@ -22,7 +22,7 @@ from medtune.config import DatasetConfig
 from medtune.enums import PackingStrategy
 from medtune.errors import DataError
 from medtune.jsonl import nonblank_lines, read_jsonl_objects
-from medtune.packing import IGNORE_INDEX, PackingCollator
+from medtune.packing import IGNORE_INDEX, PackingChoice, PackingCollator
 from medtune.prompts import PromptTemplate, get_template
 
 REQUIRED_FIELDS = ("instruction", "output")
@@ -206,3 +206,9 @@ def build_collator(
     if strategy == PackingStrategy.padding:
         return padding
     return PackingCollator(strategy, tokenizer.pad_token_id, hidden_size, padding)
+
+
+def collator_for(tokenizer: PreTrainedTokenizerBase, choice: PackingChoice, model: Any) -> Any:
+    """The collator of a packing choice for this model: bins sized by cost weigh attention by the model's width."""
+    width = getattr(model.config, "hidden_size", None) if choice.rows_by_cost else None
+    return build_collator(tokenizer, choice.strategy, width)

@@ -46,6 +46,7 @@ class PackingChoice:
 
     strategy: PackingStrategy
     reason: str
+    rows_by_cost: bool = False  # bins: row length by estimated cost (dense_bins), else no longer than the longest
 
     def line(self, setting: Any) -> str:
         return f"packing: {self.strategy} (dataset.packing={_setting_name(setting)}: {self.reason})"
@@ -63,15 +64,20 @@ def is_varlen_kernel(attn_implementation: str) -> bool:
 
 
 def choose_packing(
-    setting: Any, attn_implementation: str, stage: str = Stage.sft, reads_position_ids: bool = True
+    setting: Any,
+    attn_implementation: str,
+    stage: str = Stage.sft,
+    reads_position_ids: bool = True,
+    device: str = "cpu",
 ) -> PackingChoice:
     """The one rule deciding how a run lays out its batches (the module docstring gives the table).
 
     `true` packs the way the kernel packs best; `auto` does the same where something can be gained: not for
     stage=pretrain (every block is already `dataset.block_size` tokens) and not for a model whose forward takes no
-    position ids (its examples could not be kept apart in a row). The device does not enter: each kernel's cost
-    grows the same way on CPU and GPU (BENCHMARKS.md "Packing"), and which kernels a device runs is checked in
-    medtune.config.validate.
+    position ids (its examples could not be kept apart in a row). The device decides how long sdpa/eager rows may
+    grow: on a CPU a dense kernel's cost follows its arithmetic, so the rows take the length of least estimated
+    cost; on a GPU a masked dense row runs far below its arithmetic (one long row: 0.12x padding's tokens/s on an
+    H100, BENCHMARKS.md), so rows stay no longer than the batch's longest example, as padding's are.
     """
     check_packing_setting(setting)
     if setting is False:
@@ -94,10 +100,17 @@ def choose_packing(
             PackingStrategy.bucketed,
             "flex_attention compiles a kernel per row length, so the one row is padded to one of a few lengths",
         )
+    if device == "cpu":
+        return PackingChoice(
+            PackingStrategy.bins,
+            f"{attn_implementation} attention costs a row's length squared, so examples go best-fit into rows of "
+            "the length that costs least on a CPU, never more than padding",
+            rows_by_cost=True,
+        )
     return PackingChoice(
         PackingStrategy.bins,
-        f"{attn_implementation} attention costs a row's length squared, so examples go best-fit into rows of the "
-        "length that costs least, never more than padding",
+        f"{attn_implementation} attention over one long row runs far slower than padding on a GPU ({device}), so "
+        "examples go best-fit into rows no longer than the batch's longest",
     )
 
 

@@ -49,8 +49,7 @@ from medtune.config import (
     tuning_method,
 )
 from medtune.console import bar
-from medtune.data import Splits, build_collator, build_datasets, load_splits
-from medtune.enums import PackingStrategy
+from medtune.data import Splits, build_datasets, collator_for, load_splits
 from medtune.errors import ConfigError
 from medtune.lineage import (
     MODEL_ARTIFACT_KEY,
@@ -169,7 +168,7 @@ def _run_tracked(
         }
         packing = _choose_packing(tc, model, run)
         results |= {"packing": str(packing.strategy), "packing_reason": packing.reason}
-        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop, packing.strategy)
+        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop, packing)
         if method != "none":
             results |= _train(trainer, out)
             if stop is not None and stop.signum is not None:
@@ -241,7 +240,8 @@ def _stop_if_pruned(trainer: Trainer) -> None:
 def _choose_packing(tc: TrainConfig, model: Any, run: Any) -> PackingChoice:
     """How this run lays out its batches, said in one console line and kept in the W&B config."""
     attn = tc.base_model.attn_implementation
-    packing = choose_packing(tc.dataset.packing, attn, tc.stage, model_reads_position_ids(model))
+    device = next(model.parameters()).device.type
+    packing = choose_packing(tc.dataset.packing, attn, tc.stage, model_reads_position_ids(model), device)
     log.info(packing.line(tc.dataset.packing))
     run.config.update({"packing_strategy": str(packing.strategy)}, allow_val_change=True)
     return packing
@@ -256,7 +256,7 @@ def _build_trainer(
     out: Path,
     run: Any,
     stop: StopRequest | None,
-    packing: PackingStrategy,
+    packing: PackingChoice,
 ) -> Trainer:
     search_callbacks: list[TrainerCallback] = []
     listeners: list[Callable] = []
@@ -277,7 +277,7 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
-        data_collator=build_collator(tokenizer, packing, getattr(model.config, "hidden_size", None)),
+        data_collator=collator_for(tokenizer, packing, model),
         processing_class=tokenizer,
         callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks, *search_callbacks],
     )

@@ -162,6 +162,13 @@ def test_the_rule_picks_per_kernel(setting, attn, stage, expected):
     assert choice.line(setting).startswith(f"packing: {expected} (dataset.packing={str(setting).lower()}: ")
 
 
+def test_the_device_decides_how_long_dense_rows_may_grow():
+    cpu, gpu = choose_packing("auto", "sdpa", device="cpu"), choose_packing("auto", "sdpa", device="cuda")
+    assert cpu.strategy == gpu.strategy == PackingStrategy.bins
+    assert cpu.rows_by_cost and not gpu.rows_by_cost  # a GPU's masked dense rows: never longer than padding's
+    assert choose_packing("auto", "flash_attention_2", device="cuda").strategy == PackingStrategy.varlen
+
+
 def test_a_model_without_position_ids_is_padded_or_refused():
     assert choose_packing("auto", "sdpa", reads_position_ids=False).strategy == PackingStrategy.padding
     with pytest.raises(ConfigError, match=r"dataset\.packing=true needs a model whose forward takes position_ids"):

@@ -99,8 +99,11 @@ def layouts(attn: str, device: str) -> dict[str, tuple[PackingChoice, str]]:
     kernel = bench_shapes.varlen_attention(device)
     if kernel != "sdpa":
         chosen[f"auto_{kernel}"] = (choose_packing("auto", kernel, device=device), kernel)
-    auto = chosen["auto"][0]
-    return {name: c for name, c in chosen.items() if name == "auto" or c[0] != auto}  # auto's twin: measured once
+    def layout(entry: tuple[PackingChoice, str]) -> tuple[Any, ...]:
+        return entry[0].strategy, entry[0].rows_by_cost, entry[1]
+
+    twin = layout(chosen["auto"])
+    return {name: c for name, c in chosen.items() if name == "auto" or layout(c) != twin}  # auto's twin: once
 
 
 def compare(model, tokenizer, records, tc: TrainConfig, device: str, args, out: Path) -> dict[str, Any]:

@@ -9,19 +9,21 @@ tail is a sequence of its own (positions restart, labels ignored), so no real to
 
 Strategies (medtune.enums.PackingStrategy), and when `dataset.packing=auto` takes each (`choose_packing`):
 
-    varlen    the batch in one row, no padding            flash_attention_2/3 and kernels-hub kernels: their cost
-                                                           grows with each example's own length only
-    bucketed  the batch in one row padded to a bucket      flex_attention: it compiles a kernel per row length, so
-              length (a bounded set of lengths)            lengths are rounded up to one of a few buckets
-    bins      best-fit-decreasing into rows no longer      sdpa/eager: attention over a row costs its length
-              than the batch's longest example             squared, so rows never outgrow padding's; a batch with
-                                                           nothing to gain is simply padded
-    padding   padded to the batch's longest example        dataset.packing=false; stage=pretrain (equal blocks)
+    varlen    the batch in one row, no padding         flash_attention_2/3 and kernels-hub kernels: their cost
+                                                       grows with each example's own length only
+    bucketed  the batch in one row padded to a         flex_attention: it compiles a kernel per row length, so
+              bucket length (a bounded set)            lengths are rounded up to one of ~4 per doubling
+    bins      best-fit-decreasing into rows: on a      sdpa/eager: a dense kernel computes all of a row's
+              CPU of the length of least estimated     length-squared attention, the rest grows with its length;
+              cost (`dense_bins`), on a GPU no longer  the cheapest layout is never costlier than padding, and
+              than the batch's longest example         on a GPU long masked rows run far below their arithmetic;
+                                                       a batch that packs no tighter is simply padded
+    padding   padded to the batch's longest example    dataset.packing=false; stage=pretrain (equal blocks); a
+                                                       model whose forward takes no position ids
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +31,6 @@ from typing import Any
 
 from medtune.enums import PackingStrategy, Stage
 from medtune.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value the loss skips
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # packing hands them cu_seq_lens directly

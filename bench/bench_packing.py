@@ -99,6 +99,7 @@ def layouts(attn: str, device: str) -> dict[str, tuple[PackingChoice, str]]:
     kernel = bench_shapes.varlen_attention(device)
     if kernel != "sdpa":
         chosen[f"auto_{kernel}"] = (choose_packing("auto", kernel, device=device), kernel)
+
     def layout(entry: tuple[PackingChoice, str]) -> tuple[Any, ...]:
         return entry[0].strategy, entry[0].rows_by_cost, entry[1]
 
@@ -139,10 +140,52 @@ def compare(model, tokenizer, records, tc: TrainConfig, device: str, args, out: 
         "layouts": {name: f"{c.strategy} on {kernel}: {c.reason}" for name, (c, kernel) in chosen.items()},
         "tokens_per_s": tokens_per_s,
         "speedup_vs_padding": {name: rate / padded for name, rate in tokens_per_s.items()},
-        "round_speedups": {
-            name: [r[name] / r["false"] for r in per_round] for name in chosen if name != "false"
-        },
+        "round_speedups": {name: [r[name] / r["false"] for r in per_round] for name in chosen if name != "false"},
         "tokens_per_round": {name: totals[name][0] / args.rounds for name in chosen},
+    }
+
+
+def compare_by_step(model, tokenizer, records, tc: TrainConfig, device: str, args, out: Path) -> dict[str, Any]:
+    """The same comparison with the layouts taking turns at every step, on the very same batch: collation, forward,
+    backward, gradient clipping and the optimizer step of each layout are timed back to back, so a load swing on a
+    shared machine hits all of them alike (the Trainer's own loop, around them, is what `compare` keeps)."""
+    import random
+
+    base = model.get_base_model()
+    attn = tc.base_model.attn_implementation
+    chosen = layouts(attn, device)
+    collators = {name: collator_for(tokenizer, choice, base) for name, (choice, _) in chosen.items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.trainer.learning_rate)
+    rows, rng = list(records), random.Random(0)
+    seconds = dict.fromkeys(chosen, 0.0)
+    tokens = 0
+    model.train()
+    for step in range(args.rounds * args.steps + 1):
+        features = rng.sample(rows, tc.trainer.batch_size)
+        names = list(chosen)[step % len(chosen) :] + list(chosen)[: step % len(chosen)]
+        for name in names:
+            base.set_attn_implementation(chosen[name][1])
+            started = time.perf_counter()
+            batch = {
+                key: value.to(device) if hasattr(value, "to") else value
+                for key, value in collators[name](features).items()
+            }
+            model(**batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.trainer.max_grad_norm or float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            bench_shapes._sync()
+            if step:  # the first step of each layout warms up
+                seconds[name] += time.perf_counter() - started
+        if step:
+            tokens += sum(len(f["input_ids"]) for f in features)  # the same non-pad tokens for every layout
+    base.set_attn_implementation(attn)
+    return {
+        "attn_implementation": attn,
+        "layouts": {name: f"{c.strategy} on {kernel}: {c.reason}" for name, (c, kernel) in chosen.items()},
+        "tokens_per_s": {name: tokens / s for name, s in seconds.items()},
+        "speedup_vs_padding": {name: seconds["false"] / s for name, s in seconds.items()},
+        "steps": args.rounds * args.steps,
     }
 
 
@@ -153,6 +196,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=8, help="steps per layout and round (the first untimed)")
     parser.add_argument("--real-width", action="store_true", help="the presets' real widths (a GPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two stall each other on a busy 2-core)")
+    parser.add_argument(
+        "--by",
+        choices=("trainer", "step"),
+        default="trainer",
+        help="trainer: train.py's Trainer, layouts in turns of --steps; step: layouts in turn at every batch",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -170,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in args.shape.split(","):
             started = time.perf_counter()
             setup = demo_setup(cache) if name == "demo" else shape_setup(name, args.real_width, device)
-            results["shapes"][name] = compare(*setup, device, args, Path(tmp) / name)
+            measure = compare if args.by == "trainer" else compare_by_step
+            results["shapes"][name] = measure(*setup, device, args, Path(tmp) / name)
             results["shapes"][name]["wall_s"] = time.perf_counter() - started
             speedups = results["shapes"][name]["speedup_vs_padding"]
             bench_shapes._progress(f"{name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items()))

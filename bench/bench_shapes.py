@@ -10,7 +10,8 @@ QLoRA (NF4, double quantization) for Llama 2. Per depth it reports peak CUDA mem
 seconds per step and tokens/s, then extrapolates memory and step time linearly to the full depth, beside the
 floor computed from the shape (weights + LoRA parameters, gradients and AdamW states; activations excluded).
 At the deepest depth it compares padding vs padding-free (the batch flattened into one row; sdpa masks it) vs
-variable-length packing (the same row on flash_attention_2 when installed, else flex_attention), and
+best-fit bins on sdpa vs the packing dataset.packing=auto takes on the varlen kernel there (one row on
+flash_attention_2 when installed, else one bucketed row on flex_attention), and
 log-likelihood vs generate scoring of the demo questions. The record lengths are random, drawn like the
 study's records truncated at 512 prompt + 512 response tokens. Every measurement that fails is recorded with
 its error and the rest go on; --out is rewritten after each one, so a partial run leaves its figures.
@@ -40,8 +41,10 @@ from transformers.trainer_utils import SaveStrategy
 
 from medtune import demo_assets
 from medtune.config import ALL_LINEAR, TrainConfig, to_train_config
-from medtune.data import IGNORE_INDEX, build_collator
+from medtune.data import IGNORE_INDEX, build_collator, collator_for
+from medtune.enums import PackingStrategy
 from medtune.models import attach_adapter, build_quantization_config, torch_dtype
+from medtune.packing import choose_packing
 from medtune.tiny import train_tokenizer
 from medtune.training_args import training_arguments
 
@@ -187,14 +190,25 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def train_steps(model, tc: TrainConfig, records: Dataset, collator, steps: int, out: Path) -> dict[str, float]:
-    """`steps` optimizer steps with the preset's TrainingArguments; the first one (warm-up) is not timed."""
+def train_steps(
+    model, tc: TrainConfig, records: Dataset, collator, steps: int, out: Path, tokenizer=None
+) -> dict[str, float]:
+    """`steps` optimizer steps with the preset's TrainingArguments; the first one (warm-up) is not timed.
+
+    With the tokenizer the Trainer counts a packed row's padding tail (pad tokens, no attention mask) as padding."""
     trainer_cfg = replace(tc.trainer, max_steps=steps, logging_steps=10**6, save_steps=10**6)
     args = training_arguments(replace(tc, trainer=trainer_cfg), out, evaluates=False)
     args.save_strategy = SaveStrategy.NO  # train.py saves at the end; a measurement must not time a checkpoint
     clock = StepClock()
     _free()  # the bf16 copy a 4-bit model was quantized from must not count in the reserved peak
-    trainer = Trainer(model=model, args=args, train_dataset=records, data_collator=collator, callbacks=[clock])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=records,
+        data_collator=collator,
+        callbacks=[clock],
+        processing_class=tokenizer,
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -266,20 +280,25 @@ def varlen_attention(device: str) -> str:
 
 
 def compare_batching(model, tc: TrainConfig, tokenizer, records: Dataset, steps: int, device: str, out: Path):
-    """Non-pad tokens/s of padding, padding-free (one flattened row, sdpa) and varlen packing, same records."""
+    """Non-pad tokens/s of padding, padding-free (one flattened row, sdpa), best-fit bins (what dataset.packing=auto
+    takes on sdpa) and the packing auto takes on the varlen kernel this machine has, same records."""
     base = model.get_base_model()
     grouping_off = replace(tc, trainer=replace(tc.trainer, group_by_length=False))  # padding as sampled
+    kernel = varlen_attention(device)
     modes = {
-        "padding": (False, "sdpa"),
-        "padding_free_sdpa": (True, "sdpa"),
-        f"packing_varlen_{varlen_attention(device)}": (True, varlen_attention(device)),
+        "padding": (PackingStrategy.padding, "sdpa"),
+        "padding_free_sdpa": (PackingStrategy.varlen, "sdpa"),
+        "bins_sdpa": (PackingStrategy.bins, "sdpa"),  # rows no longer than the longest example (auto on a GPU)
     }
+    if kernel != "sdpa":
+        strategy = choose_packing("auto", kernel, device=device).strategy
+        modes[f"{strategy}_{kernel}"] = (strategy, kernel)
     results: dict[str, Any] = {}
-    for mode, (packed, attn) in modes.items():
+    for mode, (strategy, attn) in modes.items():
         results[mode] = measure(
             f"batching {mode}",
-            lambda packed=packed, attn=attn, mode=mode: _batching_run(
-                base, model, grouping_off, tokenizer, records, packed, attn, steps, out / mode
+            lambda strategy=strategy, attn=attn, mode=mode: _batching_run(
+                base, model, grouping_off, tokenizer, records, strategy, attn, steps, out / mode
             ),
         )
     base.set_attn_implementation(tc.base_model.attn_implementation)
@@ -290,9 +309,17 @@ def compare_batching(model, tc: TrainConfig, tokenizer, records: Dataset, steps:
     return results
 
 
-def _batching_run(base, model, tc, tokenizer, records, packed: bool, attn: str, steps: int, out: Path):
+def _batching_run(base, model, tc, tokenizer, records, strategy: PackingStrategy, attn: str, steps: int, out: Path):
     base.set_attn_implementation(attn)
-    return train_steps(model, tc, records, build_collator(tokenizer, packed, attn), steps, out)
+    collator = build_collator(tokenizer, strategy, base.config.hidden_size)
+    return train_steps(model, tc, records, collator, steps, out, tokenizer)
+
+
+def preset_collator(tokenizer, tc: TrainConfig, model):
+    """The collator train.py would build for the preset (its dataset.packing, decided for its kernel and device)."""
+    device = next(model.parameters()).device.type
+    choice = choose_packing(tc.dataset.packing, tc.base_model.attn_implementation, tc.stage, device=device)
+    return collator_for(tokenizer, choice, model)
 
 
 def compare_scoring(model, tokenizer, questions: int, smoke: bool) -> dict[str, Any]:
@@ -375,7 +402,7 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
         def one_depth(depth=depth) -> dict[str, Any]:
             nonlocal model
             model = build_model(shape, depth, tc, device, args.smoke)
-            collator = build_collator(args.tokenizer, tc.dataset.packing, tc.base_model.attn_implementation)
+            collator = preset_collator(args.tokenizer, tc, model)
             return train_steps(model, tc, records, collator, args.steps, Path(args.tmp) / f"{name}-{depth}")
 
         report["depths"].append({"layers": depth} | measure(f"{name} {depth} layers", one_depth))
@@ -408,7 +435,7 @@ def warm_up(shape: Shape, depth: int, tc: TrainConfig, records: Dataset, args: a
     """One untimed run at the smallest depth, so CUDA context, cuBLAS handles and kernel selection for the
     record lengths are paid before the first measured depth (otherwise its steps are several times slower)."""
     model = build_model(shape, depth, tc, device, args.smoke)
-    collator = build_collator(args.tokenizer, tc.dataset.packing, tc.base_model.attn_implementation)
+    collator = preset_collator(args.tokenizer, tc, model)
     out = Path(args.tmp) / "warm-up"
     measure(f"{shape.preset} warm-up", lambda: train_steps(model, tc, records, collator, args.steps, out))
 

@@ -5,7 +5,8 @@
 
 1. Harness overhead: medtune's Trainer-based step (its collator, callbacks, W&B logging disabled) against a
    minimal hand-written PyTorch loop on the same model, batches and sequence lengths: tokens/s ratio.
-2. Packing: label-carrying (non-pad) tokens/s with packing vs padding to the batch's longest example.
+2. Packing: non-pad tokens/s with dataset.packing=auto's layout on sdpa (best-fit bins) vs padding to the batch's
+   longest example (bench/bench_packing.py compares the layouts side by side, interleaved).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from transformers import Trainer, TrainingArguments
 from medtune.config import BaseModelConfig, DatasetConfig, QuantizationConfig
 from medtune.data import build_collator, build_datasets, load_splits
 from medtune.models import load_base_model
+from medtune.packing import choose_packing
 from medtune.tiny import tiny_base_model
 
 
@@ -83,10 +85,11 @@ def main() -> None:
     args = parser.parse_args()
     cache = Path(os.environ.get("MEDTUNE_CACHE", Path.home() / ".cache" / "medtune"))
     base = tiny_base_model("tiny_gptneox", cache)
-    _, tokenizer = fresh_model(base)
+    model, tokenizer = fresh_model(base)
     ds = DatasetConfig(source="demo", max_input_tokens=256, max_target_tokens=128)
     train_set, _ = build_datasets(load_splits(ds, "sft", seed=0), tokenizer, ds, "sft")
-    padded, packed = build_collator(tokenizer, packing=False), build_collator(tokenizer, packing=True)
+    auto = choose_packing("auto", "sdpa").strategy
+    padded, packed = build_collator(tokenizer), build_collator(tokenizer, auto, model.config.hidden_size)
     plain, ours, ours_packed = 0.0, 0.0, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(args.repeats):  # interleaved, best of N: a busy machine slows whichever runs then

@@ -37,6 +37,7 @@ from medtune.enums import (
     WandbMode,
 )
 from medtune.errors import ConfigError
+from medtune.packing import VARLEN_ATTENTION, check_packing_setting
 from medtune.prompts import check_chat_settings, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
 from medtune.tiny_paths import check_tiny_model_path
@@ -52,7 +53,6 @@ ATTENTION_PACKAGES = {
     "flash_attention_2": "flash-attn",
     "flash_attention_3": "flash-attn-3 (flash_attn_interface, built from flash-attention's hopper/ directory)",
 }
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # packing hands them cu_seq_lens directly
 # Model types the Trainer's use_liger_kernel can patch (liger_kernel.transformers.MODEL_TYPE_TO_APPLY_LIGER_FN).
 LIGER_ARCHITECTURES = ("llama",)
 T = TypeVar("T")
@@ -130,7 +130,9 @@ class DatasetConfig:
     max_input_tokens: int = ranged(512, AT_LEAST_1)  # prompt truncation (the paper: 512)
     max_target_tokens: int = ranged(512, AT_LEAST_1)  # response truncation (the paper: 512)
     block_size: int = ranged(768, AT_LEAST_1)  # stage=pretrain: tokens per packed block (the paper: 768)
-    packing: bool = False  # concatenate examples per batch; attention never crosses examples
+    # auto | true | false: lay a batch's examples out in as few rows as fit, attention never crossing examples;
+    # auto packs where the attention kernel gains from it (the rule: medtune.packing.choose_packing)
+    packing: bool | str = "auto"
     limit: int | None = ranged(None, AT_LEAST_1)  # use only the first N records (smoke runs)
 
 
@@ -306,6 +308,7 @@ def validate(cfg: TrainConfig) -> None:
         check_adapter_method(cfg.adapter, quant)
     check_template_name(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
     check_chat_settings(cfg)
+    check_packing_setting(cfg.dataset.packing)
     if cfg.stage == "pretrain" and method != "full":
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "

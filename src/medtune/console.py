@@ -79,6 +79,7 @@ def training_summary(results: dict[str, Any], suite: str) -> str:
         lines.append(
             f"  training         {results['train/global_step']} steps, {results['perf/train_runtime_s']:.1f} s, "
             f"{results['perf/train_tokens_per_s']:,.0f} tokens/s"
+            + (f" (packing: {results['packing']})" if "packing" in results else "")
         )
     if (out / MODEL_SUBDIR).is_dir():
         lines.append(f"  model            {out / MODEL_SUBDIR}")

@@ -3,9 +3,8 @@
 Records are `{"instruction", "input"?, "output"}` (what generate_data.py writes). Every record is validated
 before any weights load, and a bad one is reported by file, line and field. Prompt tokens are masked out of
 the loss unless `train_on_inputs` (with `prompt_template=chat`, everything but the assistant's turn: medtune.chat);
-packing concatenates a batch's examples into one row whose position ids
-restart per example: flash kernels read them as variable-length sequences, sdpa as a block-diagonal causal
-mask (attention never crosses examples either way).
+packing lays a batch's examples out in as few rows as fit, position ids restarting per example, so attention
+never crosses examples (medtune.packing).
 """
 
 from __future__ import annotations
@@ -16,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+from transformers import DataCollatorForSeq2Seq
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from medtune import demo_assets
 from medtune.chat import ChatFormat
-from medtune.config import VARLEN_ATTENTION, DatasetConfig
+from medtune.config import DatasetConfig
+from medtune.enums import PackingStrategy
 from medtune.errors import DataError
 from medtune.jsonl import nonblank_lines, read_jsonl_objects
+from medtune.packing import IGNORE_INDEX, PackingChoice, PackingCollator
 from medtune.prompts import CHAT_TEMPLATE, PromptTemplate, get_template, user_content
 
-IGNORE_INDEX = -100  # label value the loss skips
 REQUIRED_FIELDS = ("instruction", "output")
 
 
@@ -211,16 +211,25 @@ def build_datasets(
     return Dataset.from_list(encode(splits.train)), heldout
 
 
-def build_collator(tokenizer: PreTrainedTokenizerBase, packing: bool, attn_implementation: str = "sdpa"):
-    """Padding to the batch's longest example, or packing into one row with restarting position ids.
+def build_collator(
+    tokenizer: PreTrainedTokenizerBase,
+    strategy: PackingStrategy = PackingStrategy.padding,
+    hidden_size: int | None = None,
+) -> Any:
+    """Padding to the batch's longest example, or a packed layout (medtune.packing: the rule and the strategies;
+    `hidden_size`, the model's width, weighs attention against the other work when `bins` sizes its rows; without
+    it bins are no longer than the batch's longest example).
 
-    A packed row carries no padding and no attention mask. Flash kernels get its sequence boundaries
-    (cu_seq_lens) ready-made and attend per example (variable-length); sdpa/eager/flex_attention derive a
-    block-diagonal mask from the position ids, so attention never crosses examples on any kernel.
+    A packed row carries no attention mask: transformers keeps attention inside each example from the restarting
+    position ids (flash kernels: variable-length sequences; sdpa/eager/flex_attention: a block-diagonal mask).
     """
-    if packing:
-        varlen = attn_implementation in VARLEN_ATTENTION or "/" in attn_implementation
-        return DataCollatorWithFlattening(
-            return_position_ids=True, separator_id=IGNORE_INDEX, return_flash_attn_kwargs=varlen
-        )
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
+    padding = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
+    if strategy == PackingStrategy.padding:
+        return padding
+    return PackingCollator(strategy, tokenizer.pad_token_id, hidden_size, padding)
+
+
+def collator_for(tokenizer: PreTrainedTokenizerBase, choice: PackingChoice, model: Any) -> Any:
+    """The collator of a packing choice for this model: bins sized by cost weigh attention by the model's width."""
+    width = getattr(model.config, "hidden_size", None) if choice.rows_by_cost else None
+    return build_collator(tokenizer, choice.strategy, width)

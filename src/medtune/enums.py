@@ -60,6 +60,15 @@ class DatasetSource(StrEnum):
     text = "text"  # raw text, stage=pretrain
 
 
+class PackingStrategy(StrEnum):
+    """How a run lays out a batch (medtune.packing, which also holds the rule choosing one)."""
+
+    padding = "padding"  # each example its own row, padded to the batch's longest
+    varlen = "varlen"  # the batch in one unpadded row (flash kernels)
+    bucketed = "bucketed"  # the batch in one row padded to a bucket length (flex_attention)
+    bins = "bins"  # best-fit-decreasing into rows no longer than the batch's longest example (sdpa, eager)
+
+
 class Stage(StrEnum):
     sft = "sft"
     pretrain = "pretrain"

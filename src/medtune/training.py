@@ -52,7 +52,7 @@ from medtune.config import (
     tuning_method,
 )
 from medtune.console import bar
-from medtune.data import Splits, build_collator, build_datasets, load_splits
+from medtune.data import Splits, build_datasets, collator_for, load_splits
 from medtune.errors import ConfigError
 from medtune.lineage import (
     MODEL_ARTIFACT_KEY,
@@ -62,6 +62,7 @@ from medtune.lineage import (
     use_training_inputs,
 )
 from medtune.models import attach_adapter, chat_key, count_parameters, load_base_model
+from medtune.packing import PackingChoice, choose_packing, model_reads_position_ids
 from medtune.preemption import StopRequest, preemptible
 from medtune.qa_data import load_questions
 from medtune.run_dir import (
@@ -170,7 +171,9 @@ def _run_tracked(
             "params/total": total,
             "params/trainable_pct": 100 * trainable / total,
         }
-        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop)
+        packing = _choose_packing(tc, model, run)
+        results |= {"packing": str(packing.strategy), "packing_reason": packing.reason}
+        trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop, packing)
         if method != "none":
             prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, out, main)
             results |= _train(trainer, out)
@@ -240,6 +243,16 @@ def _stop_if_pruned(trainer: Trainer) -> None:
             raise Pruned(callback.message())  # type: ignore[attr-defined]
 
 
+def _choose_packing(tc: TrainConfig, model: Any, run: Any) -> PackingChoice:
+    """How this run lays out its batches, said in one console line and kept in the W&B config."""
+    attn = tc.base_model.attn_implementation
+    device = next(model.parameters()).device.type
+    packing = choose_packing(tc.dataset.packing, attn, tc.stage, model_reads_position_ids(model), device)
+    log.info(packing.line(tc.dataset.packing))
+    run.config.update({"packing_strategy": str(packing.strategy)}, allow_val_change=True)
+    return packing
+
+
 def _build_trainer(
     tc: TrainConfig,
     model: PreTrainedModel,
@@ -249,6 +262,7 @@ def _build_trainer(
     out: Path,
     run: Any,
     stop: StopRequest | None,
+    packing: PackingChoice,
 ) -> Trainer:
     search_callbacks: list[TrainerCallback] = []
     listeners: list[Callable] = []
@@ -270,7 +284,7 @@ def _build_trainer(
         args=args,
         train_dataset=train_set,
         eval_dataset=heldout_set,
-        data_collator=build_collator(tokenizer, tc.dataset.packing, tc.base_model.attn_implementation),
+        data_collator=collator_for(tokenizer, packing, model),
         processing_class=tokenizer,
         callbacks=[WandbMetricsCallback(run), TrainingProgress(), *qa_callbacks, *stop_callbacks, *search_callbacks],
     )

@@ -32,7 +32,7 @@ def test_smoke_run_measures_every_depth_batching_mode_and_scorer(bench, tmp_path
         assert all("error" not in d and d["step_s"] > 0 and d["tokens_per_s"] > 0 for d in report["depths"])
         assert report["extrapolated"]["step_s"] is not None  # a line through both depths, read at full depth
         modes = {mode: m for mode, m in report["batching"].items() if isinstance(m, dict)}
-        assert set(modes) == {"padding", "padding_free_sdpa", "packing_varlen_sdpa"}  # CPU: no varlen kernel
+        assert set(modes) == {"padding", "padding_free_sdpa", "bins_sdpa"}  # CPU: no varlen kernel
         assert all("error" not in m and m["speedup_vs_padding"] > 0 for m in modes.values())
         assert report["scoring"]["loglik_speedup"] > 0
     assert results["shapes"]["llama2_70b"]["method"] == "lora r=64 quantization=nf4"  # the preset's method

@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 from medtune.chat import GENERATION_MARKER, ChatFormat
 from medtune.config import DatasetConfig, EvalConfig, QuantizationConfig, to_train_config
 from medtune.data import IGNORE_INDEX, Record, build_collator, tokenize_conversation
+from medtune.enums import PackingStrategy
 from medtune.errors import ConfigError
 from medtune.evaluation.prompts import build_prompts
 from medtune.models import load_base_model
@@ -104,7 +105,7 @@ def test_packed_rows_keep_each_example_assistant_only_labels(family):
     _, tokenizer = family
     chat = ChatFormat(tokenizer, SYSTEM)
     examples = [tokenize_conversation(r, chat, CHAT) for r in RECORDS]
-    batch = build_collator(tokenizer, packing=True)(examples)
+    batch = build_collator(tokenizer, PackingStrategy.varlen)(examples)
     packed = [t for t in batch["labels"][0].tolist() if t != IGNORE_INDEX]
     assert packed == learned(examples[0]) + learned(examples[1])
     assert batch["input_ids"][0].tolist() == examples[0]["input_ids"] + examples[1]["input_ids"]

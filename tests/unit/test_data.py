@@ -20,7 +20,9 @@ from medtune.data import (
     tokenize_record,
     truncate_prompt,
 )
+from medtune.enums import PackingStrategy
 from medtune.errors import DataError
+from medtune.packing import choose_packing
 from medtune.prompts import get_template
 
 RECORD = Record(instruction="2型糖尿病の第一選択薬は何ですか。", input="", output="メトホルミン")
@@ -73,7 +75,7 @@ def test_long_prompt_is_cut_in_the_middle_keeping_the_response_header(tokenizer)
 def test_packing_collator_restarts_positions_and_separates_labels(tokenizer):
     template = get_template("alpaca_ja")
     examples = [tokenize_record(RECORD, tokenizer, template, 256, 64, False) for _ in range(2)]
-    batch = build_collator(tokenizer, packing=True)(examples)
+    batch = build_collator(tokenizer, PackingStrategy.varlen)(examples)
     n = len(examples[0]["input_ids"])
     assert batch["input_ids"].shape == (1, 2 * n)
     assert batch["position_ids"][0].tolist() == list(range(n)) * 2
@@ -86,10 +88,11 @@ def test_packing_hands_varlen_kernels_the_sequence_boundaries(tokenizer, attn):
     template = get_template("alpaca_ja")
     examples = [tokenize_record(RECORD, tokenizer, template, 256, 64, False) for _ in range(2)]
     n = len(examples[0]["input_ids"])
-    batch = build_collator(tokenizer, packing=True, attn_implementation=attn)(examples)
+    batch = build_collator(tokenizer, choose_packing(True, attn).strategy)(examples)
     assert batch["cu_seq_lens_q"].tolist() == batch["cu_seq_lens_k"].tolist() == [0, n, 2 * n]
     assert batch["max_length_q"] == n and "attention_mask" not in batch
-    assert "cu_seq_lens_q" not in build_collator(tokenizer, packing=True)(examples)  # sdpa: positions only
+    sdpa = build_collator(tokenizer, choose_packing(True, "sdpa").strategy)
+    assert "cu_seq_lens_q" not in sdpa(examples)  # sdpa: positions only
 
 
 @pytest.mark.parametrize(("arch", "attn"), [("tiny_gptneox", "sdpa"), ("tiny_llama", "sdpa"), ("tiny_llama", "eager")])

@@ -123,7 +123,7 @@ def test_lora_learns_through_the_trainers_non_reentrant_checkpointing(tiny_model
     model = attach_adapter(model, tc.adapter, quantized=quant != "none")
     rows = [{"input_ids": list(range(5, 30)), "labels": list(range(5, 30))}] * 4
     args = training_arguments(tc, tmp_path, evaluates=False)
-    Trainer(model=model, args=args, train_dataset=rows, data_collator=build_collator(tokenizer, False)).train()
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=build_collator(tokenizer)).train()
     assert any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())  # it was on
     lora_b = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: only gradients move it

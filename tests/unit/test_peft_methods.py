@@ -54,7 +54,7 @@ def test_each_method_trains_and_saves_an_adapter_for_the_unchanged_base(
     model, tokenizer = load_base_model(tiny_models[name], tc.quantization)
     model = attach_adapter(model, tc.adapter, quantized=tc.quantization.mode != "none")
     args = training_arguments(tc, tmp_path / "checkpoints", evaluates=False)
-    rows, collator = train_rows(), build_collator(tokenizer, False)
+    rows, collator = train_rows(), build_collator(tokenizer)
     trainer = AdapterTrainer(model=model, adapter=tc.adapter, args=args, train_dataset=rows, data_collator=collator)
     prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, tmp_path, main=True)
     before = trainable(model)

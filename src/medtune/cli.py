@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from medtune.errors import MedtuneError
 from medtune.preemption import hand_on
-from medtune.run_dir import Preempted, Pruned
+from medtune.run_dir import Preempted, Pruned, holds_study
 
 USER_ERROR_EXIT = 2
 FAILED_JOBS_EXIT = 1
@@ -109,6 +109,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from medtune.sweep import sweep_cells
 
+        if holds_study(Path(config.hydra.sweep.dir)):
+            _end_search(Path(config.hydra.sweep.dir))
+            return
         cells = sweep_cells(Path(config.hydra.sweep.dir))
         counts = Counter(str(cell.state) for cell in cells)
         print("medtune: sweep " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), flush=True)
@@ -127,3 +130,23 @@ class SweepSummary(Callback):
                 flush=True,
             )
             sys.exit(FAILED_JOBS_EXIT)
+
+
+def _end_search(sweep_dir: Path) -> None:
+    """A search ends like a sweep: a line per study (its counts and best trial), exit 0 only when every study holds
+    its n_trials complete-or-pruned trials (its failed trials were asked again and do not count)."""
+    from medtune.search.status import best_line, load_studies, study_state
+
+    unfinished = []
+    for study in load_studies(sweep_dir):
+        state = study_state(study)
+        print(f"medtune: search {state.line()}; {best_line(study)}", flush=True)
+        unfinished += [] if state.reached else [state.name]
+    if unfinished:
+        print(
+            f"medtune: error: {len(unfinished)} stud(y/ies) short of hydra.sweeper.n_trials ({', '.join(unfinished)}): "
+            "run the same command again to continue (failed trials are listed by python -m medtune.sweep status).",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(FAILED_JOBS_EXIT)

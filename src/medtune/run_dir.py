@@ -53,6 +53,11 @@ STUDY_JOURNAL = "optuna.journal"
 TRIAL_SUBDIR = "{study}/trial-{number:03d}"  # a re-asked trial has a new number, so a fresh dir
 
 
+def holds_study(sweep_dir: Path) -> bool:
+    """Whether a sweep dir is a hyper-parameter search's (its state is then the study's, medtune.search.status)."""
+    return (sweep_dir / STUDY_FILE).is_file() or (sweep_dir / STUDY_JOURNAL).is_file()
+
+
 def write_text(path: Path, text: str) -> None:
     """Write-then-rename, so a reader (or a crash) never sees half a file."""
     staging = path.with_name(f".{path.name}.tmp")

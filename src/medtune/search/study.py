@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from filelock import FileLock, Timeout
 
 from medtune.errors import ConfigError
-from medtune.run_dir import LOCK_FILE, STUDY_FILE, STUDY_JOURNAL
+from medtune.run_dir import STUDY_FILE, STUDY_JOURNAL, is_live
 
 DONE_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # count towards n_trials
 SPACE_ATTR = "medtune_space"  # the study's search space and objectives, as the command gave them
@@ -124,23 +123,11 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     lost = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         run_dir = trial.user_attrs.get("run_dir")
-        if run_dir is None or not _held(Path(run_dir)):
+        if run_dir is None or not is_live(Path(run_dir)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"reasks": trial.number})
             lost.append(trial.number)
     return lost
-
-
-def _held(run_dir: Path) -> bool:
-    if not (run_dir / LOCK_FILE).exists():
-        return False
-    lock = FileLock(str(run_dir / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
 
 
 def count_done(study: optuna.Study) -> int:

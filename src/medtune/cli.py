@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from medtune.errors import MedtuneError
+from medtune.errors import ConfigError, MedtuneError
 from medtune.preemption import hand_on
 from medtune.run_dir import Preempted, Pruned, holds_study
 
@@ -59,6 +59,18 @@ def exit_on_user_error() -> Iterator[None]:
         fail(f"config value {key} is required (it is ??? in its YAML): pass {key}=<value> on the command line")
     except MedtuneError as err:
         fail(str(err))
+
+
+def parse_override(argument: str) -> Any:
+    """One command-line override in Hydra's grammar (an Override), or a ConfigError naming it in one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([argument])
+    except OverrideParseException as err:
+        raise ConfigError(f"cannot parse the override {argument!r}: {str(err).splitlines()[0]}.") from None
+    return override
 
 
 def fail(message: str) -> NoReturn:

@@ -136,7 +136,7 @@ def prepare(settings: SweeperConfig, arguments: list[str], sweep_dir: Path, comp
         raise ConfigError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be at least 1.")
     search = Search(settings, space, objectives, directions, sweep_dir, storage_spec(sweep_dir, settings.storage))
     for combination in space.combinations():
-        tc = compose([*space.fixed, *combination])
+        tc = _trial_config(compose, [*space.fixed, *combination, *space.overrides(space.example())])
         check_objectives(objectives, directions, tc)
         report = None if settings.pruner == PrunerName.none else reported_figure(objectives[0], tc)
         search.plans.append(StudyPlan(",".join(combination) or settings.study_name, combination, report))
@@ -144,17 +144,22 @@ def prepare(settings: SweeperConfig, arguments: list[str], sweep_dir: Path, comp
 
 
 def _compose(sweeper: Any, overrides: list[str]) -> TrainConfig:
-    """A trial's train config as its job will compose it (without the searched keys: their defaults stand in)."""
+    """A trial's train config as its job will compose it."""
+    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return to_train_config(cfg)
+
+
+def _trial_config(compose: Any, overrides: list[str]) -> TrainConfig:
+    """A searched key that is no config key (or a bad fixed one) fails here, in one line, not in the first job."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+        return compose(overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"a trial's config does not compose: {str(err).splitlines()[0]}") from None
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return to_train_config(cfg)
 
 
 def open_study(search: Search, plan: StudyPlan) -> optuna.Study:

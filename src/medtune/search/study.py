@@ -72,7 +72,7 @@ def build_sampler(name: str, seed: int, n_objectives: int, grid: Any = None) -> 
     if name == SamplerName.cmaes and n_objectives > 1:
         raise ConfigError("hydra.sweeper.sampler=cmaes optimises one objective; use tpe or nsga2 for several.")
     if name == SamplerName.tpe:
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if name == SamplerName.random:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == SamplerName.grid:

@@ -170,7 +170,9 @@ def open_study(search: Search, plan: StudyPlan) -> optuna.Study:
         storage=open_storage(search.storage),
         study_name=plan.name,
         directions=search.directions,
-        sampler=build_sampler(settings.sampler, settings.seed, len(search.objectives), grid=search.space.grid),
+        sampler=build_sampler(
+            settings.sampler, settings.seed, len(search.objectives), search.space.grid, settings.startup_trials
+        ),
         pruner=build_pruner(settings.pruner, settings.warmup_steps, settings.startup_trials, len(search.objectives)),
         load_if_exists=True,
     )

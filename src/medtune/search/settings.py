@@ -23,7 +23,7 @@ class SweeperConfig:
     seed: int = 0  # the sampler's seed
     pruner: str = "median"  # none | median | successive_halving | hyperband (medtune.search.study.PrunerName)
     warmup_steps: int = 0  # training steps before a trial may be pruned (the median's warm-up, hyperband's minimum)
-    startup_trials: int = 3  # median: trials that run to the end before any is pruned
+    startup_trials: int = 3  # trials TPE samples at random, and the median pruner lets run to the end, first
     # results.json keys (one, or a list for a multi-objective study), each with its direction (maximize | minimize)
     objective: Any = field(default_factory=lambda: ["objective"])
     direction: Any = field(default_factory=lambda: ["maximize"])

@@ -66,13 +66,17 @@ def open_storage(spec: str) -> Any:
     return JournalStorage(JournalFileBackend(spec))
 
 
-def build_sampler(name: str, seed: int, n_objectives: int, grid: Any = None) -> optuna.samplers.BaseSampler:
+def build_sampler(
+    name: str, seed: int, n_objectives: int, grid: Any = None, startup_trials: int = 10
+) -> optuna.samplers.BaseSampler:
+    """`startup_trials`: TPE's random trials before it models the results (Optuna's default 10 would leave a small
+    LoRA budget random throughout)."""
     if name not in set(SamplerName):
         raise ConfigError(f"hydra.sweeper.sampler={name!r} is not one of {', '.join(SamplerName)}.")
     if name == SamplerName.cmaes and n_objectives > 1:
         raise ConfigError("hydra.sweeper.sampler=cmaes optimises one objective; use tpe or nsga2 for several.")
     if name == SamplerName.tpe:
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=max(startup_trials, 1))
     if name == SamplerName.random:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == SamplerName.grid:

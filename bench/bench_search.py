@@ -28,7 +28,7 @@ SPACE = [
     "adapter.alpha=range(8,136,step=32)",
 ]
 ARMS = {  # name → sweeper overrides
-    "tpe+median": ["hydra.sweeper.sampler=tpe", "hydra.sweeper.pruner=median"],
+    "tpe+median": ["hydra.sweeper.sampler=tpe", "hydra.sweeper.pruner=median", "hydra.sweeper.startup_trials=2"],
     "random": ["hydra.sweeper.sampler=random", "hydra.sweeper.pruner=none"],
 }
 
@@ -54,7 +54,7 @@ def search(arm: str, seed: int, args: argparse.Namespace, root: Path) -> tuple[f
         f"hydra.sweeper.direction={'minimize' if args.objective == 'eval/loss' else 'maximize'}",
         *SPACE,
         f"trainer.max_steps={args.steps}",
-        "trainer.batch_size=4",
+        "trainer.batch_size=2",
         f"trainer.logging_steps={eval_every}",
         "trainer.save_steps=100000",
         "wandb.mode=disabled",
@@ -86,7 +86,7 @@ def main() -> None:
             for arm in ARMS:
                 figures[arm].append(search(arm, seed, args, Path(scratch)))
                 best, steps, seconds = figures[arm][-1]
-                print(f"seed {seed} {arm:<10} best {args.objective} {best:.4f}  steps {steps:>4}  {seconds:.0f} s")
+                print(f"seed {seed} {arm:<10} best {args.objective} {best:.4f}  steps {steps:>4}  {seconds:.0f} s", flush=True)
     best = {arm: statistics.mean(f[0] for f in rows) for arm, rows in figures.items()}
     steps = {arm: sum(f[1] for f in rows) for arm, rows in figures.items()}
     print(

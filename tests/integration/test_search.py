@@ -13,10 +13,11 @@ from medtune.run_dir import FINAL_STATES, METRICS_LOG, RESULTS_FILE, STATUS_FILE
 from helpers import kill_script_when, run_module, run_script
 
 # Very short trials: 4 steps, the held-out loss every 2 (continuous, so the median pruner has something to cut),
-# no QA scoring at the end and no W&B, so 8 trials fit in about a minute on a shared 2-core machine.
+# no QA scoring at the end and no W&B, so 8 trials take about a minute on an idle 2-core machine.
 TRIAL = [
     "trainer.max_steps=4",
     "trainer.batch_size=2",
+    "dataset.limit=80",  # 80 training records, 8 held out: the held-out loss in a second
     "trainer.eval_steps=2",
     "trainer.logging_steps=2",
     "trainer.save_steps=1000",
@@ -76,3 +77,18 @@ def test_unknown_sampler_is_one_line_before_any_training(tmp_path):
         "medtune: error: hydra.sweeper.sampler='tpx' is not one of tpe, random, grid, cmaes, nsga2."
     ]
     assert not (tmp_path / "s").exists()
+
+
+def test_the_keys_a_search_may_optimise_are_the_keys_a_run_writes(trained_run):
+    """objectives.py names the results.json keys a trial writes (so a typo fails before training): a real run's."""
+    from medtune.search.objectives import QA_METRICS, TRAINING_KEYS
+
+    run_dir, proc = trained_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    cuda_only, permutations_only = (
+        {"memory/cuda_max_allocated_mb", "memory/cuda_max_reserved_mb"},
+        {"consistent_accuracy"},
+    )
+    assert set(TRAINING_KEYS) - cuda_only <= set(results)
+    assert {f"eval/demo/{key}" for key in set(QA_METRICS) - permutations_only} <= set(results)

@@ -12,7 +12,7 @@ from medtune.config import WandbMode
 from medtune.errors import ConfigError
 from medtune.report.matrix import build_report
 from medtune.report.records import collect_local
-from medtune.report.search import dashboard_lines, search_sections
+from medtune.report.search import dashboard_lines, in_matrix, search_sections
 from medtune.report.wandb_log import log_report_to_wandb, log_search_to_wandb
 from medtune.report.wandb_source import collect_wandb
 from medtune.report.write import write_report
@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Path], list[str]]:
         records += collect_wandb(args.wandb_project, args.wandb_sweep)
         sources.append(f"wandb:{args.wandb_project}" + (f"/sweeps/{args.wandb_sweep}" if args.wandb_sweep else ""))
     out_dir = args.out or args.paths[0] / "report"
-    report = build_report(records, sources, args.n_boot)
     out_dir.mkdir(parents=True, exist_ok=True)
     searches = search_sections(args.paths, out_dir)
+    records = [r for r in records if r.source.startswith("wandb:") or in_matrix(r.source, searches)]
+    report = build_report(records, sources, args.n_boot)
     files = write_report(report, out_dir, searches)
     if resolve_mode(args.wandb_mode) != WandbMode.disabled:
         run_dirs = [Path(r.source) for r in records if not r.source.startswith("wandb:")]

@@ -24,6 +24,14 @@ class StudySection:
     lines: list[str] = field(default_factory=list)  # markdown
     files: dict[str, Path] = field(default_factory=dict)  # plot name → PNG
     summary: dict[str, Any] = field(default_factory=dict)  # figures for W&B
+    trial_dirs: set[Path] = field(default_factory=set)  # every trial's run dir (resolved)
+    best_dirs: set[Path] = field(default_factory=set)  # the best trial's (the Pareto front's): the matrix shows these
+
+
+def in_matrix(source: str, sections: Sequence[StudySection]) -> bool:
+    """A search's trials are one cell many times over: the matrix shows its best trial, the section the rest."""
+    path = Path(source).resolve()
+    return not any(path in s.trial_dirs and path not in s.best_dirs for s in sections)
 
 
 def search_sections(paths: Sequence[Path], out_dir: Path) -> list[StudySection]:
@@ -53,11 +61,13 @@ def study_section(study: Any, sweep_dir: Path, out_dir: Path) -> StudySection:
     objectives = record.get("objective", ["objective"])
     section = StudySection(study.study_name, find_storage(sweep_dir) or "", study.user_attrs.get(GROUP_ATTR))
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    section.trial_dirs = _run_dirs(study.get_trials(deepcopy=False))
     section.lines += [f"## Search `{study.study_name}`", "", *_count_lines(study, sweep_dir, section.summary), ""]
     if not complete:
         section.lines.append("No complete trial yet: nothing to rank.")
         return section
     section.lines += _best_lines(study, record, objectives, section.summary)
+    section.best_dirs = _run_dirs(_best_trials(study))
     slug = re.sub(r"[^\w.-]", "_", study.study_name)
     section.files[f"search/{study.study_name}/history"] = _plot(
         out_dir / f"search_history_{slug}.png", _history_plot(study, objectives)
@@ -103,7 +113,7 @@ def _best_lines(study: Any, record: dict[str, Any], objectives: list[str], summa
     from medtune.search.runner import OVERRIDES_ATTR
 
     fixed = [*record.get("fixed", []), *record.get("axes", [])]
-    best = study.best_trials if len(study.directions) > 1 else [study.best_trial]
+    best = _best_trials(study)
     title = "Pareto front (no trial better on every objective)" if len(best) > 1 else "Best trial"
     lines = [
         f"### {title}",
@@ -118,6 +128,17 @@ def _best_lines(study: Any, record: dict[str, Any], objectives: list[str], summa
     summary |= {"best_trial": first.number} | {f"best/{k}": v for k, v in zip(objectives, first.values, strict=True)}
     command = " ".join(["python train.py", *fixed, *first.user_attrs.get(OVERRIDES_ATTR, [])])
     return [*lines, "", f"Trial {first.number} again, as one run:", "", f"    {command}"]
+
+
+def _run_dirs(trials: Sequence[Any]) -> set[Path]:
+    from medtune.search.runner import RUN_DIR_ATTR
+
+    return {Path(t.user_attrs[RUN_DIR_ATTR]) for t in trials if RUN_DIR_ATTR in t.user_attrs}
+
+
+def _best_trials(study: Any) -> list[Any]:
+    """The best trial, or the Pareto front's trials of a multi-objective study."""
+    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
 
 
 def _history_plot(study: Any, objectives: list[str]) -> Callable[[Any], Any]:

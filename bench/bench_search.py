@@ -86,7 +86,10 @@ def main() -> None:
             for arm in ARMS:
                 figures[arm].append(search(arm, seed, args, Path(scratch)))
                 best, steps, seconds = figures[arm][-1]
-                print(f"seed {seed} {arm:<10} best {args.objective} {best:.4f}  steps {steps:>4}  {seconds:.0f} s", flush=True)
+                print(
+                    f"seed {seed} {arm:<10} best {args.objective} {best:.4f}  steps {steps:>4}  {seconds:.0f} s",
+                    flush=True,
+                )
     best = {arm: statistics.mean(f[0] for f in rows) for arm, rows in figures.items()}
     steps = {arm: sum(f[1] for f in rows) for arm, rows in figures.items()}
     print(

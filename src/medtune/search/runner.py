@@ -169,7 +169,7 @@ def open_study(search: Search, plan: StudyPlan) -> optuna.Study:
     study = optuna.create_study(
         storage=open_storage(search.storage),
         study_name=plan.name,
-        directions=search.directions,
+        directions=[optuna.study.StudyDirection[d.upper()] for d in search.directions],  # checked: maximize | minimize
         sampler=build_sampler(
             settings.sampler, settings.seed, len(search.objectives), search.space.grid, settings.startup_trials
         ),

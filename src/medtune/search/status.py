@@ -72,8 +72,8 @@ def trial_lines(study: optuna.Study, sweep_dir: Path) -> list[str]:
         steps = f"{_dash(cell.step if cell else None)}/{_dash(cell.total if cell else None)}"
         overrides = " ".join(trial.user_attrs.get(OVERRIDES_ATTR, [f"{k}={v}" for k, v in trial.params.items()]))
         rows.append((name, STATE_WORDS.get(trial.state, str(trial.state)), values, steps, overrides))
-    width = max((len(row[0]) for row in rows), default=0)
-    return [f"{n:<{width}}  {s:<8}  value {v:<10} step {st:<9} {o}".rstrip() for n, s, v, st, o in rows]
+    name_w, value_w = (max((len(row[i]) for row in rows), default=0) for i in (0, 2))
+    return [f"{n:<{name_w}}  {s:<8}  value {v:<{value_w}}  step {st:<7} {o}".rstrip() for n, s, v, st, o in rows]
 
 
 def _dash(value: object) -> str:

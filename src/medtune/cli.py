@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from medtune.console import quiet_request_logs
-from medtune.errors import MedtuneError
+from medtune.errors import ConfigError, MedtuneError
 from medtune.preemption import hand_on
-from medtune.run_dir import Preempted, Pruned
+from medtune.run_dir import Preempted, Pruned, holds_study
 
 USER_ERROR_EXIT = 2
 FAILED_JOBS_EXIT = 1
@@ -60,6 +60,18 @@ def exit_on_user_error() -> Iterator[None]:
         fail(f"config value {key} is required (it is ??? in its YAML): pass {key}=<value> on the command line")
     except MedtuneError as err:
         fail(str(err))
+
+
+def parse_override(argument: str) -> Any:
+    """One command-line override in Hydra's grammar (an Override), or a ConfigError naming it in one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        (override,) = OverridesParser.create().parse_overrides([argument])
+    except OverrideParseException as err:
+        raise ConfigError(f"cannot parse the override {argument!r}: {str(err).splitlines()[0]}.") from None
+    return override
 
 
 def fail(message: str, status: int = USER_ERROR_EXIT) -> NoReturn:
@@ -112,6 +124,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from medtune.sweep import sweep_cells
 
+        if holds_study(Path(config.hydra.sweep.dir)):
+            _end_search(Path(config.hydra.sweep.dir))
+            return
         cells = sweep_cells(Path(config.hydra.sweep.dir))
         counts = Counter(str(cell.state) for cell in cells)
         print("medtune: sweep " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())), flush=True)
@@ -130,3 +145,23 @@ class SweepSummary(Callback):
                 flush=True,
             )
             sys.exit(FAILED_JOBS_EXIT)
+
+
+def _end_search(sweep_dir: Path) -> None:
+    """A search ends like a sweep: a line per study (its counts and best trial), exit 0 only when every study holds
+    its n_trials complete-or-pruned trials (its failed trials were asked again and do not count)."""
+    from medtune.search.status import best_line, load_studies, study_state
+
+    unfinished = []
+    for study in load_studies(sweep_dir):
+        state = study_state(study)
+        print(f"medtune: search {state.line()}; {best_line(study)}", flush=True)
+        unfinished += [] if state.reached else [state.name]
+    if unfinished:
+        print(
+            f"medtune: error: {len(unfinished)} stud(y/ies) short of hydra.sweeper.n_trials ({', '.join(unfinished)}): "
+            "run the same command again to continue (failed trials are listed by python -m medtune.sweep status).",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(FAILED_JOBS_EXIT)

@@ -68,6 +68,11 @@ MODEL_CARD = "README.md"  # the Hugging Face model card
 EXPORT_RECORD = "medtune_export.json"  # where the folder came from (run dir, tuning, steps, the run's accuracy)
 
 
+def holds_study(sweep_dir: Path) -> bool:
+    """Whether a sweep dir is a hyper-parameter search's (its state is then the study's, medtune.search.status)."""
+    return (sweep_dir / STUDY_FILE).is_file() or (sweep_dir / STUDY_JOURNAL).is_file()
+
+
 def write_text(path: Path, text: str) -> None:
     """Write-then-rename, so a reader (or a crash) never sees half a file."""
     staging = path.with_name(f".{path.name}.tmp")

@@ -38,6 +38,7 @@ from medtune.run_dir import (
     RUN_ID_FILE,
     RunState,
     effective_state,
+    holds_study,
     read_status,
     write_json,
     write_status,
@@ -124,7 +125,12 @@ def _or_dash(value: Any) -> str:
 
 
 def status(sweep_dir: Path) -> int:
-    """Print one line per cell and a count per state; 0 when every cell is done, 1 otherwise."""
+    """Print one line per cell and a count per state; 0 when every cell is done, 1 otherwise. A search's sweep
+    dir lists its trials with their parameters instead, done when each study holds its n_trials."""
+    if holds_study(sweep_dir):
+        from medtune.search.status import search_status
+
+        return search_status(sweep_dir)
     cells = sweep_cells(sweep_dir)
     if not cells:
         print(f"medtune: error: {sweep_dir} holds no multirun cells ({HYDRA_OUTPUT}/overrides.yaml)", file=sys.stderr)

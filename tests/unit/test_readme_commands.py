@@ -30,11 +30,17 @@ def readme_commands() -> list[tuple[str, list[str]]]:
 
 
 def _fill(arg: str) -> str | None:
-    """Placeholders a reader replaces (`<run dir>`, `...`, `[...]`) become concrete values; `-m` is a launch flag."""
+    """Placeholders a reader replaces (`<run dir>`, `...`, `[...]`) become concrete values; `-m` is a launch flag;
+    a search expression composes as one value of its space (medtune.search.space)."""
     if arg in ("-m", "--multirun", "...", "<overrides>"):
         return None
     arg = re.sub(r"(?<==)\.\.\.$", "placeholder", arg).replace("[...]", "[placeholder.txt]")
     key, sep, value = arg.partition("=")
+    if sep and re.match(r"(choice|range|interval|tag)\(", value):  # a searched key: one value of its space
+        from medtune.search.space import parse_space
+
+        space = parse_space([arg])
+        return space.overrides(space.example())[0]
     if sep and "," in value and not value.startswith("["):  # a sweep `a,b`: compose its first value
         value = value.split(",")[0]
     return f"{key}{sep}{value}"

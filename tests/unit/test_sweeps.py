@@ -20,17 +20,20 @@ with warnings.catch_warnings():
 
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 RANDOM_SAMPLES = 6
+SAMPLES = {"grid": None, "random": RANDOM_SAMPLES, "bayes": 3}  # bayes fits a Gaussian process per proposal (slow)
 
 
 def expand(sweep: dict) -> list[list[str]]:
-    """The Hydra override lists the W&B agent would pass (${args_no_hyphens}), grid exhausted or random sampled."""
+    """The Hydra override lists the W&B agent would pass (${args_no_hyphens}), grid exhausted or sampled (each
+    finished run with a metric value, so bayes fits real figures)."""
     runs: list = []
-    limit = None if sweep["method"] == "grid" else RANDOM_SAMPLES
+    limit = SAMPLES[sweep["method"]]
     while limit is None or len(runs) < limit:
         proposed = sweeps.next_run(sweep, runs)
         if proposed is None:
             break
         proposed.state = sweeps.RunState.finished
+        proposed.summary_metrics = {sweep["metric"]["name"]: 0.1 * (len(runs) % 3)}
         runs.append(proposed)
     return [create_sweep_command_args({"args": run.config})["args_no_hyphens"] for run in runs]
 
@@ -51,8 +54,26 @@ def test_sweep_expands_to_valid_hydra_overrides(compose_config, path: Path):
             expected *= len(spec.get("values", [None]))
         assert len(command_lines) == expected
     else:
-        assert len(command_lines) == RANDOM_SAMPLES
+        assert len(command_lines) == SAMPLES[sweep["method"]]
     for overrides in command_lines:
         tc = to_train_config(compose_config("train", *overrides))  # unknown keys or bad values fail here
         assert sweep["metric"]["name"] == f"eval/{tc.eval.suite}/accuracy"  # the key train.py logs
     assert len({tuple(lines) for lines in command_lines}) == len(command_lines)
+
+
+def test_bayes_sweep_stops_a_poor_run_early_by_hyperband():
+    """The bayes file's early_terminate block, by W&B's own logic: a run whose in-training accuracy stays below the
+    finished runs' at the same logged points is stopped; the finished ones are not."""
+    sweep = yaml.safe_load((REPO / "sweeps" / "lora_hparams_bayes.yaml").read_text())
+    assert sweep["method"] == "bayes" and sweep["early_terminate"]["type"] == "hyperband"
+    metric = sweep["metric"]["name"]
+    runs: list = []
+    for i in range(3):
+        run = sweeps.next_run(sweep, runs)
+        run.name, run.state = f"run-{i}", sweeps.RunState.finished
+        run.history = [{metric: 0.1 * k + 0.05 * i} for k in range(1, 7)]
+        run.summary_metrics = run.history[-1]
+        runs.append(run)
+    poor = sweeps.next_run(sweep, runs)
+    poor.name, poor.state, poor.history = "poor", sweeps.RunState.running, [{metric: 0.0}] * 3
+    assert [run.name for run in sweeps.stop_runs(sweep, [*runs, poor])] == ["poor"]

@@ -12,7 +12,8 @@ from medtune.config import WandbMode
 from medtune.errors import ConfigError
 from medtune.report.matrix import build_report
 from medtune.report.records import collect_local
-from medtune.report.wandb_log import log_report_to_wandb
+from medtune.report.search import dashboard_lines, in_matrix, search_sections
+from medtune.report.wandb_log import log_report_to_wandb, log_search_to_wandb
 from medtune.report.wandb_source import collect_wandb
 from medtune.report.write import write_report
 from medtune.stats import DEFAULT_N_BOOT
@@ -37,8 +38,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> dict[str, Path]:
-    """Collect, build, write, and log the report; returns the written files."""
+def run(args: argparse.Namespace) -> tuple[dict[str, Path], list[str]]:
+    """Collect, build, write, and log the report; returns the written files and lines for the console."""
     if not args.paths and not args.wandb_project:
         raise ConfigError("give multirun/run dirs, or --wandb-project (and optionally --wandb-sweep).")
     if args.wandb_sweep and not args.wandb_project:
@@ -51,15 +52,22 @@ def run(args: argparse.Namespace) -> dict[str, Path]:
         records += collect_wandb(args.wandb_project, args.wandb_sweep)
         sources.append(f"wandb:{args.wandb_project}" + (f"/sweeps/{args.wandb_sweep}" if args.wandb_sweep else ""))
     out_dir = args.out or args.paths[0] / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    searches = search_sections(args.paths, out_dir)
+    records = [r for r in records if r.source.startswith("wandb:") or in_matrix(r.source, searches)]
     report = build_report(records, sources, args.n_boot)
-    files = write_report(report, out_dir)
+    files = write_report(report, out_dir, searches)
     if resolve_mode(args.wandb_mode) != WandbMode.disabled:
         run_dirs = [Path(r.source) for r in records if not r.source.startswith("wandb:")]
         log_report_to_wandb(report, files, out_dir, args.log_project, args.wandb_mode, run_dirs)
-    return files
+        for section in searches:
+            log_search_to_wandb(section, out_dir, args.log_project, args.wandb_mode)
+    return files, dashboard_lines(searches)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     with exit_on_user_error():
-        files = run(parse_args(argv))
+        files, notes = run(parse_args(argv))
     print(f"report: {files['markdown']}\n        {files['html']}  (opens in any browser, no server)")
+    for note in notes:
+        print(note)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
 from medtune.report.cells import column_label
 from medtune.report.matrix import Matrix, Report
 from medtune.report.plots import plots_of
+from medtune.report.search import StudySection
 from medtune.report.tables import cell_text, legend, run_lines
 
 HTML_STYLE = """
@@ -23,7 +25,7 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 """
 
 
-def render_html(report: Report, files: dict[str, Path]) -> str:
+def render_html(report: Report, files: dict[str, Path], searches: Sequence[StudySection] = ()) -> str:
     """report.html: one self-contained page (plots inlined as base64), so it opens from disk with no server."""
     statuses = [c.status for m in report.matrices for c in m.ordered_cells() if c.applies]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
@@ -44,6 +46,7 @@ def render_html(report: Report, files: dict[str, Path]) -> str:
     if "learning_curves/all" in files:
         body += ["<h2>Learning curves</h2>", _html_image("learning curves", files["learning_curves/all"])]
     body += _html_list("Runs outside the matrix (not scored on QA)", run_lines(report.other_stages))
+    body += [_html_search(section) for section in searches]
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'><title>medtune comparison report</title>"
         f"<style>{HTML_STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
@@ -93,4 +96,14 @@ def _suite_problems(report: Report, matrix: Matrix) -> list[str]:
 def _html_list(title: str, items: list[str]) -> list[str]:
     return (
         [f"<h3>{escape(title)}</h3><ul>" + "".join(f"<li>{escape(i)}</li>" for i in items) + "</ul>"] if items else []
+    )
+
+
+def _html_search(section: StudySection) -> str:
+    """A search study's section: its markdown lines as preformatted text (tables and the command stay pasteable),
+    then its plots inlined."""
+    text = [line for line in section.lines if not line.startswith(("![", "## "))]
+    images = [_html_image(name, path) for name, path in section.files.items()]
+    return f"<h2>Search <code>{escape(section.name)}</code></h2><pre>{escape(chr(10).join(text))}</pre>" + "".join(
+        images
     )

@@ -28,6 +28,27 @@ TRAINING_KEYS = (
 )
 
 
+# The QA metrics a scoring writes under eval/<suite>/ (medtune.evaluation.scoring; consistent_accuracy with
+# eval.permutations > 1). The integration test of the search checks a real trial's results.json holds them.
+QA_METRICS = (
+    "accuracy",
+    "exact_match",
+    "gestalt",
+    "official_accuracy",
+    "points",
+    "accuracy_norm_chars",
+    "accuracy_bytes",
+    "accuracy_norm_tokens",
+    "lm_eval/acc",
+    "lm_eval/acc_norm",
+    "lm_eval/acc_bytes",
+    "n_failed",
+    "n_unparsed",
+    "eval_seconds",
+    "consistent_accuracy",
+)
+
+
 class Direction(StrEnum):
     maximize = "maximize"
     minimize = "minimize"
@@ -58,7 +79,7 @@ def writes(key: str, tc: TrainConfig) -> bool:
     """Whether a trial of `tc` writes `key`: the training figures, and the scored suite's metrics."""
     scores_qa = tc.stage == Stage.sft and tc.eval.at_end
     suite = f"eval/{tc.eval.suite}/"
-    return key in TRAINING_KEYS or (scores_qa and key.startswith(suite) and len(key) > len(suite))
+    return key in TRAINING_KEYS or (scores_qa and key.removeprefix(suite) in QA_METRICS and key.startswith(suite))
 
 
 def reported_figure(objective: str, tc: TrainConfig) -> str:

@@ -47,6 +47,13 @@ class Space:
             f"{key}={self.choice_text.get(key, {}).get(value, _number_text(value))}" for key, value in params.items()
         ]
 
+    def example(self) -> dict[str, Any]:
+        """One value of each searched key (the first choice, the lower bound): a trial config to check up front."""
+        return {
+            key: dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+            for key, dist in self.distributions.items()
+        }
+
     def grid(self) -> dict[str, list[Any]]:
         """Every searched value, for the grid sampler (an interval has no finite grid)."""
         grid = {}
@@ -65,17 +72,14 @@ class Space:
 
 def parse_space(arguments: list[str]) -> Space:
     """Split the multirun's overrides; an expression that does not parse or cannot be searched fails on one line."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from medtune.cli import parse_override
 
     space = Space()
-    parser = OverridesParser.create()
     for argument in arguments:
         try:
-            (override,) = parser.parse_overrides([argument])
-        except OverrideParseException as err:
-            reason = str(err).splitlines()[0]
-            raise ConfigError(f"search space: cannot parse {argument!r}: {reason}.") from None
+            override = parse_override(argument)
+        except ConfigError as err:
+            raise ConfigError(f"search space: {err}") from None
         key = override.get_key_element()
         if not override.is_sweep_override():
             space.fixed.append(f"{key}={override.get_value_element_as_str()}")

@@ -61,7 +61,10 @@ class ChatFormat:
         return ids, [0] * start + [1] * (len(ids) - start)
 
     def truncate(self, text: str, max_tokens: int) -> str:
-        """The text cut after its first `max_tokens` tokens (a token boundary, so the cut re-encodes the same)."""
+        """The text cut after the characters of its first `max_tokens` tokens (cut as text, so the template renders
+        it like any other; a byte-level token ending inside a character keeps that whole character)."""
+        if max_tokens <= 0:
+            return ""
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = encoded["offset_mapping"]
         return text if len(offsets) <= max_tokens else text[: offsets[max_tokens - 1][1]]

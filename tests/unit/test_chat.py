@@ -83,6 +83,10 @@ def test_long_turns_are_cut_but_the_template_markers_stay(family):
     assert len(learned(example)) == 8 and learned(example)[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN[name])
     assert tokenizer.decode(example["input_ids"]).count(END_OF_TURN[name]) == 2  # user's and assistant's turn ends
     assert len(example["input_ids"]) < 16 + 8 + 16  # + the template's few markers
+    only_the_end = tokenize_conversation(
+        long, ChatFormat(tokenizer), DatasetConfig(prompt_template="chat", max_target_tokens=1)
+    )
+    assert tokenizer.decode(learned(only_the_end)) == END_OF_TURN[name]  # no room for the answer: the end of turn
 
 
 def test_train_on_inputs_labels_every_token(family):

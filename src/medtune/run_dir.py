@@ -204,7 +204,23 @@ def effective_state(run_dir: Path) -> RunState | None:
     return RunState.preempted if state == RunState.running and not is_live(run_dir) else state
 
 
-BOOKKEEPING = ("resume", "cache_dir", "wandb")  # where a run is kept and tracked, not what it computes
+# Where a run is kept and tracked, and what its card says, not what it computes (keys and their subtrees).
+BOOKKEEPING = ("resume", "cache_dir", "wandb", "base_model.license")
+
+
+def is_bookkeeping(key: str) -> bool:
+    """A dotted config key (or one below it) that does not change what a run computes."""
+    return any(key == kept or key.startswith(kept + ".") for kept in BOOKKEEPING)
+
+
+def without_bookkeeping(plain_config: dict[str, Any]) -> dict[str, Any]:
+    """The config minus its bookkeeping keys: what a run computes."""
+    kept = {key: value for key, value in plain_config.items() if not is_bookkeeping(key)}
+    for key in BOOKKEEPING:
+        parent, _, leaf = key.rpartition(".")
+        if parent and isinstance(kept.get(parent), dict):
+            kept[parent] = {k: v for k, v in kept[parent].items() if k != leaf}
+    return kept
 
 
 def previous_run(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] | None:
@@ -216,7 +232,7 @@ def previous_run(out: Path, plain_config: dict[str, Any]) -> dict[str, Any] | No
         return None
     saved = OmegaConf.to_container(OmegaConf.load(saved_path))
     assert isinstance(saved, dict)
-    changed = [key for key in changed_keys(plain_config, saved) if key.split(".")[0] not in BOOKKEEPING]
+    changed = [key for key in changed_keys(plain_config, saved) if not is_bookkeeping(key)]
     if changed:
         raise ConfigError(
             f"{out} holds a run started with a different config (changed: {', '.join(changed)}); give this run "

@@ -28,7 +28,6 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 
 from medtune.run_dir import (
-    BOOKKEEPING,
     CELL_INDEX,
     EVAL_SUBDIR,
     FINAL_STATES,
@@ -40,6 +39,7 @@ from medtune.run_dir import (
     effective_state,
     holds_study,
     read_status,
+    without_bookkeeping,
     write_json,
     write_status,
 )
@@ -165,7 +165,7 @@ UNTUNED_KEEPS = ("seed", "batch_size")  # what an untuned cell's figures depend 
 def cell_key(plain_config: dict[str, Any]) -> str:
     """What a cell computes, as a short hash: its config minus bookkeeping; an untuned cell trains nothing, so its
     training keys (steps, learning rate, ...) do not count, and a steps × tuning matrix scores each base once."""
-    kept = {key: value for key, value in plain_config.items() if key not in BOOKKEEPING}
+    kept = without_bookkeeping(plain_config)
     if kept.get("adapter", {}).get("method") == "none":
         kept["trainer"] = {key: kept["trainer"][key] for key in UNTUNED_KEEPS if key in kept.get("trainer", {})}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]

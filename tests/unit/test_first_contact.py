@@ -29,6 +29,7 @@ from medtune.run_dir import (
     read_status,
     write_status,
 )
+from medtune.sweep import cell_key
 from medtune.tiny_paths import TINY_MARKER
 
 from helpers import another_process_holding, train_job
@@ -90,6 +91,14 @@ def test_a_run_dir_holding_another_config_is_refused_naming_the_keys(tmp_path: P
     mine = {"stage": "sft", "trainer": {"max_steps": 20}, "wandb": {"mode": "online"}}
     with pytest.raises(ConfigError, match=r"different config \(changed: trainer.max_steps\)"):
         previous_run(tmp_path, mine)  # wandb.* is bookkeeping: where a run is tracked, not what it computes
+
+
+def test_a_run_dir_from_before_the_licence_field_continues(tmp_path: Path):
+    """base_model.license (what the export's card says) came later: a run started without it is the same run."""
+    (tmp_path / RESOLVED_CONFIG).write_text("stage: sft\nbase_model: {name: opencalm_7b}\n")
+    mine = {"stage": "sft", "base_model": {"name": "opencalm_7b", "license": "cc-by-sa-4.0"}}
+    assert previous_run(tmp_path, mine) is None  # no status yet: a fresh start in the same dir, not a refusal
+    assert cell_key(mine) == cell_key({"stage": "sft", "base_model": {"name": "opencalm_7b"}})
 
 
 def test_a_re_run_skips_a_finished_run_and_continues_an_interrupted_one(tmp_path: Path):

@@ -26,12 +26,12 @@ from medtune.cli import exit_on_user_error
 from medtune.config import TrainConfig, to_train_config
 from medtune.errors import ConfigError
 from medtune.run_dir import (
-    BOOKKEEPING,
     FINAL_STATES,
     RESULTS_FILE,
     TRIAL_SUBDIR,
     RunState,
     effective_state,
+    is_bookkeeping,
     write_status,
 )
 from medtune.search.objectives import check_objectives, reported_figure
@@ -97,7 +97,7 @@ class Search:
 
     def record(self, plan: StudyPlan) -> dict[str, Any]:
         """What a study was started with; a re-run with another space or objective is refused (check_same_space)."""
-        fixed = sorted(o for o in self.space.fixed if o.split("=")[0].split(".")[0] not in BOOKKEEPING)
+        fixed = sorted(o for o in self.space.fixed if not is_bookkeeping(o.split("=")[0].lstrip("+~")))
         return {
             "fixed": fixed,
             "axes": plan.combination,

@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from medtune.metric_keys import EVAL_LOSS, TRAIN_GLOBAL_STEP, TRAIN_RUNTIME_S, TRAIN_TOKENS_PER_S
 from medtune.run_dir import (
     METRICS_FILE,
     METRICS_LOG,
@@ -73,12 +74,12 @@ def training_summary(results: dict[str, Any], suite: str) -> str:
     accuracy = _accuracy_line(results, out, suite)
     if accuracy:
         lines.append(accuracy)
-    if "eval/loss" in results:
-        lines.append(f"  held-out loss    {results['eval/loss']:.4f}")
-    if "train/global_step" in results:
+    if EVAL_LOSS in results:
+        lines.append(f"  held-out loss    {results[EVAL_LOSS]:.4f}")
+    if TRAIN_GLOBAL_STEP in results:
         lines.append(
-            f"  training         {results['train/global_step']} steps, {results['perf/train_runtime_s']:.1f} s, "
-            f"{results['perf/train_tokens_per_s']:,.0f} tokens/s"
+            f"  training         {results[TRAIN_GLOBAL_STEP]} steps, {results[TRAIN_RUNTIME_S]:.1f} s, "
+            f"{results[TRAIN_TOKENS_PER_S]:,.0f} tokens/s"
             + (f" (packing: {results['packing']})" if "packing" in results else "")
         )
     if (out / MODEL_SUBDIR).is_dir():

@@ -27,6 +27,7 @@ from medtune import demo_assets
 from medtune.config import DatasetConfig, EvalConfig, TrainConfig
 from medtune.datagen.storage import MANIFEST as GENERATED_MANIFEST
 from medtune.datagen.storage import RECORDS as GENERATED_RECORDS
+from medtune.metric_keys import BASE_PREFIX, EVAL_LOSS, TRAIN_GLOBAL_STEP, qa_key
 from medtune.run_dir import BASE_EVAL_SUBDIR, METRICS_LOG, PREDICTIONS_FILE, RESULTS_FILE, TUNED_EVAL_SUBDIR
 from medtune.tracking import use_artifact
 
@@ -134,10 +135,10 @@ def log_trained_model(run: Any, tc: TrainConfig, run_dir: Path, results: dict[st
         "method": tc.adapter.method,
         "quantization": tc.quantization.mode,
         "stage": tc.stage,
-        "steps": results.get("train/global_step"),
-        f"eval/{suite}/accuracy": results.get(f"eval/{suite}/accuracy"),
-        f"eval/{suite}/base_accuracy": results.get(f"eval/{suite}/base_accuracy"),
-        "eval/loss": results.get("eval/loss"),
+        "steps": results.get(TRAIN_GLOBAL_STEP),
+        qa_key(suite, "accuracy"): results.get(qa_key(suite, "accuracy")),
+        qa_key(suite, "accuracy", BASE_PREFIX): results.get(qa_key(suite, "accuracy", BASE_PREFIX)),
+        EVAL_LOSS: results.get(EVAL_LOSS),
         "run_dir": str(run_dir),
     }
     artifact = model_artifact(run_dir, tc, metadata, mode)

@@ -27,6 +27,7 @@ import yaml
 from filelock import FileLock
 from omegaconf import OmegaConf
 
+from medtune.metric_keys import TRAIN_GLOBAL_STEP
 from medtune.run_dir import (
     CELL_INDEX,
     EVAL_SUBDIR,
@@ -88,7 +89,7 @@ def read_cell(path: Path, sweep_dir: Path) -> Cell:
         path=path,
         state=str(state) if state is not None else NOT_STARTED,
         error=status.get("error", ""),
-        step=results.get("train/global_step", _last_step(path)),
+        step=results.get(TRAIN_GLOBAL_STEP, _last_step(path)),
         total=(config.get("trainer") or {}).get("max_steps"),
         objective=results.get("objective"),
         wandb_run_id=run_id.read_text().strip() if run_id.is_file() else None,

@@ -26,21 +26,34 @@ from medtune.config import WandbConfig, WandbMode
 from medtune.console import verbose
 from medtune.errors import ConfigError
 from medtune.jsonl import nonblank_lines
+from medtune.metric_keys import (
+    CUDA_MAX_ALLOCATED_MB,
+    CUDA_MAX_RESERVED_MB,
+    EVAL_LOSS,
+    PEAK_RSS_MB,
+    TRAIN_EPOCH,
+    TRAIN_GLOBAL_STEP,
+    TRAIN_GRAD_NORM,
+    TRAIN_LEARNING_RATE,
+    TRAIN_LOSS,
+    TRAIN_LOSS_RUN_MEAN,
+    TRAIN_TOKENS_SEEN,
+)
 from medtune.run_dir import METRICS_LOG, RUN_ID_FILE
 
 log = logging.getLogger(__name__)
 
-STEP_METRIC = "train/global_step"  # x-axis of every training chart
+STEP_METRIC = TRAIN_GLOBAL_STEP  # x-axis of every training chart
 DEFAULT_PROJECT = "medtune"
 # Trainer log keys → medtune metric names (anything else lands under train/ or eval/ as it is).
 METRIC_NAMES = {
-    "loss": "train/loss",
-    "train_loss": "train/loss_run_mean",  # the Trainer's run average at the end: not a step's loss
-    "learning_rate": "train/learning_rate",
-    "grad_norm": "train/grad_norm",
-    "epoch": "train/epoch",
-    "num_input_tokens_seen": "train/tokens_seen",
-    "eval_loss": "eval/loss",
+    "loss": TRAIN_LOSS,
+    "train_loss": TRAIN_LOSS_RUN_MEAN,  # the Trainer's run average at the end: not a step's loss
+    "learning_rate": TRAIN_LEARNING_RATE,
+    "grad_norm": TRAIN_GRAD_NORM,
+    "epoch": TRAIN_EPOCH,
+    "num_input_tokens_seen": TRAIN_TOKENS_SEEN,
+    "eval_loss": EVAL_LOSS,
 }
 
 
@@ -276,12 +289,12 @@ def memory_metrics() -> dict[str, float]:
 
     if torch.cuda.is_available():
         metrics = {
-            "memory/cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
-            "memory/cuda_max_reserved_mb": torch.cuda.max_memory_reserved() / 2**20,
+            CUDA_MAX_ALLOCATED_MB: torch.cuda.max_memory_allocated() / 2**20,
+            CUDA_MAX_RESERVED_MB: torch.cuda.max_memory_reserved() / 2**20,
         }
         torch.cuda.reset_peak_memory_stats()
         return metrics
-    return {"memory/peak_rss_mb": _peak_rss_mb_and_reset()}
+    return {PEAK_RSS_MB: _peak_rss_mb_and_reset()}
 
 
 def _peak_rss_mb_and_reset() -> float:

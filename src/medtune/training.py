@@ -61,6 +61,17 @@ from medtune.lineage import (
     results_artifact,
     use_training_inputs,
 )
+from medtune.metric_keys import (
+    BASE_PREFIX,
+    EVAL_LOSS,
+    TRAIN_GLOBAL_STEP,
+    TRAIN_LOSS,
+    TRAIN_LOSS_RUN_MEAN,
+    TRAIN_RUNTIME_S,
+    TRAIN_TOKENS_PER_S,
+    TRAIN_TOKENS_SEEN,
+    qa_key,
+)
 from medtune.models import attach_adapter, chat_key, count_parameters, load_base_model
 from medtune.packing import PackingChoice, choose_packing, model_reads_position_ids
 from medtune.preemption import StopRequest, preemptible
@@ -157,7 +168,7 @@ def _run_tracked(
         use_training_inputs(run, tc)
         scores_qa = main and tc.stage == "sft" and tc.eval.at_end
         if scores_qa:
-            results |= _evaluate_qa(model, tokenizer, tc, out / BASE_EVAL_SUBDIR, run, prefix="base_", step=0)
+            results |= _evaluate_qa(model, tokenizer, tc, out / BASE_EVAL_SUBDIR, run, prefix=BASE_PREFIX, step=0)
         # Seeded here, right before the first draw (the adapter's initialisation), so nothing that ran before it
         # (a first-use tiny-model build, the base scoring) shifts the random streams of one run against another.
         set_seed(tc.trainer.seed, deterministic=tc.trainer.deterministic)
@@ -184,11 +195,13 @@ def _run_tracked(
             if main:
                 tokenizer.save_pretrained(str(out / MODEL_SUBDIR))
         if heldout_set is not None:
-            results["eval/loss"] = trainer.evaluate()["eval_loss"]
+            results[EVAL_LOSS] = trainer.evaluate()["eval_loss"]
         if scores_qa:
             if method == "none":  # the untuned base is the model: reuse its scores
                 results |= {
-                    key.replace("/base_", "/"): value for key, value in list(results.items()) if "/base_" in key
+                    key.replace(f"/{BASE_PREFIX}", "/"): value
+                    for key, value in list(results.items())
+                    if f"/{BASE_PREFIX}" in key
                 }
             else:
                 step = trainer.state.global_step
@@ -196,7 +209,7 @@ def _run_tracked(
                     trainer.model, tokenizer, tc, out / TUNED_EVAL_SUBDIR, run, prefix="", step=step
                 )
         results |= memory_metrics()
-        results["objective"] = results.get(f"eval/{tc.eval.suite}/accuracy", results.get("eval/loss"))
+        results["objective"] = results.get(qa_key(tc.eval.suite, "accuracy"), results.get(EVAL_LOSS))
         if main:
             _record_outputs(run, tc, out, results)
         run.summary.update({k: v for k, v in results.items() if isinstance(v, int | float)})
@@ -233,7 +246,7 @@ def _evaluate_qa(model: Any, tokenizer: Any, tc: TrainConfig, eval_dir: Path, ru
 
     metrics = evaluate_model(model, tokenizer, tc.eval, eval_dir, tc.base_model.chat_template_kwargs)
     log_eval_to_wandb(run, tc.eval.suite, metrics, eval_dir / PREDICTIONS_FILE, prefix=prefix, step=step)
-    return {f"eval/{tc.eval.suite}/{prefix}{key}": value for key, value in metrics.items()}
+    return {qa_key(tc.eval.suite, key, prefix): value for key, value in metrics.items()}
 
 
 def _stop_if_pruned(trainer: Trainer) -> None:
@@ -371,7 +384,7 @@ class QAEvalCallback(TrainerCallback):
         step_dir = self.out / STEP_EVAL_SUBDIR / f"step-{state.global_step}"
         metrics = evaluate_model(model, self.tokenizer, self.eval_cfg, step_dir, self.template_kwargs)
         suite = self.eval_cfg.suite
-        figures = {f"eval/{suite}/{name}": metrics[name] for name in STEP_METRICS}
+        figures = {qa_key(suite, name): metrics[name] for name in STEP_METRICS}
         self.run.log(figures, step=state.global_step)
         for listen in self.listeners:
             listen(state.global_step, figures)
@@ -392,12 +405,12 @@ def _train(trainer: Trainer, out: Path) -> dict[str, float]:
     state = trainer.state
     step_losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     return {
-        "train/loss": step_losses[-1] if step_losses else output.training_loss,  # the last logged step's loss
-        "train/loss_run_mean": output.training_loss,  # the Trainer's average over the whole run
-        "train/global_step": state.global_step,
-        "train/tokens_seen": state.num_input_tokens_seen,
-        "perf/train_runtime_s": seconds,
-        "perf/train_tokens_per_s": (state.num_input_tokens_seen - tokens_before) / seconds,
+        TRAIN_LOSS: step_losses[-1] if step_losses else output.training_loss,  # the last logged step's loss
+        TRAIN_LOSS_RUN_MEAN: output.training_loss,  # the Trainer's average over the whole run
+        TRAIN_GLOBAL_STEP: state.global_step,
+        TRAIN_TOKENS_SEEN: state.num_input_tokens_seen,
+        TRAIN_RUNTIME_S: seconds,
+        TRAIN_TOKENS_PER_S: (state.num_input_tokens_seen - tokens_before) / seconds,
     }
 
 

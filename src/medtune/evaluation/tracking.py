@@ -12,6 +12,7 @@ import wandb
 from medtune.config import to_plain_dict
 from medtune.evaluation.config import EvaluateConfig
 from medtune.jsonl import read_jsonl_objects
+from medtune.metric_keys import qa_key
 from medtune.run_dir import METRICS_FILE
 from medtune.tracking import start_wandb_run
 
@@ -36,14 +37,14 @@ def log_failure(run: Any, suite: str, output_dir: Path) -> None:
     """A failed evaluation's counts (never an accuracy) in the W&B summary."""
     path = output_dir / METRICS_FILE
     counts = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    run.summary.update({f"eval/{suite}/{k}": v for k, v in counts.items() if k in ("n_questions", "n_failed")})
+    run.summary.update({qa_key(suite, k): v for k, v in counts.items() if k in ("n_questions", "n_failed")})
 
 
 def log_eval_to_wandb(
     run, suite: str, metrics: dict[str, float], predictions_path: Path | None, prefix: str = "", step: int | None = None
 ) -> dict[str, float]:
     """Summary `eval/<suite>/<prefix><metric>`, a predictions table and per-category accuracy bars."""
-    scalars = {f"eval/{suite}/{prefix}{name}": value for name, value in metrics.items()}
+    scalars = {qa_key(suite, name, prefix): value for name, value in metrics.items()}
     logged: dict[str, Any] = dict(scalars)
     if predictions_path is not None and Path(predictions_path).exists():
         rows = [row for _, row in read_jsonl_objects(Path(predictions_path))]  # keeps U+2028 inside a record
@@ -60,14 +61,14 @@ def log_eval_to_wandb(
             "rotation",
             "gestalt",
         ]
-        logged[f"eval/{suite}/{prefix}predictions"] = wandb.Table(
+        logged[qa_key(suite, "predictions", prefix)] = wandb.Table(
             columns=columns, data=[[_cell(row.get(str(c))) for c in columns] for row in rows]
         )
     categories = _category_accuracy(metrics)
     if categories:
         table = wandb.Table(columns=["category", "accuracy"], data=sorted(categories.items()))
         title = f"{suite} {prefix}accuracy by category"
-        logged[f"eval/{suite}/{prefix}category_accuracy"] = wandb.plot.bar(table, "category", "accuracy", title=title)
+        logged[qa_key(suite, "category_accuracy", prefix)] = wandb.plot.bar(table, "category", "accuracy", title=title)
     run.log(logged, step=step)  # step: the training step, when scored inside train.py
     run.summary.update(scalars)
     return scalars

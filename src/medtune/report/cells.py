@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from medtune.errors import DataError
+from medtune.metric_keys import CUDA_MAX_ALLOCATED_MB, PEAK_RSS_MB, TRAIN_RUNTIME_S, TRAIN_TOKENS_PER_S, qa_key
 from medtune.report.records import RunRecord
 from medtune.stats import DEFAULT_N_BOOT, PairedResult, bootstrap_ci, paired_test, seed_bootstrap_ci, seed_flips
 
@@ -196,8 +197,8 @@ def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
     memories = [_peak_memory(r.results) for r in done]
     cell.peak_memory_mb = max((m for m, _ in memories if m is not None), default=None)
     cell.memory_kind = next((kind for _, kind in memories if kind), "")
-    cell.train_time_s = _mean([r.results.get("perf/train_runtime_s") for r in done])
-    cell.tokens_per_s = _mean([r.results.get("perf/train_tokens_per_s") for r in done])
+    cell.train_time_s = _mean([r.results.get(TRAIN_RUNTIME_S) for r in done])
+    cell.tokens_per_s = _mean([r.results.get(TRAIN_TOKENS_PER_S) for r in done])
     return cell
 
 
@@ -222,7 +223,7 @@ def _correct_matrix(per_run: Sequence[dict[str, bool] | None], source: str) -> t
 
 
 def _suite_metric(results: dict[str, Any], suite: str, name: str) -> float | None:
-    value = results.get(f"eval/{suite}/{name}")
+    value = results.get(qa_key(suite, name))
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -246,13 +247,13 @@ def exam_summary(results: dict[str, Any], suite: str) -> str:
             for name in ("required", "general")
             if f"{name}_total" in got
         ]
-        verdict = results.get(f"eval/{suite}/year/{year}/passed", -1.0)
+        verdict = results.get(qa_key(suite, f"year/{year}/passed"), -1.0)
         parts.append(f"{year}: " + " · ".join(sections) + {1.0: " → PASS", 0.0: " → FAIL"}.get(verdict, ""))
     return "; ".join(parts)
 
 
 def _peak_memory(results: dict[str, Any]) -> tuple[float | None, str]:
-    for key, kind in (("memory/cuda_max_allocated_mb", "cuda"), ("memory/peak_rss_mb", "rss")):
+    for key, kind in ((CUDA_MAX_ALLOCATED_MB, "cuda"), (PEAK_RSS_MB, "rss")):
         if isinstance(results.get(key), int | float):
             return float(results[key]), kind
     return None, ""

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from medtune.metric_keys import EVAL_LOSS, EVAL_RUNTIME, TRAIN_LEARNING_RATE, TRAIN_LOSS
 from medtune.report.cells import Cell, column_label
 from medtune.report.matrix import Matrix
 from medtune.tracking import STEP_METRIC
@@ -93,7 +94,7 @@ def plot_memory_vs_accuracy(matrix: Matrix, path: Path) -> None:
 
 def loss_curve(rows: list[dict[str, Any]], marker_key: str) -> list[tuple[int, float]]:
     """(step, loss) of the rows holding `marker_key` (train rows: the learning rate; held-out rows: eval/runtime)."""
-    loss_key = "train/loss" if marker_key.startswith("train/") else "eval/loss"
+    loss_key = TRAIN_LOSS if marker_key.startswith("train/") else EVAL_LOSS
     return [
         (int(r[STEP_METRIC]), float(r[loss_key]))
         for r in rows
@@ -106,11 +107,11 @@ def plot_learning_curves(curves: dict[str, list[dict[str, Any]]], path: Path) ->
     fig = Figure(figsize=(7.5, 4.5))
     ax = fig.subplots()
     for label, rows in curves.items():
-        train = loss_curve(rows, "train/learning_rate")
+        train = loss_curve(rows, TRAIN_LEARNING_RATE)
         if not train:
             continue
         (line,) = ax.plot(*zip(*train, strict=True), label=label, linewidth=1.2)
-        held_out = loss_curve(rows, "eval/runtime")
+        held_out = loss_curve(rows, EVAL_RUNTIME)
         if held_out:
             ax.plot(*zip(*held_out, strict=True), "o", color=line.get_color(), markersize=4)
     ax.set_xlabel("training step")

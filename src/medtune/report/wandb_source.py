@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from medtune.metric_keys import BASE_PREFIX, qa_key
 from medtune.report.records import RunRecord, record_from_config
 
 
@@ -32,8 +33,8 @@ def _wandb_record(run: Any) -> RunRecord:
         status=status,
         error="" if status != "failed" else f"W&B state {run.state}",
         results=results,
-        base_correct=_wandb_correct(run, results.get(f"eval/{suite}/base_predictions")),
-        tuned_correct=_wandb_correct(run, results.get(f"eval/{suite}/predictions")),
+        base_correct=_wandb_correct(run, results.get(qa_key(suite, "predictions", BASE_PREFIX))),
+        tuned_correct=_wandb_correct(run, results.get(qa_key(suite, "predictions"))),
         started=datetime.fromisoformat(run.created_at.replace("Z", "+00:00")).timestamp(),
     )
 

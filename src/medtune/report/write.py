@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from medtune.metric_keys import TRAIN_LEARNING_RATE
 from medtune.report.html import render_html
 from medtune.report.matrix import Report
 from medtune.report.plots import loss_curve, plot_learning_curves, write_plots
@@ -19,7 +20,7 @@ def write_report(report: Report, out_dir: Path, searches: Sequence[StudySection]
     files = {"csv": write_csv(report, out_dir / "report.csv")}
     for matrix in report.matrices:
         files |= write_plots(matrix, out_dir)
-    if any(loss_curve(rows, "train/learning_rate") for rows in report.curves.values()):
+    if any(loss_curve(rows, TRAIN_LEARNING_RATE) for rows in report.curves.values()):
         files["learning_curves/all"] = out_dir / "learning_curves.png"
         plot_learning_curves(report.curves, files["learning_curves/all"])
     files["markdown"] = out_dir / "report.md"

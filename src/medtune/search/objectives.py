@@ -6,6 +6,18 @@ from enum import StrEnum
 
 from medtune.config import Stage, TrainConfig
 from medtune.errors import ConfigError
+from medtune.metric_keys import (
+    CUDA_MAX_ALLOCATED_MB,
+    CUDA_MAX_RESERVED_MB,
+    EVAL_LOSS,
+    PEAK_RSS_MB,
+    TRAIN_GLOBAL_STEP,
+    TRAIN_LOSS,
+    TRAIN_RUNTIME_S,
+    TRAIN_TOKENS_PER_S,
+    TRAIN_TOKENS_SEEN,
+    qa_key,
+)
 from medtune.run_dir import RESULTS_FILE
 
 DEFAULT_OBJECTIVE = "objective"  # training.run's headline: the QA accuracy, else the held-out loss
@@ -13,18 +25,18 @@ DEFAULT_OBJECTIVE = "objective"  # training.run's headline: the QA accuracy, els
 # results.json against this list, so it cannot drift).
 TRAINING_KEYS = (
     "objective",
-    "train/loss",
-    "train/global_step",
-    "train/tokens_seen",
-    "perf/train_runtime_s",
-    "perf/train_tokens_per_s",
+    TRAIN_LOSS,
+    TRAIN_GLOBAL_STEP,
+    TRAIN_TOKENS_SEEN,
+    TRAIN_RUNTIME_S,
+    TRAIN_TOKENS_PER_S,
     "params/trainable",
     "params/total",
     "params/trainable_pct",
-    "eval/loss",
-    "memory/peak_rss_mb",  # CPU runs
-    "memory/cuda_max_allocated_mb",  # CUDA runs
-    "memory/cuda_max_reserved_mb",
+    EVAL_LOSS,
+    PEAK_RSS_MB,  # CPU runs
+    CUDA_MAX_ALLOCATED_MB,  # CUDA runs
+    CUDA_MAX_RESERVED_MB,
 )
 
 
@@ -78,19 +90,19 @@ def check_objectives(objectives: list[str], directions: list[str], tc: TrainConf
 def writes(key: str, tc: TrainConfig) -> bool:
     """Whether a trial of `tc` writes `key`: the training figures, and the scored suite's metrics."""
     scores_qa = tc.stage == Stage.sft and tc.eval.at_end
-    suite = f"eval/{tc.eval.suite}/"
+    suite = qa_key(tc.eval.suite, "")
     return key in TRAINING_KEYS or (scores_qa and key.removeprefix(suite) in QA_METRICS and key.startswith(suite))
 
 
 def reported_figure(objective: str, tc: TrainConfig) -> str:
     """The figure a trial reports during training for the pruner: the objective itself, which must be one that
     training logs as it goes (the QA accuracy with eval.every_steps, the held-out loss with trainer.eval_steps)."""
-    accuracy = f"eval/{tc.eval.suite}/accuracy"
+    accuracy = qa_key(tc.eval.suite, "accuracy")
     if objective == DEFAULT_OBJECTIVE:
-        objective = accuracy if tc.stage == Stage.sft and tc.eval.at_end else "eval/loss"
+        objective = accuracy if tc.stage == Stage.sft and tc.eval.at_end else EVAL_LOSS
     if objective == accuracy and tc.eval.every_steps > 0:
         return objective
-    if objective == "eval/loss" and tc.trainer.eval_steps > 0:
+    if objective == EVAL_LOSS and tc.trainer.eval_steps > 0:
         return objective
     raise ConfigError(
         f"a pruner needs the objective reported while the trial trains: {objective} is not. Prune on {accuracy} "

@@ -12,6 +12,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from medtune.config import SearchTrialConfig
+from medtune.metric_keys import EVAL_LOSS
 
 
 class PruningCallback(TrainerCallback):
@@ -45,7 +46,7 @@ class PruningCallback(TrainerCallback):
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
         if metrics and "eval_loss" in metrics:
-            self.observe(state.global_step, {"eval/loss": metrics["eval_loss"]})
+            self.observe(state.global_step, {EVAL_LOSS: metrics["eval_loss"]})
         return self._stop_if_pruned(control)
 
     def _stop_if_pruned(self, control: Any) -> Any:

@@ -298,7 +298,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.stage == Stage.sft and (cfg.eval.at_end or cfg.eval.every_steps):  # the QA set is scored
         check_eval(cfg.eval)
     method, quant = cfg.adapter.method, cfg.quantization.mode
-    if method == "full" and quant != "none":
+    if method == AdapterMethod.full and quant != QuantMode.none:
         raise ConfigError(
             f"adapter=full cannot train quantization={quant}: quantized weights are frozen, so only an "
             "adapter (lora/dora) can be trained on top of them; use adapter=lora for QLoRA."
@@ -309,20 +309,20 @@ def validate(cfg: TrainConfig) -> None:
     check_template_name(cfg.dataset.prompt_template)  # an unknown name fails here, not after the model loaded
     check_chat_settings(cfg)
     check_packing_setting(cfg.dataset.packing)
-    if cfg.stage == "pretrain" and method != "full":
+    if cfg.stage == Stage.pretrain and method != AdapterMethod.full:
         raise ConfigError(
             "stage=pretrain writes a full checkpoint for base_model.path, so it needs adapter=full "
             f"(got adapter={method})."
         )
-    if cfg.stage == "pretrain" and cfg.dataset.source == "jsonl":
+    if cfg.stage == Stage.pretrain and cfg.dataset.source == DatasetSource.jsonl:
         raise ConfigError(
             "stage=pretrain trains on raw text: use dataset=medical_text (or demo/hf), not jsonl records."
         )
-    if cfg.stage == "sft" and cfg.dataset.source == "text":
+    if cfg.stage == Stage.sft and cfg.dataset.source == DatasetSource.text:
         raise ConfigError("dataset.source=text is raw text for stage=pretrain; instruction-tuning needs records.")
     if cfg.dataset.source in ("jsonl", "text") and not cfg.dataset.path:
         raise ConfigError(f"dataset={cfg.dataset.source} needs dataset.path=<file>.")
-    if cfg.trainer.max_steps <= 0 and method != "none":
+    if cfg.trainer.max_steps <= 0 and method != AdapterMethod.none:
         raise ConfigError(f"trainer.max_steps must be positive (got {cfg.trainer.max_steps}).")
     _validate_attention(cfg)
     _validate_trainer_knobs(cfg)

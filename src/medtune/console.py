@@ -15,6 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from medtune.enums import WandbMode
 from medtune.metric_keys import EVAL_LOSS, TRAIN_GLOBAL_STEP, TRAIN_RUNTIME_S, TRAIN_TOKENS_PER_S
 from medtune.run_dir import (
     METRICS_FILE,
@@ -123,9 +124,9 @@ def evaluation_summary(metrics: dict[str, Any], out: Path, suite: str, wandb: di
 
 def _wandb_lines(results: dict[str, Any]) -> list[str]:
     mode = results.get("wandb/mode", "disabled")
-    if mode == "disabled":
+    if mode == WandbMode.disabled:
         return ["  W&B              disabled"]
     files = results["wandb/files"]
-    if mode == "offline":
+    if mode == WandbMode.offline:
         return [f"  W&B (offline)    {files}", f"  upload with      wandb sync {files}"]
     return [f"  W&B              {results['wandb/url']}  (files: {files})"]

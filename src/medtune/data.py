@@ -21,7 +21,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from medtune import demo_assets
 from medtune.chat import ChatFormat
 from medtune.config import DatasetConfig
-from medtune.enums import PackingStrategy
+from medtune.enums import DatasetSource, PackingStrategy, Stage
 from medtune.errors import DataError
 from medtune.jsonl import nonblank_lines, read_jsonl_objects
 from medtune.packing import IGNORE_INDEX, PackingChoice, PackingCollator
@@ -78,16 +78,16 @@ def read_text_documents(path: str | Path) -> list[str]:
 
 def load_splits(ds: DatasetConfig, stage: str, seed: int) -> Splits:
     """Training and held-out data for a run, validated before any model loads."""
-    if ds.source == "demo":
-        if stage == "pretrain":
+    if ds.source == DatasetSource.demo:
+        if stage == Stage.pretrain:
             return _split(read_text_documents(demo_assets.corpus_path()), ds, seed)
         return _limit(
             Splits(read_jsonl_records(demo_assets.train_path()), read_jsonl_records(demo_assets.heldout_path())), ds
         )
-    if ds.source == "text":
+    if ds.source == DatasetSource.text:
         assert ds.path is not None  # validate() guarantees it
         return _split(read_text_documents(ds.path), ds, seed)
-    if ds.source == "jsonl":
+    if ds.source == DatasetSource.jsonl:
         assert ds.path is not None
         train = read_jsonl_records(ds.path)
         if ds.eval_path:
@@ -104,7 +104,7 @@ def _load_hub_splits(ds: DatasetConfig, stage: str, seed: int) -> Splits:
             table = datasets.load_dataset(ds.path, ds.name, split=split)
         except Exception as err:  # datasets raises many types for "not found / offline"
             raise DataError(f"cannot load hub dataset split {split!r}: {err}", path=ds.path) from err
-        if stage == "pretrain":
+        if stage == Stage.pretrain:
             if "text" not in table.column_names:
                 raise DataError("stage=pretrain needs a 'text' column", path=ds.path, field="text")
             return [row["text"] for row in table if row["text"]]
@@ -196,7 +196,7 @@ def build_datasets(
     variables, base_model.chat_template_kwargs)."""
 
     def encode(items: list[Any]) -> list[dict]:
-        if stage == "pretrain":
+        if stage == Stage.pretrain:
             return tokenize_blocks(items, tokenizer, ds.block_size)
         if ds.prompt_template == CHAT_TEMPLATE:
             chat = ChatFormat(tokenizer, ds.system_prompt, dict(template_kwargs or {}))

@@ -27,6 +27,7 @@ from medtune import demo_assets
 from medtune.config import DatasetConfig, EvalConfig, TrainConfig
 from medtune.datagen.storage import MANIFEST as GENERATED_MANIFEST
 from medtune.datagen.storage import RECORDS as GENERATED_RECORDS
+from medtune.enums import DatasetSource, EvalSource, Stage
 from medtune.metric_keys import BASE_PREFIX, EVAL_LOSS, TRAIN_GLOBAL_STEP, qa_key
 from medtune.run_dir import BASE_EVAL_SUBDIR, METRICS_LOG, PREDICTIONS_FILE, RESULTS_FILE, TUNED_EVAL_SUBDIR
 from medtune.tracking import use_artifact
@@ -66,8 +67,8 @@ def training_dataset(ds: DatasetConfig, stage: str) -> wandb.Artifact:
         artifact = wandb.Artifact(slug(f"hf-{ds.path}"), "dataset", metadata={"name": ds.name, "split": ds.split})
         artifact.add_reference(f"https://huggingface.co/datasets/{ds.path}", checksum=False)
         return artifact
-    if ds.source == "demo":
-        files = [demo_assets.corpus_path()] if stage == "pretrain" else [demo_assets.train_path()]
+    if ds.source == DatasetSource.demo:
+        files = [demo_assets.corpus_path()] if stage == Stage.pretrain else [demo_assets.train_path()]
         return _reference("demo-training-data", "dataset", [*files, demo_assets.heldout_path()])
     assert ds.path is not None  # validate() guarantees it for jsonl and text
     path = Path(ds.path).expanduser()
@@ -82,7 +83,7 @@ def training_dataset(ds: DatasetConfig, stage: str) -> wandb.Artifact:
 
 def eval_dataset(eval_cfg: EvalConfig) -> wandb.Artifact:
     """The QA suite's questions (a file or, for IgakuQA, a directory), referenced with their digests."""
-    path = demo_assets.questions_path() if eval_cfg.source == "demo" else Path(str(eval_cfg.path)).expanduser()
+    path = demo_assets.questions_path() if eval_cfg.source == EvalSource.demo else Path(str(eval_cfg.path)).expanduser()
     return _reference(f"eval-{eval_cfg.suite}", "dataset", [path], {"source": eval_cfg.source})
 
 
@@ -96,7 +97,7 @@ def _reference(name: str, kind: str, paths: list[Path], metadata: dict[str, Any]
 
 def use_training_inputs(run: Any, tc: TrainConfig) -> None:
     use_artifact(run, training_dataset(tc.dataset, tc.stage))
-    if tc.stage == "sft" and (tc.eval.at_end or tc.eval.every_steps):
+    if tc.stage == Stage.sft and (tc.eval.at_end or tc.eval.every_steps):
         use_artifact(run, eval_dataset(tc.eval))
 
 

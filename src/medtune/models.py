@@ -88,7 +88,7 @@ def load_base_model(
         ) from err
     if tokenizer.pad_token is None:  # Llama 2 ships without one; padding positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
-    if quant.mode == "nf4":
+    if quant.mode == QuantMode.nf4:
         keep_4bit_layers_trainable(model)
     return model, tokenizer
 
@@ -158,7 +158,7 @@ def load_trained(run_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeni
     if not config_path.exists() or not model_dir.exists():
         raise ConfigError(f"{run_dir} is not a finished train.py run (needs {RESOLVED_CONFIG} and {MODEL_SUBDIR}/).")
     cfg = load_run_config(run_dir)
-    if cfg.adapter.method == "full":
+    if cfg.adapter.method == AdapterMethod.full:
         full = BaseModelConfig(**{**vars(cfg.base_model), "path": str(model_dir), "tiny": False})
         model, tokenizer = load_base_model(full, cfg.quantization, chat_key=chat_key(cfg))
         return model, tokenizer, cfg

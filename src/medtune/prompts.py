@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from medtune.enums import Stage
 from medtune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def check_chat_settings(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"dataset.system_prompt applies to dataset.prompt_template=chat only (got {cfg.dataset.prompt_template})."
         )
-    if cfg.stage == "sft" and (chat or cfg.eval.chat_template) and base.tiny and base.tiny_chat_format is None:
+    if cfg.stage == Stage.sft and (chat or cfg.eval.chat_template) and base.tiny and base.tiny_chat_format is None:
         key = "dataset.prompt_template=chat" if chat else "eval.chat_template=true"
         raise ConfigError(
             f"{key} needs a tokenizer with a chat template, and base_model={base.name} has none; use a chat base "

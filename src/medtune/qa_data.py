@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.config import EvalConfig, HubFieldsConfig, check_eval
+from medtune.enums import EvalSource
 from medtune.errors import DataError
 from medtune.jsonl import read_json_array, read_jsonl_objects
 
@@ -147,7 +148,7 @@ def rotate(question: Question, shift: int) -> Question:
 
 def _read_source(eval_cfg: EvalConfig) -> Iterator[Question | Exclusion]:
     check_eval(eval_cfg)
-    if eval_cfg.source == "demo":
+    if eval_cfg.source == EvalSource.demo:
         from medtune import demo_assets
 
         yield from read_questions_jsonl(demo_assets.questions_path())
@@ -158,7 +159,7 @@ def _read_source(eval_cfg: EvalConfig) -> Iterator[Question | Exclusion]:
     path = Path(str(eval_cfg.path)).expanduser()  # set: check_eval demands it for every non-demo source
     if not path.exists():
         raise DataError("does not exist", path=path, field="eval.path")
-    if eval_cfg.source == "igakuqa":
+    if eval_cfg.source == EvalSource.igakuqa:
         yield from read_igakuqa(path)
     elif eval_cfg.source == "jmle":
         yield from read_jmle(path)

@@ -27,6 +27,7 @@ import yaml
 from filelock import FileLock
 from omegaconf import OmegaConf
 
+from medtune.enums import AdapterMethod
 from medtune.metric_keys import TRAIN_GLOBAL_STEP
 from medtune.run_dir import (
     CELL_INDEX,
@@ -167,7 +168,7 @@ def cell_key(plain_config: dict[str, Any]) -> str:
     """What a cell computes, as a short hash: its config minus bookkeeping; an untuned cell trains nothing, so its
     training keys (steps, learning rate, ...) do not count, and a steps × tuning matrix scores each base once."""
     kept = without_bookkeeping(plain_config)
-    if kept.get("adapter", {}).get("method") == "none":
+    if kept.get("adapter", {}).get("method") == AdapterMethod.none:
         kept["trainer"] = {key: kept["trainer"][key] for key in UNTUNED_KEEPS if key in kept.get("trainer", {})}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -131,7 +131,7 @@ def start_wandb_run(
     try:
         run = wandb.init(mode=resolved.mode, **settings)
     except Exception as err:  # network, auth, server: the run must still be tracked
-        if resolved.mode != "online":
+        if resolved.mode != WandbMode.online:
             raise
         log.warning(
             "W&B online init failed (%s: %s). Continuing in OFFLINE mode; upload later with: wandb sync %s",

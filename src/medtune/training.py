@@ -53,6 +53,7 @@ from medtune.config import (
 )
 from medtune.console import bar
 from medtune.data import Splits, build_datasets, collator_for, load_splits
+from medtune.enums import AdapterMethod, QuantMode, Stage
 from medtune.errors import ConfigError
 from medtune.lineage import (
     MODEL_ARTIFACT_KEY,
@@ -122,7 +123,7 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
         if done is not None:
             return done
         splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before weights load
-        if tc.stage == "sft" and (tc.eval.at_end or tc.eval.every_steps):
+        if tc.stage == Stage.sft and (tc.eval.at_end or tc.eval.every_steps):
             load_questions(tc.eval)  # so does a missing or empty evaluation set (reading it takes milliseconds)
         with preemptible() as stop, lifecycle(out):  # results.json is written before "finished"
             OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
@@ -166,16 +167,16 @@ def _run_tracked(
     results |= wandb_locations(run)
     try:
         use_training_inputs(run, tc)
-        scores_qa = main and tc.stage == "sft" and tc.eval.at_end
+        scores_qa = main and tc.stage == Stage.sft and tc.eval.at_end
         if scores_qa:
             results |= _evaluate_qa(model, tokenizer, tc, out / BASE_EVAL_SUBDIR, run, prefix=BASE_PREFIX, step=0)
         # Seeded here, right before the first draw (the adapter's initialisation), so nothing that ran before it
         # (a first-use tiny-model build, the base scoring) shifts the random streams of one run against another.
         set_seed(tc.trainer.seed, deterministic=tc.trainer.deterministic)
-        if method == "none":
+        if method == AdapterMethod.none:
             model.requires_grad_(False)
         else:
-            model = attach_adapter(model, tc.adapter, tc.quantization.mode != "none")
+            model = attach_adapter(model, tc.adapter, tc.quantization.mode != QuantMode.none)
         trainable, total = count_parameters(model)
         results |= {
             "params/trainable": trainable,
@@ -185,7 +186,7 @@ def _run_tracked(
         packing = _choose_packing(tc, model, run)
         results |= {"packing": str(packing.strategy), "packing_reason": packing.reason}
         trainer = _build_trainer(tc, model, tokenizer, train_set, heldout_set, out, run, stop, packing)
-        if method != "none":
+        if method != AdapterMethod.none:
             prepare_adapter(trainer.model, tc.adapter, trainer.get_train_dataloader, out, main)
             results |= _train(trainer, out)
             if stop is not None and stop.signum is not None:
@@ -197,7 +198,7 @@ def _run_tracked(
         if heldout_set is not None:
             results[EVAL_LOSS] = trainer.evaluate()["eval_loss"]
         if scores_qa:
-            if method == "none":  # the untuned base is the model: reuse its scores
+            if method == AdapterMethod.none:  # the untuned base is the model: reuse its scores
                 results |= {
                     key.replace(f"/{BASE_PREFIX}", "/"): value
                     for key, value in list(results.items())
@@ -285,7 +286,9 @@ def _build_trainer(
         pruning = PruningCallback(tc.search)
         search_callbacks, listeners = [pruning], [pruning.observe]
     qa_callbacks = (
-        [QAEvalCallback(tc, tokenizer, out, run, listeners)] if tc.eval.every_steps > 0 and tc.stage == "sft" else []
+        [QAEvalCallback(tc, tokenizer, out, run, listeners)]
+        if tc.eval.every_steps > 0 and tc.stage == Stage.sft
+        else []
     )
     stop_callbacks = [StopOnSignal(stop)] if stop is not None else []
     if hasattr(model, "config"):

@@ -72,12 +72,12 @@ def register_configs() -> None:
 
 def validate(cfg: EvaluateConfig) -> None:
     """Reject configs that cannot run, before any weights load or any API call."""
-    if cfg.backend == "local" and cfg.run_dir is None and cfg.adapter.method != "none":
+    if cfg.backend == Backend.local and cfg.run_dir is None and cfg.adapter.method != AdapterMethod.none:
         raise ConfigError(
             f"adapter={cfg.adapter.method} has no trained weights to evaluate: pass run_dir=<a train.py run dir> "
             "for a tuned model, or adapter=none for the untuned base."
         )
-    if cfg.backend == "local" and cfg.run_dir is None:
+    if cfg.backend == Backend.local and cfg.run_dir is None:
         check_tiny_model_path(as_model_folder(cfg.base_model), cfg.cache_dir)
     check_eval(cfg.eval)
     if cfg.eval.shots < 0 or cfg.eval.batch_size < 1:

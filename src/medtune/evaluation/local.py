@@ -16,6 +16,7 @@ import torch
 from medtune.chat import ChatFormat, require_chat_template
 from medtune.config import EvalConfig, LoglikConvention
 from medtune.console import bar
+from medtune.enums import EvalMode, EvalPrompt
 from medtune.evaluation.answer import Answer
 from medtune.evaluation.prompts import Prompt
 from medtune.evaluation.scoring import top_choices
@@ -42,7 +43,7 @@ class LocalBackend:
             self.chat_format = ChatFormat(self.tokenizer, self.eval_cfg.system_prompt, dict(self.template_kwargs or {}))
 
     def answer(self, questions: list[Question], prompts: list[Prompt]) -> list[Answer]:
-        loglik = self.eval_cfg.mode == "loglik"
+        loglik = self.eval_cfg.mode == EvalMode.loglik
         by_choice = [i for i, q in enumerate(questions) if loglik and not q.is_calculation]
         by_text = sorted(set(range(len(questions))) - set(by_choice))  # generate mode, and calculation questions
         with inference(self.model):
@@ -70,7 +71,7 @@ class LocalBackend:
         an igakuqa prompt outside a chat template was never trained, so nothing is added there."""
         if self.chat_format is not None:
             return self.chat_format.end_of_turn_id
-        return self.tokenizer.eos_token_id if self.eval_cfg.prompt == "jmedlora" else None
+        return self.tokenizer.eos_token_id if self.eval_cfg.prompt == EvalPrompt.jmedlora else None
 
     def _generate(self, prompts: list[Prompt], indices: list[int]) -> dict[int, Answer]:
         if not indices:

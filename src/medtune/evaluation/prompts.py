@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from medtune.config import EvalConfig
+from medtune.enums import EvalPrompt
 from medtune.evaluation.metrics import ANSWER_SEPARATOR
 from medtune.prompts import get_template, user_content
 from medtune.qa_data import Question
@@ -31,7 +32,7 @@ class Prompt:
 def build_prompts(questions: list[Question], eval_cfg: EvalConfig, chat: ChatFormat | None = None) -> list[Prompt]:
     """One prompt per question; exemplars come from the suite itself but never are the question asked."""
     pool = [q for q in questions if not q.is_calculation][: eval_cfg.shots + 1]
-    build = _jmedlora_prompt if eval_cfg.prompt == "jmedlora" else _igakuqa_prompt
+    build = _jmedlora_prompt if eval_cfg.prompt == EvalPrompt.jmedlora else _igakuqa_prompt
     return [build(q, [e for e in pool if e.problem_id != q.problem_id][: eval_cfg.shots], chat) for q in questions]
 
 
@@ -40,7 +41,7 @@ def answer_text(question: Question, prompt_style: str) -> str:
     gold = sorted(question.gold_sets[0])
     if question.is_calculation:
         return gold[0]
-    if prompt_style == "jmedlora":
+    if prompt_style == EvalPrompt.jmedlora:
         return ANSWER_SEPARATOR.join(map(question.choice_text, gold))
     return ",".join(gold)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.config import QuantMode, TrainConfig, to_plain_dict, tuning_method
+from medtune.enums import WandbMode
 from medtune.export.merge import ExportKind, export_dtype
 from medtune.metric_keys import TRAIN_GLOBAL_STEP
 from medtune.run_dir import MODEL_CARD, RESULTS_FILE
@@ -144,9 +145,9 @@ def _results_section(run_dir: Path, tc: TrainConfig) -> str:
 def _tracking_section(run_dir: Path, results: dict[str, Any]) -> str:
     lines = [f"- run dir: `{run_dir.resolve()}` (medtune train; exported with `medtune export`)"]
     mode = results.get("wandb/mode", "disabled")
-    if mode == "online":
+    if mode == WandbMode.online:
         lines.append(f"- W&B run: {results['wandb/url']}")
-    elif mode == "offline":
+    elif mode == WandbMode.offline:
         lines.append(f"- W&B run `{results['wandb_run_id']}` (offline; `wandb sync {results['wandb/files']}`)")
     return "## Tracking\n\n" + "\n".join(lines)
 

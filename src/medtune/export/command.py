@@ -105,7 +105,7 @@ def summary(out: Path, record: dict[str, Any], wandb: dict[str, str], pushed: st
     what = {"merged": "adapter merged", "adapter": "adapter only", "full": "full weights"}[record["kind"]]
     lines = [f"medtune: exported the {record['tuning']} run's model ({what}) to {out} ({size_mb:,.1f} MB)"]
     lines.append(f"  model card       {out / MODEL_CARD}")
-    if wandb.get("wandb/mode", "disabled") != "disabled":
+    if wandb.get("wandb/mode", WandbMode.disabled) != WandbMode.disabled:
         lines.append(f"  W&B ({wandb['wandb/mode']})".ljust(19) + wandb.get("wandb/url", wandb["wandb/files"]))
     if pushed:
         lines.append(f"  hub              {pushed}")

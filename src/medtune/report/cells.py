@@ -13,6 +13,7 @@ import numpy as np
 from medtune.errors import DataError
 from medtune.metric_keys import CUDA_MAX_ALLOCATED_MB, PEAK_RSS_MB, TRAIN_RUNTIME_S, TRAIN_TOKENS_PER_S, qa_key
 from medtune.report.records import RunRecord
+from medtune.run_dir import RunState
 from medtune.stats import DEFAULT_N_BOOT, PairedResult, bootstrap_ci, paired_test, seed_bootstrap_ci, seed_flips
 
 NOT_APPLICABLE = "n/a"  # an API model's row has only the `api` column, and a trained base no `api` cell
@@ -98,7 +99,7 @@ class Cell:
     @property
     def needs_attention(self) -> bool:
         """No result, or a result missing some seeds (a finished cell's error lists the seeds that did not finish)."""
-        return self.applies and (self.status != "finished" or bool(self.error))
+        return self.applies and (self.status != RunState.finished or bool(self.error))
 
     @property
     def accuracy_std(self) -> float | None:
@@ -153,7 +154,7 @@ def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:
     """A cell from its runs, one per seed: figures averaged over the finished seeds, uncertainty over both seeds
     and questions, and the paired test against each run's own base model on the same questions."""
     runs = sorted(runs, key=lambda r: r.seed)
-    done = [r for r in runs if r.status == "finished"]
+    done = [r for r in runs if r.status == RunState.finished]
     first = runs[-1] if not done else done[0]
     problems = "; ".join(
         f"seed {r.seed}: {r.status}" + (f": {r.error}" if r.error else "") for r in runs if r not in done

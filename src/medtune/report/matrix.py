@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medtune.config import TUNING_METHODS
+from medtune.enums import Stage
 from medtune.metric_keys import BASE_PREFIX, qa_key
 from medtune.report.cells import NOT_APPLICABLE, Cell, build_cell, column_label
 from medtune.report.records import RunRecord
-from medtune.run_dir import BASE_EVAL_SUBDIR
+from medtune.run_dir import BASE_EVAL_SUBDIR, RunState
 from medtune.stats import DEFAULT_N_BOOT
 
 MISSING = "missing"
@@ -47,14 +48,14 @@ class Report:
 
 
 def build_report(records: Sequence[RunRecord], sources: Sequence[str], n_boot: int = DEFAULT_N_BOOT) -> Report:
-    sft = [r for r in records if r.stage == "sft"]
+    sft = [r for r in records if r.stage == Stage.sft]
     sft += base_scorings(sft)
     chosen, superseded = choose_runs(sft)
     matrices = [
         build_matrix(suite, [r for r in chosen if r.suite == suite], n_boot)
         for suite in sorted({r.suite for r in chosen})
     ]
-    other_stages = [r for r in records if r.stage != "sft"]
+    other_stages = [r for r in records if r.stage != Stage.sft]
     curves = {f"{r.base_model} / {column_label(r.column)}": r.history for r in [*chosen, *other_stages] if r.history}
     return Report(matrices, superseded, other_stages, list(sources), n_boot, curves)
 
@@ -64,7 +65,9 @@ def base_scorings(records: Sequence[RunRecord]) -> list[RunRecord]:
     each base model and suite that no untuned run covers, so a single run's report shows base and tuned side by
     side. The latest finished run's scoring stands for the base (scoring the untrained base does not vary)."""
     covered = {(r.suite, r.base_model) for r in records if r.untuned}
-    scored = [r for r in records if r.status == "finished" and not r.untuned and r.method != "api" and r.base_correct]
+    scored = [
+        r for r in records if r.status == RunState.finished and not r.untuned and r.method != "api" and r.base_correct
+    ]
     latest = {(r.suite, r.base_model): r for r in sorted(scored, key=lambda r: r.started)}
     return [_as_untuned(run) for key, run in latest.items() if key not in covered]
 
@@ -91,7 +94,7 @@ def choose_runs(records: Iterable[RunRecord]) -> tuple[list[RunRecord], list[Run
     """One run per cell and seed: a finished run beats an unfinished one, then the latest wins (a re-run replaces)."""
     best: dict[tuple, RunRecord] = {}
     superseded = []
-    for run in sorted(records, key=lambda r: (r.status == "finished", r.started)):
+    for run in sorted(records, key=lambda r: (r.status == RunState.finished, r.started)):
         key = (run.suite, run.base_model, run.column, run.seed)
         if key in best:
             superseded.append(best[key])

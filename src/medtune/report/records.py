@@ -143,8 +143,8 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
     suite = str(_config_value(config, "eval.suite", str(run_dir)))
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
-    results = {qa_key(suite, k): v for k, v in metrics.items()} if status == "finished" else {}
-    correct = read_correct(run_dir / PREDICTIONS_FILE) if status == "finished" else None
+    results = {qa_key(suite, k): v for k, v in metrics.items()} if status == RunState.finished else {}
+    correct = read_correct(run_dir / PREDICTIONS_FILE) if status == RunState.finished else None
     if config["backend"] == "openai":
         row, method, steps = f"api:{config['openai']['model']}", "api", 0
     else:

@@ -12,6 +12,7 @@ from medtune.report.cells import CSV_COLUMNS, Cell, column_label
 from medtune.report.matrix import Matrix, Report
 from medtune.report.plots import plots_of
 from medtune.report.records import RunRecord
+from medtune.run_dir import RunState
 
 
 def table_rows(report: Report) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ def cell_text(cell: Cell) -> tuple[str, str, list[str]]:
     """(headline, what follows it, detail lines) of a cell; the Markdown and the HTML table share them."""
     if not cell.applies:
         return "—", "", []
-    if cell.status != "finished":
+    if cell.status != RunState.finished:
         return cell.status.upper(), "", [cell.error] if cell.error else []
     ci = f" [{_fmt(cell.ci[0])}, {_fmt(cell.ci[1])}]" if cell.ci else ""
     spread = f" ± {_fmt(cell.accuracy_std)} sd" if cell.accuracy_std is not None else ""
@@ -65,7 +66,7 @@ def cell_text(cell: Cell) -> tuple[str, str, list[str]]:
 def render_cell(cell: Cell) -> str:
     """A matrix cell as Markdown lines joined by <br> (GitHub and W&B render them)."""
     head, suffix, lines = cell_text(cell)
-    limit = 80 if cell.status != "finished" else 0
+    limit = 80 if cell.status != RunState.finished else 0
     return "<br>".join([f"**{head}**{suffix}", *(_md(line, limit) for line in lines)])
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from medtune.metric_keys import BASE_PREFIX, qa_key
 from medtune.report.records import RunRecord, record_from_config
+from medtune.run_dir import RunState
 
 
 def collect_wandb(project: str, sweep: str | None) -> list[RunRecord]:
@@ -31,7 +32,7 @@ def _wandb_record(run: Any) -> RunRecord:
         run.config,
         source=f"wandb:{'/'.join(run.path)}",
         status=status,
-        error="" if status != "failed" else f"W&B state {run.state}",
+        error="" if status != RunState.failed else f"W&B state {run.state}",
         results=results,
         base_correct=_wandb_correct(run, results.get(qa_key(suite, "predictions", BASE_PREFIX))),
         tuned_correct=_wandb_correct(run, results.get(qa_key(suite, "predictions"))),

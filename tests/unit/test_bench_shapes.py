@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from helpers import REPO
 
@@ -59,3 +60,23 @@ def test_real_shape_floors_match_the_models_published_sizes(bench):
 def test_extrapolation_is_the_least_squares_line(bench):
     assert bench.extrapolate([(2, 3.0), (4, 5.0), (8, 9.0)], 80) == pytest.approx(81.0)
     assert bench.extrapolate([(2, 3.0)], 80) is None
+
+
+@pytest.mark.slow  # ~10 s quiet: the bench's own code for two batches
+def test_bench_packing_compares_every_layout_on_the_same_batches(bench, cache_dir, tiny_models, tmp_path, monkeypatch):
+    """bench/bench_packing.py --by step on the demo, two batches: every layout measured, padding the baseline."""
+    spec = importlib.util.spec_from_file_location("bench_packing", REPO / "bench" / "bench_packing.py")
+    assert spec and spec.loader
+    packing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(packing)
+    monkeypatch.setenv("MEDTUNE_CACHE", str(cache_dir))
+    out = tmp_path / "packing.json"
+    threads = torch.get_num_threads()
+    try:
+        packing.main(["--shape", "demo", "--by", "step", "--rounds", "1", "--steps", "2", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)  # the bench sets one thread for itself
+    demo = json.loads(out.read_text())["shapes"]["demo"]
+    assert set(demo["speedup_vs_padding"]) == {"false", "auto", "bins_longest", "one_row"}
+    assert demo["speedup_vs_padding"]["false"] == 1.0 and all(v > 0 for v in demo["tokens_per_s"].values())
+    assert demo["layouts"]["auto"].startswith("bins on sdpa")

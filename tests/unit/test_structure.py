@@ -55,3 +55,16 @@ def test_the_console_summary_imports_neither_torch_nor_wandb_nor_matplotlib():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
+
+
+def test_each_package_init_names_its_modules():
+    for package in sorted(p.parent for p in SRC.rglob("__init__.py") if p.parent != SRC):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+        modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+        missing = sorted(m for m in modules if not re.search(rf"\b{m}\b", doc))
+        assert not missing, f"{package.relative_to(SRC)}/__init__.py does not name {missing}"

@@ -22,6 +22,7 @@ does not load matplotlib):
     tables        report.md (matrix, legend, problem lists) and report.csv; the cell text the page shares
     html          report.html, self-contained
     plots         accuracy, memory vs accuracy, learning curves (PNG)
+    search        a search's section per study: best trial, history, importances, Pareto front, pruned trials
     write         every file of the report into one dir
     wandb_log     the report as a W&B run (job_type "report")
     command       the command line (`python -m medtune.report`, `medtune report`)

@@ -68,3 +68,13 @@ def test_each_package_init_names_its_modules():
         modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
         missing = sorted(m for m in modules if not re.search(rf"\b{m}\b", doc))
         assert not missing, f"{package.relative_to(SRC)}/__init__.py does not name {missing}"
+
+
+def test_the_readme_layout_names_every_module_and_package():
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    names = {p.name for p in SRC.glob("*.py") if p.name != "__init__.py"} | {
+        f"{p.parent.name}/" for p in SRC.glob("*/__init__.py")
+    }
+    missing = sorted(name for name in names if name not in layout)
+    assert not missing, f"README's Layout lacks {missing}"

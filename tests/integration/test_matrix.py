@@ -95,7 +95,8 @@ def test_a_peft_methods_matrix_gives_one_report_column_each(tmp_path, tiny_model
     assert proc.returncode == 0 and "sweep 5 finished" in proc.stdout, proc.stderr[-4000:]
     markers = [json.loads(path.read_text()) for path in sweep.glob(f"*/model/{ADAPTER_METHOD_FILE}")]
     assert sorted(marker["method"] for marker in markers) == sorted(methods)
-    rows = report_rows(sweep, tmp_path)
+    untuned, *rows = report_rows(sweep, tmp_path)  # the base as scored before tuning comes first
+    assert untuned["tuning"] == "untuned" and untuned["source"].endswith("(eval/base)")
     assert [row["tuning"] for row in rows] == list(methods)  # the table's column order
     assert all(row["status"] == "finished" and row["p_value"] != "" for row in rows)
     header = next(line for line in (sweep / "report" / "report.md").read_text().splitlines() if "base model" in line)

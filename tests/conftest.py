@@ -51,7 +51,8 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_prox
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers by what a test needs, derived here so they cannot drift: the `tiny_models` fixture → `tiny_model`;
-    a test under tests/integration (the real scripts as subprocesses) → `subprocess`, `integration` and `slow`;
+    a test under tests/integration (the real scripts as subprocesses) → `subprocess`, `integration` and `slow`; a
+    unit test marked `subprocess` (it starts a program: the demo builder, ruff, chromium) → `integration` too;
     `gpu` without CUDA → skipped."""
     import torch
 
@@ -62,8 +63,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.tiny_model)
         if item.path.is_relative_to(integration):
             item.add_marker(pytest.mark.subprocess)
-            item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.slow)
+        if item.path.is_relative_to(integration) or "subprocess" in item.keywords:
+            item.add_marker(pytest.mark.integration)
         if skip_gpu and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
 

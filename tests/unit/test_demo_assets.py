@@ -150,6 +150,7 @@ def test_corpus_states_every_answer_one_paragraph_per_line(facts):
             assert answer in corpus, answer
 
 
+@pytest.mark.subprocess  # starts a program of its own
 def test_builder_reproduces_committed_files_byte_for_byte(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "build_demo_data.py"), "--out-dir", str(tmp_path)],
@@ -161,6 +162,7 @@ def test_builder_reproduces_committed_files_byte_for_byte(tmp_path):
         assert (tmp_path / name).read_bytes() == path().read_bytes(), f"{name} differs: re-run the builder"
 
 
+@pytest.mark.subprocess  # starts a program of its own
 def test_builder_rejects_a_fact_table_with_duplicate_answers(tmp_path, facts):
     broken = json.loads(json.dumps(facts))
     broken["facts"][1]["answer"] = broken["facts"][0]["answer"]

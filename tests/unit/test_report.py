@@ -365,6 +365,7 @@ def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedPro
     return proc
 
 
+@pytest.mark.subprocess  # starts a program of its own
 def test_report_html_renders_in_a_real_browser_from_disk(report_dir: Path, chromium: str, tmp_path: Path):
     page = (report_dir / "report.html").as_uri()  # file://, no server
     dom = _chromium(chromium, tmp_path / "profile", "--dump-dom", page).stdout

@@ -52,10 +52,18 @@ def test_wandb_notices_and_summary_follow_the_knob(monkeypatch):
 
 
 def test_the_loading_bar_shows_only_when_verbose(tiny_models, monkeypatch, capsys):
-    base = tiny_models["tiny_gptneox"]
-    monkeypatch.delenv(VERBOSE_ENV, raising=False)
-    load_base_model(base, QuantizationConfig())
-    assert LOADING_BAR not in capsys.readouterr().err
-    monkeypatch.setenv(VERBOSE_ENV, "1")
-    load_base_model(base, QuantizationConfig())
-    assert LOADING_BAR in capsys.readouterr().err
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()  # bench_shapes, run in-process by its tests, turns every bar off
+    hf_logging.enable_progress_bar()
+    try:
+        base = tiny_models["tiny_gptneox"]
+        monkeypatch.delenv(VERBOSE_ENV, raising=False)
+        load_base_model(base, QuantizationConfig())
+        assert LOADING_BAR not in capsys.readouterr().err
+        monkeypatch.setenv(VERBOSE_ENV, "1")
+        load_base_model(base, QuantizationConfig())
+        assert LOADING_BAR in capsys.readouterr().err
+    finally:
+        if not was_on:
+            hf_logging.disable_progress_bar()

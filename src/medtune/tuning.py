@@ -10,8 +10,9 @@ from medtune.errors import ConfigError
 
 # The comparison matrix's columns: a tuning method is an adapter × quantization pair. The `tuning` config group
 # (`tuning=qlora`), the W&B run names and the report's columns (their order and labels) all read this table.
+UNTUNED = "untuned"  # the column of a base model as it is; `untuned-<mode>` for a quantized one
 TUNING_METHODS: dict[str, tuple[AdapterMethod, QuantMode]] = {
-    "untuned": (AdapterMethod.none, QuantMode.none),
+    UNTUNED: (AdapterMethod.none, QuantMode.none),
     "lora": (AdapterMethod.lora, QuantMode.none),
     "qlora": (AdapterMethod.lora, QuantMode.nf4),
     "dora": (AdapterMethod.dora, QuantMode.none),
@@ -45,7 +46,7 @@ def tuning_method(adapter: str, quantization: str) -> str:
     for name, pair in TUNING_METHODS.items():
         if pair == (adapter, quantization):
             return name
-    return f"{'untuned' if adapter == AdapterMethod.none else adapter}-{quantization}"
+    return f"{UNTUNED if adapter == AdapterMethod.none else adapter}-{quantization}"
 
 
 def check_adapter_method(adapter: Any, quantization: QuantMode) -> None:

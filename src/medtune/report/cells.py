@@ -15,6 +15,7 @@ from medtune.metric_keys import CUDA_MAX_ALLOCATED_MB, PEAK_RSS_MB, TRAIN_RUNTIM
 from medtune.report.records import RunRecord
 from medtune.run_dir import RunState
 from medtune.stats import DEFAULT_N_BOOT, PairedResult, bootstrap_ci, paired_test, seed_bootstrap_ci, seed_flips
+from medtune.tuning import UNTUNED
 
 NOT_APPLICABLE = "n/a"  # an API model's row has only the `api` column, and a trained base no `api` cell
 EXTRA_METRICS = (  # shown when the run has them (evaluation.scoring.finish_evaluation)
@@ -147,7 +148,7 @@ class Cell:
 
 def column_label(column: tuple[str, int]) -> str:
     method, steps = column
-    return method if method.startswith("untuned") or method == "api" else f"{method} · {steps} steps"
+    return method if method.startswith(UNTUNED) or method == "api" else f"{method} · {steps} steps"
 
 
 def build_cell(runs: Sequence[RunRecord], n_boot: int = DEFAULT_N_BOOT) -> Cell:

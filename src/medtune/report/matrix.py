@@ -7,16 +7,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from medtune.config import TUNING_METHODS
 from medtune.enums import Stage
 from medtune.metric_keys import BASE_PREFIX, qa_key
 from medtune.report.cells import NOT_APPLICABLE, Cell, build_cell, column_label
 from medtune.report.records import RunRecord
 from medtune.run_dir import BASE_EVAL_SUBDIR, RunState
 from medtune.stats import DEFAULT_N_BOOT
+from medtune.tuning import TUNING_METHODS, UNTUNED
 
 MISSING = "missing"
-UNTUNED = "untuned"  # the column of a base model as it is (config.TUNING_METHODS)
 
 METHOD_ORDER = (*TUNING_METHODS, "api")  # matrix column order: the table's, then API-scored models
 

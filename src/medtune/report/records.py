@@ -29,6 +29,7 @@ from medtune.run_dir import (
     read_status,
 )
 from medtune.tracking import read_metrics_log
+from medtune.tuning import UNTUNED
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # a job Hydra started, even one that stopped before training wrote anything
 NOT_STARTED = "not started"
@@ -59,7 +60,7 @@ class RunRecord:
 
     @property
     def untuned(self) -> bool:
-        return self.method.startswith("untuned")
+        return self.method.startswith(UNTUNED)
 
 
 CONFIG_KEYS = ("base_model.name", "adapter.method", "quantization.mode", "trainer.max_steps", "eval.suite")
@@ -74,7 +75,7 @@ def record_from_config(config: dict[str, Any], **fields: Any) -> RunRecord:
     return RunRecord(
         base_model=str(name),
         method=method,
-        steps=0 if method.startswith("untuned") else int(max_steps),
+        steps=0 if method.startswith(UNTUNED) else int(max_steps),
         suite=str(suite),
         stage=str(config.get("stage", "sft")),
         seed=int((config.get("trainer") or {}).get("seed", 0)),
@@ -158,7 +159,7 @@ def read_evaluation_dir(run_dir: Path, config: dict[str, Any], status: str, erro
             placed | {"trainer": placed.get("trainer", {"max_steps": 0})}, source=str(run_dir), status=status
         )
         row, method, steps = base.base_model, base.method, base.steps
-    untuned = method.startswith("untuned")
+    untuned = method.startswith(UNTUNED)
     return RunRecord(
         source=str(run_dir),
         base_model=row,

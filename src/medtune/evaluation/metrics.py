@@ -23,11 +23,10 @@ response with "." removed and outer spaces stripped, their cleansing.
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -100,11 +99,22 @@ def parse_choice_texts(text: str, question: Question) -> tuple[str, ...] | None:
     if not canonical:
         return None
     by_text = {_canonical(choice): label for label, choice in zip(question.labels, question.choices, strict=True)}
-    for k in range(1, len(by_text) + 1):  # joined choices, not split text: a choice may hold the separator itself
-        for picked in itertools.permutations(by_text, k):
-            if any(separator.join(picked) == canonical for separator in READ_SEPARATORS):
-                return tuple(sorted(by_text[choice] for choice in picked))
-    return None
+    # Joined choices, not split text: a choice may hold the separator itself. The fewest choices win.
+    readings = [r for separator in READ_SEPARATORS for r in _joined_readings(canonical, by_text, separator)]
+    if not readings:
+        return None
+    return tuple(sorted(by_text[choice] for choice in min(readings, key=len)))
+
+
+def _joined_readings(text: str, choices: Iterable[str], separator: str) -> Iterator[tuple[str, ...]]:
+    """Every way to read `text` as distinct choices joined by `separator`, walking it choice by choice (a
+    prefix match per step, so the work grows with the text, not with the permutations of the choices)."""
+    for choice in choices:
+        if text == choice:
+            yield (choice,)
+        elif text.startswith(choice + separator):
+            rest = [c for c in choices if c != choice]
+            yield from ((choice, *tail) for tail in _joined_readings(text[len(choice + separator) :], rest, separator))
 
 
 def _canonical(text: str) -> str:

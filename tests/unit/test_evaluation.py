@@ -137,6 +137,26 @@ def test_batched_loglik_scores_equal_one_question_at_a_time(trained, eval_cfg):
     assert torch.allclose(torch.tensor(batched[0]), torch.tensor(reference), atol=1e-3)
 
 
+def test_loglik_encodes_the_suites_shared_prefix_once_at_every_batch_size(trained, eval_cfg):
+    """Every batch reuses the previous batch's prefix cache, so the exemplar shared by all prompts enters the model
+    once per suite, also one question at a time (the same scores: the test above); batch 1 has no padding to count."""
+    model, tokenizer = trained
+    prompts = build_prompts(load_questions(eval_cfg), eval_cfg)[1:]  # the first question has another exemplar
+    texts, conts = [p.text for p in prompts], [p.continuations for p in prompts]
+    rows = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    shared = next(i for i in range(min(map(len, rows))) if len({r[i] for r in rows}) > 1)
+    assert shared > 50  # the template and exemplar of the 1-shot prompts
+    choice_tokens = sum(len(tokenizer.encode(c, add_special_tokens=False)) + 1 for cs in conts for c in cs)
+    fed: list[int] = []
+    hook = model.get_input_embeddings().register_forward_pre_hook(lambda _, args: fed.append(args[0].numel()))
+    try:
+        with inference(model):
+            loglik_scores(model, tokenizer, texts, conts, batch_size=1, terminator=tokenizer.eos_token_id)
+    finally:
+        hook.remove()
+    assert sum(fed) <= sum(map(len, rows)) + choice_tokens - (len(rows) - 1) * shared
+
+
 def test_batched_generation_equals_one_prompt_at_a_time(trained, eval_cfg):
     model, tokenizer = trained
     texts = [p.text for p in build_prompts(load_questions(eval_cfg), eval_cfg)]

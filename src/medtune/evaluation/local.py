@@ -6,6 +6,7 @@ batched as one question at a time (tests/unit/test_evaluation.py).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,9 +183,10 @@ def score_encoded(
     limit = _context_limit(model, longest)
     encoded = [_fit(ids, limit) for ids in _encode_all(tokenizer, prompts)]
     scores: list[list[float]] = [[] for _ in prompts]
+    shared = _PrefixCache(model, device)
     with bar(len(prompts), "QA loglik", "q", leave=False) as progress:
         for batch in _batches_by_length([len(e) for e in encoded], batch_size):
-            batch_scores = _score_batch(model, [encoded[i] for i in batch], [conts[i] for i in batch], pad_id, device)
+            batch_scores = _score_batch(model, shared, [encoded[i] for i in batch], [conts[i] for i in batch], pad_id)
             for i, row in zip(batch, batch_scores, strict=True):
                 scores[i] = row
             progress.update(len(batch))
@@ -221,21 +223,19 @@ def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
 
 
 def _score_batch(
-    model, prompts: list[list[int]], conts: list[list[list[int]]], pad_id: int, device
+    model, shared: _PrefixCache, prompts: list[list[int]], conts: list[list[list[int]]], pad_id: int
 ) -> list[list[float]]:
-    """Score every choice of a batch of prompts in two forward passes: each token is encoded once.
+    """Score every choice of a batch of prompts in at most two forward passes: each token is encoded once.
 
-    The prompts' common prefix (template + exemplar) is encoded once; then one row per prompt holds its own
-    tail (left-padded) followed by all its choices, and a 4-D attention mask lets each choice see the prefix,
-    its prompt's tail and itself only, with positions restarting after the tail for every choice. No cache
-    is copied per choice and no Python runs per choice.
+    The prompts' common prefix (template + exemplar) comes from `shared`, which encodes only what the previous
+    batch's prefix did not already hold; then one row per prompt holds its own tail (left-padded) followed by all
+    its choices, and a 4-D attention mask lets each choice see the prefix, its prompt's tail and itself only, with
+    positions restarting after the tail for every choice. No cache is copied per choice and no Python runs per
+    choice.
     """
+    device = shared.device
     prefix_len = _common_prefix_len(prompts)
-    cache = None
-    if prefix_len:
-        prefix = torch.tensor([prompts[0][:prefix_len]], device=device)
-        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
-        cache.batch_repeat_interleave(len(prompts))
+    cache = shared.for_rows(prompts[0][:prefix_len], len(prompts))
     layout = _RowLayout.build([p[prefix_len:] for p in prompts], conts, prefix_len, pad_id)
     dtype = next(model.parameters()).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
@@ -321,10 +321,55 @@ class _RowLayout:
         return blocked[:, None]
 
 
-def _common_prefix_len(rows: list[list[int]]) -> int:
-    """Tokens shared by the start of every row, leaving each row at least one token of its own."""
+class _PrefixCache:
+    """The KV cache of the last batch's shared prefix, kept so the next batch encodes only what differs.
+
+    Batches of one suite mostly share their template and exemplars; the prompts are sorted by length, not by
+    content, so each batch's prefix is compared with the previous one and the cache is cut back to the tokens
+    both have. Only plain dynamic caches are kept (cutting one is a view, extending one rebinds its tensors);
+    any other kind, e.g. a sliding window's, is encoded afresh for every batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.ids: list[int] = []
+        self.cache: Any = None
+
+    def for_rows(self, prefix: list[int], rows: int) -> Any:
+        """A cache holding `prefix`, repeated for `rows` rows (the caller's to extend), or None for no prefix."""
+        if not prefix:
+            return None
+        self._hold(prefix)
+        if _keepable(self.cache):
+            cache = copy.copy(self.cache)
+            cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        else:
+            cache, self.cache, self.ids = self.cache, None, []
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+    def _hold(self, prefix: list[int]) -> None:
+        kept = _common_prefix_len([self.ids, prefix], own=0) if self.cache is not None else 0
+        if kept == 0:
+            self.cache = None
+        elif kept < len(self.ids):
+            self.cache.crop(kept - len(self.ids))
+        if kept < len(prefix):
+            new = torch.tensor([prefix[kept:]], device=self.device)
+            self.cache = self.model(input_ids=new, cache=self.cache, use_cache=True, logits_to_keep=1).cache
+        self.ids = list(prefix)
+
+
+def _keepable(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _common_prefix_len(rows: list[list[int]], own: int = 1) -> int:
+    """Tokens shared by the start of every row, leaving each row at least `own` tokens of its own."""
     shortest = min(len(row) for row in rows)
-    for i in range(shortest - 1):
+    for i in range(shortest - own):
         if any(row[i] != rows[0][i] for row in rows):
             return i
-    return max(shortest - 1, 0)
+    return max(shortest - own, 0)

@@ -157,6 +157,19 @@ def test_loglik_encodes_the_suites_shared_prefix_once_at_every_batch_size(traine
     assert sum(fed) <= sum(map(len, rows)) + choice_tokens - (len(rows) - 1) * shared
 
 
+def test_loglik_batches_keep_a_differing_exemplar_out_of_the_majoritys_batches():
+    """Six prompts share a 40-token exemplar, one (the exemplar question itself) has another: length order would
+    batch it with the longest, so that batch shared 5 tokens; by prefix it goes last, and each batch is longest
+    first."""
+    from medtune.evaluation.local import _batches_by_prefix, _common_prefix_len
+
+    exemplar, other = list(range(1, 41)), [1, 2, 3, 4, 5, *range(100, 135)]
+    rows = [exemplar + [200 + i] * (10 + i) for i in range(6)] + [other + [300] * 12]
+    batches = list(_batches_by_prefix(rows, 3))
+    assert batches == [[5, 4, 3], [2, 1, 0], [6]]
+    assert all(_common_prefix_len([rows[i] for i in batch]) >= 40 for batch in batches[:2])
+
+
 def test_batched_generation_equals_one_prompt_at_a_time(trained, eval_cfg):
     model, tokenizer = trained
     texts = [p.text for p in build_prompts(load_questions(eval_cfg), eval_cfg)]

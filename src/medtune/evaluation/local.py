@@ -138,6 +138,32 @@ def _batches_by_length(lengths: list[int], batch_size: int) -> Iterator[list[int
         yield order[start : start + batch_size]
 
 
+def _batches_by_prefix(rows: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of prompts that share as much of the suite's majority prefix as each other, longest first
+    within: a batch then mixes no exemplars or instructions it need not, and the prefix cache carries over.
+
+    Length order alone would put, e.g., the one question whose exemplar differs (it is the usual exemplar itself)
+    with seven others, and pad all eight to their short common prefix: 23 % more tokens with three shots.
+    """
+    majority = _majority_prefix(rows)
+    shared = [_common_prefix_len([majority, row], own=0) for row in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-shared[i], -len(rows[i])))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _majority_prefix(rows: list[list[int]]) -> list[int]:
+    """The longest prefix that at least half the rows start with (such rows are neighbours in sorted order)."""
+    ordered = sorted(rows)
+    span = max(len(rows) // 2, 1)
+    best, start = 0, ordered[0]
+    for first, last in zip(ordered, ordered[span - 1 :], strict=False):
+        shared = _common_prefix_len([first, last], own=0)
+        if shared > best:
+            best, start = shared, first
+    return start[:best]
+
+
 def generate_responses(
     model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, stop_ids: Sequence[int] = ()
 ) -> list[str]:
@@ -185,7 +211,7 @@ def score_encoded(
     scores: list[list[float]] = [[] for _ in prompts]
     shared = _PrefixCache(model, device)
     with bar(len(prompts), "QA loglik", "q", leave=False) as progress:
-        for batch in _batches_by_length([len(e) for e in encoded], batch_size):
+        for batch in _batches_by_prefix(encoded, batch_size):
             batch_scores = _score_batch(model, shared, [encoded[i] for i in batch], [conts[i] for i in batch], pad_id)
             for i, row in zip(batch, batch_scores, strict=True):
                 scores[i] = row

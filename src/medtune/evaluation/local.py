@@ -1,7 +1,8 @@
 """A local transformers model as a backend: log-likelihood scoring of the choices, or greedy generation.
 
-Both batch questions of similar length, so little compute goes to padding, and both give the same answers
-batched as one question at a time (tests/unit/test_evaluation.py).
+Both batch questions of similar length, so little compute goes to padding (loglik first groups the prompts that share
+the suite's template and exemplar, which it encodes once), and both give the same answers batched as one question at
+a time (tests/unit/test_evaluation.py).
 """
 
 from __future__ import annotations
@@ -350,10 +351,10 @@ class _RowLayout:
 class _PrefixCache:
     """The KV cache of the last batch's shared prefix, kept so the next batch encodes only what differs.
 
-    Batches of one suite mostly share their template and exemplars; the prompts are sorted by length, not by
-    content, so each batch's prefix is compared with the previous one and the cache is cut back to the tokens
-    both have. Only plain dynamic caches are kept (cutting one is a view, extending one rebinds its tensors);
-    any other kind, e.g. a sliding window's, is encoded afresh for every batch.
+    Consecutive batches of one suite mostly share their template and exemplars, so each batch's prefix is compared
+    with the previous one and the cache is cut back to the tokens both have. Only plain dynamic caches are kept
+    (cutting one is a view, extending one rebinds its tensors); any other kind, e.g. a sliding window's, is encoded
+    afresh for every batch.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:

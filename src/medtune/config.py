@@ -53,6 +53,8 @@ ATTENTION_PACKAGES = {
     "flash_attention_2": "flash-attn",
     "flash_attention_3": "flash-attn-3 (flash_attn_interface, built from flash-attention's hopper/ directory)",
 }
+# ... and the transformers check (transformers.utils.import_utils) that says whether that package is installed.
+FLASH_ATTENTION = {"flash_attention_2": "is_flash_attn_2_available", "flash_attention_3": "is_flash_attn_3_available"}
 # Model types the Trainer's use_liger_kernel can patch (liger_kernel.transformers.MODEL_TYPE_TO_APPLY_LIGER_FN).
 LIGER_ARCHITECTURES = ("llama",)
 T = TypeVar("T")
@@ -338,9 +340,9 @@ def _check_targets(adapter: LoraAdapterConfig) -> None:
 
 
 def _validate_attention(cfg: TrainConfig) -> None:
-    """The attention kernel must be installed and get the half-precision weights it runs in."""
-    from transformers.utils import import_utils
-
+    """The attention kernel must be installed and get the half-precision weights it runs in. transformers is
+    imported only for a kernel that needs a package: a default (sdpa) config validates without it, so a re-run sweep
+    that skips its finished cells never loads it."""
     attn = cfg.base_model.attn_implementation
     is_hub_kernel = "/" in attn
     if not is_hub_kernel and attn not in ATTENTION_PACKAGES:
@@ -348,16 +350,12 @@ def _validate_attention(cfg: TrainConfig) -> None:
             f"base_model.attn_implementation={attn!r} is not one of {', '.join(ATTENTION_PACKAGES)} "
             "or a kernels-hub repo id."
         )
-    installed = {
-        "flash_attention_2": import_utils.is_flash_attn_2_available,
-        "flash_attention_3": import_utils.is_flash_attn_3_available,
-    }
-    if attn in installed and not installed[attn]():
+    if attn in FLASH_ATTENTION and not _package_available(FLASH_ATTENTION[attn]):
         raise ConfigError(
             f"base_model.attn_implementation={attn} needs the {ATTENTION_PACKAGES[attn]} package and a CUDA GPU; "
             "install it or use sdpa (the default) or flex_attention."
         )
-    if is_hub_kernel and not import_utils.is_kernels_available():
+    if is_hub_kernel and not _package_available("is_kernels_available"):
         raise ConfigError(f"base_model.attn_implementation={attn} is a kernels-hub kernel: pip install kernels.")
     quant = cfg.quantization
     weights_dtype = quant.compute_dtype if isinstance(quant, BitsAndBytesQuantConfig) else cfg.base_model.dtype
@@ -367,12 +365,18 @@ def _validate_attention(cfg: TrainConfig) -> None:
         )
 
 
-def _validate_trainer_knobs(cfg: TrainConfig) -> None:
-    """Trainer switches: each needs its package and a partner it works with."""
+def _package_available(check: str) -> bool:
+    """transformers' own availability check by name (transformers.utils.import_utils.is_<package>_available),
+    imported when a setting needs it: importing transformers costs seconds a config check should not pay."""
     from transformers.utils import import_utils
 
+    return bool(getattr(import_utils, check)())
+
+
+def _validate_trainer_knobs(cfg: TrainConfig) -> None:
+    """Trainer switches: each needs its package and a partner it works with."""
     t = cfg.trainer
-    if t.use_liger_kernel and not import_utils.is_liger_kernel_available():
+    if t.use_liger_kernel and not _package_available("is_liger_kernel_available"):
         raise ConfigError("trainer.use_liger_kernel=true needs the liger-kernel package: pip install liger-kernel.")
     if t.use_liger_kernel and cfg.base_model.arch not in LIGER_ARCHITECTURES:
         raise ConfigError(
@@ -380,7 +384,7 @@ def _validate_trainer_knobs(cfg: TrainConfig) -> None:
             f"(Liger patches {', '.join(LIGER_ARCHITECTURES)}); set it to false."
         )
     needs_bnb = t.optim.startswith("paged_") or "8bit" in t.optim
-    if needs_bnb and not import_utils.is_bitsandbytes_available():
+    if needs_bnb and not _package_available("is_bitsandbytes_available"):
         raise ConfigError(f"trainer.optim={t.optim} is a bitsandbytes optimizer: pip install bitsandbytes.")
     if t.gradient_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "").lower() == "true":
         raise ConfigError(

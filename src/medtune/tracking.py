@@ -18,9 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-
-import wandb
+from typing import TYPE_CHECKING, Any, TextIO
 
 from medtune.config import WandbConfig, WandbMode
 from medtune.console import verbose
@@ -40,6 +38,9 @@ from medtune.metric_keys import (
     TRAIN_TOKENS_SEEN,
 )
 from medtune.run_dir import METRICS_LOG, RUN_ID_FILE
+
+if TYPE_CHECKING:  # wandb is imported where a run starts: reading metrics.jsonl (`medtune status`) needs no W&B
+    import wandb
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ def start_wandb_run(
     job_type: str,
 ) -> TrackedRun:
     """Start (or resume) this run dir's W&B run; an online failure falls back to offline with a warning."""
+    import wandb
+
     resolved = resolve_wandb(wb, output_dir, group, name, tags)
     resolved.dir.mkdir(parents=True, exist_ok=True)
     wandb.setup(console_settings())  # W&B's console notices follow the process-wide settings, not init's
@@ -148,6 +151,8 @@ def start_wandb_run(
 def console_settings() -> wandb.Settings:
     """W&B's run history/summary (`quiet`) and its info notices, the Weave advert among them (`show_info`), off
     unless $MEDTUNE_VERBOSE; its warnings and errors stay. medtune's closing summary says where the run's files are."""
+    import wandb
+
     loud = verbose()
     return wandb.Settings(quiet=not loud, show_info=loud)
 

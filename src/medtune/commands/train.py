@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> float:
 
 
 def train(config: TrainConfig, output_dir: Path) -> dict:
-    from medtune.tiny import ensure_tiny_model
+    from medtune.tiny_paths import ensure_tiny_model
     from medtune.training import run
 
     ensure_tiny_model(config.base_model, config.cache_dir)  # a tiny base is built on first use

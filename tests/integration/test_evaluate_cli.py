@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from medtune.api_client import RequestLog, request_key
 from medtune.run_dir import API_ANSWERS_FILE
 from medtune.testing.openai_server import OpenAIServer, unused_base_url
 
-from helpers import REPO, kill_script_when, run_script, script_env
+from helpers import kill_script_when, run_script, run_script_reporting_torch
 from wandb_records import offline_runs
 
 QUESTIONS = [
@@ -90,17 +89,8 @@ def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, trained_run, 
 
 
 def run_reporting_torch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """evaluate.py in one interpreter that reports, on exit, whether torch was ever imported."""
-    script = str(REPO / "evaluate.py")
-    argv = [script, *overrides, "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}"]
-    code = (
-        "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
-        f"sys.argv = {argv!r}\n"
-        f"runpy.run_path({script!r}, run_name='__main__')\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=300
+    return run_script_reporting_torch(
+        "evaluate.py", *overrides, "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
     )
 
 

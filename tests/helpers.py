@@ -124,3 +124,16 @@ def another_process_holding(run_dir: Path) -> Iterator[None]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def run_script_reporting_torch(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """An entry script in one interpreter that prints `torch imported: True|False` on exit: a check that fails before
+    the heavy imports shows the user its one line in seconds, not after torch's ~10 s."""
+    path = str(REPO / script)
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
+        f"sys.argv = {[path, *overrides]!r}\n"
+        f"runpy.run_path({path!r}, run_name='__main__')\n"
+    )
+    return _run(["-c", code], cwd, timeout=300)

@@ -40,6 +40,7 @@ from medtune.errors import ConfigError
 from medtune.packing import VARLEN_ATTENTION, check_packing_setting
 from medtune.prompts import check_chat_settings, check_template_name, follow_training_format
 from medtune.ranges import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, UNIT, check_ranges, ranged
+from medtune.run_dir import RESOLVED_CONFIG
 from medtune.tiny_paths import check_tiny_model_path
 from medtune.tuning import TUNING_METHODS, check_adapter_method, tuning_method  # noqa: F401 (tuning_method: re-exported)
 
@@ -418,6 +419,12 @@ def _reject_unknown_keys(cfg: DictConfig, schema: type) -> None:
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
     return follow_training_format(to_typed(cfg, TrainConfig, validate))
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The config a train.py run dir was made with (schema defaults fill keys added since)."""
+    saved = OmegaConf.load(run_dir / RESOLVED_CONFIG)
+    return to_train_config(OmegaConf.merge(OmegaConf.structured(TrainConfig), saved))
 
 
 def applicable(cfg: T) -> T:

@@ -12,11 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from datasets import Dataset
-from transformers import DataCollatorForSeq2Seq
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from medtune import demo_assets
 from medtune.chat import ChatFormat
@@ -26,6 +22,10 @@ from medtune.errors import DataError
 from medtune.jsonl import nonblank_lines, read_jsonl_objects
 from medtune.packing import IGNORE_INDEX, PackingChoice, PackingCollator
 from medtune.prompts import CHAT_TEMPLATE, PromptTemplate, get_template, user_content
+
+if TYPE_CHECKING:  # datasets and transformers load only to tokenize: train.py reads (and checks) data before torch
+    from datasets import Dataset
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 REQUIRED_FIELDS = ("instruction", "output")
 
@@ -207,6 +207,8 @@ def build_datasets(
             for r in items
         ]
 
+    from datasets import Dataset
+
     heldout = Dataset.from_list(encode(splits.heldout)) if splits.heldout else None
     return Dataset.from_list(encode(splits.train)), heldout
 
@@ -223,6 +225,8 @@ def build_collator(
     A packed row carries no attention mask: transformers keeps attention inside each example from the restarting
     position ids (flash kernels: variable-length sequences; sdpa/eager/flex_attention: a block-diagonal mask).
     """
+    from transformers import DataCollatorForSeq2Seq
+
     padding = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX, return_tensors="pt")
     if strategy == PackingStrategy.padding:
         return padding

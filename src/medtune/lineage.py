@@ -171,7 +171,7 @@ def results_artifact(run_dir: Path, run_id: str) -> wandb.Artifact:
 
 def use_trained_model(run: Any, run_dir: Path) -> None:
     """evaluate.py run_dir=...: use the model artifact that run logged (rebuilt by reference: same digest)."""
-    from medtune.models import load_run_config
+    from medtune.config import load_run_config
 
     if not run.disabled and _results(run_dir).get(MODEL_ARTIFACT_KEY):
         use_artifact(run, model_artifact(run_dir, load_run_config(run_dir), {}, "reference"))

@@ -10,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -26,7 +25,7 @@ from medtune.config import (
     QuantizationConfig,
     QuantMode,
     TrainConfig,
-    to_train_config,
+    load_run_config,
 )
 from medtune.console import quiet_loading_bars
 from medtune.errors import ConfigError
@@ -143,12 +142,6 @@ def chat_key(cfg: TrainConfig) -> str | None:
     if cfg.dataset.prompt_template == CHAT_TEMPLATE:
         return f"dataset.prompt_template={CHAT_TEMPLATE}"
     return "eval.chat_template=true" if cfg.eval.chat_template else None
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    """The config a train.py run dir was made with (schema defaults fill keys added since)."""
-    saved = OmegaConf.load(run_dir / RESOLVED_CONFIG)
-    return to_train_config(OmegaConf.merge(OmegaConf.structured(TrainConfig), saved))
 
 
 def load_trained(run_dir: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TrainConfig]:

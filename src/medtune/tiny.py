@@ -37,12 +37,17 @@ from medtune.config import BaseModelConfig
 from medtune.console import bar
 from medtune.errors import ConfigError
 from medtune.prompts import PROMPT_TEMPLATES
-from medtune.tiny_paths import TINY_MARKER, tiny_build_may_replace
+from medtune.tiny_paths import (
+    RECIPE_VERSION,
+    TINY_MARKER,
+    ensure_tiny_model,
+    is_current_build,
+    tiny_build_may_replace,
+)
 
 log = logging.getLogger(__name__)
 
-# Bump when the recipe below changes, so cached builds are rebuilt instead of silently reused.
-RECIPE_VERSION = 2
+# RECIPE_VERSION (medtune.tiny_paths): bump it when the recipe below changes.
 VOCAB_SIZE = 1500
 TEMPLATE_WEIGHT = 20  # template lines repeated so their fixed phrases become single tokens
 SPECIAL_TOKENS = {
@@ -71,15 +76,12 @@ PRETRAIN_BATCH = 16
 PRETRAIN_LR = 3e-3
 
 
-def ensure_tiny_model(base: BaseModelConfig, cache_dir: str | Path) -> Path:
-    """Build the tiny model at base.path unless an up-to-date build is already there (the entry scripts call this
-    before loading: loading only loads). A real model's path is returned as it is."""
+def build_tiny_model(base: BaseModelConfig, cache_dir: str | Path) -> Path:
+    """ensure_tiny_model's build (medtune.tiny_paths): atomic and locked, so parallel multirun jobs share one."""
     path = Path(base.path).expanduser()
-    if not base.tiny or _is_current(path):
-        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if _is_current(path):
+        if is_current_build(path):
             return path
         log.info("building tiny %s model at %s (first use)", base.arch, path)
         staging = path.with_name(f".{path.name}.building-{os.getpid()}")
@@ -138,11 +140,6 @@ def _remove_own_build(path: Path) -> None:
         )
     if path.exists():  # an empty folder, or an older build of ours
         shutil.rmtree(path)
-
-
-def _is_current(path: Path) -> bool:
-    marker = path / TINY_MARKER
-    return marker.exists() and json.loads(marker.read_text()).get("recipe_version") == RECIPE_VERSION
 
 
 def train_tokenizer(corpus: Path, chat_format: str | None = None) -> PreTrainedTokenizerFast:

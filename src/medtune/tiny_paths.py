@@ -1,11 +1,13 @@
-"""Where a tiny model may be built: only in medtune's cache, in a folder that is empty or that medtune made itself.
+"""Where a tiny model may be built (only in medtune's cache, in a folder that is empty or that medtune made itself),
+and whether an up-to-date build is already there.
 
-Torch-free, so config validation (medtune.config, medtune.evaluation.config) checks it before torch is imported;
-medtune.tiny builds there.
+Torch-free, so config validation (medtune.config, medtune.evaluation.config) checks it before torch is imported,
+and an entry script whose tiny model is built imports torch only once it loads it; medtune.tiny builds.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,26 @@ if TYPE_CHECKING:
 
 TINY_MARKER = "medtune_tiny.json"  # written into every tiny-model folder medtune builds: only those may be rebuilt
 MODEL_CONFIG_FILE = "config.json"  # transformers' CONFIG_NAME: every saved model folder has one
+# medtune.tiny's recipe: bump it when that recipe changes, so cached builds are rebuilt instead of silently reused.
+RECIPE_VERSION = 2
+
+
+def ensure_tiny_model(base: BaseModelConfig, cache_dir: str | Path) -> Path:
+    """Build the tiny model at base.path unless an up-to-date build is already there (the entry scripts call this
+    before loading: loading only loads). A real model's path is returned as it is. Torch is imported only to build,
+    so a script with a bad questions file still fails in seconds."""
+    path = Path(base.path).expanduser()
+    if not base.tiny or is_current_build(path):
+        return path
+    from medtune.tiny import build_tiny_model
+
+    return build_tiny_model(base, cache_dir)
+
+
+def is_current_build(path: Path) -> bool:
+    """A tiny model of the current recipe is at path (its marker says so)."""
+    marker = path / TINY_MARKER
+    return marker.exists() and json.loads(marker.read_text()).get("recipe_version") == RECIPE_VERSION
 
 
 def tiny_build_may_replace(path: Path) -> bool:

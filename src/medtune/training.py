@@ -103,8 +103,9 @@ steps_log = logging.getLogger("medtune.steps")  # every logging step's figures: 
 STEP_METRICS = ("accuracy", "official_accuracy")  # logged by the in-training (loglik) QA evaluation
 
 
-def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Train and evaluate as configured; returns (and writes) results.json's content.
+def run(cfg: DictConfig | TrainConfig, output_dir: str | Path, splits: Splits | None = None) -> dict[str, Any]:
+    """Train and evaluate as configured; returns (and writes) results.json's content. `splits`: the run's data,
+    when the caller has loaded it already (train.py does, before importing torch, so bad data fails in seconds).
 
     Under `accelerate launch` every process trains, but only the main one writes files, tracks in W&B
     and scores QA (all of them must be given the same run dir: pass hydra.run.dir=...).
@@ -117,12 +118,13 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path) -> dict[str, Any]
         raise ConfigError(f"resume={out} is not a medtune run dir ({RESOLVED_CONFIG} is missing).")
     check_gpu_memory(tc, _cuda_memory_gb())  # a preset too big for this GPU stops before any weights load
     if not main:
-        return _run_tracked(tc, plain_config, load_splits(tc.dataset, tc.stage, tc.trainer.seed), out, main, None)
+        splits = splits or load_splits(tc.dataset, tc.stage, tc.trainer.seed)
+        return _run_tracked(tc, plain_config, splits, out, main, None)
     with claimed(out):
         done = previous_run(out, plain_config)
         if done is not None:
             return done
-        splits = load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before weights load
+        splits = splits or load_splits(tc.dataset, tc.stage, tc.trainer.seed)  # bad data stops here, before weights
         if tc.stage == Stage.sft and (tc.eval.at_end or tc.eval.every_steps):
             load_questions(tc.eval)  # so does a missing or empty evaluation set (reading it takes milliseconds)
         with preemptible() as stop, lifecycle(out):  # results.json is written before "finished"

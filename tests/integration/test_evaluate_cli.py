@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from medtune.api_client import RequestLog, request_key
 from medtune.run_dir import API_ANSWERS_FILE
 from medtune.testing.openai_server import OpenAIServer, unused_base_url
 
-from helpers import REPO, kill_script_when, run_script, script_env
+from helpers import kill_script_when, run_script, run_script_reporting_torch
 from wandb_records import offline_runs
 
 QUESTIONS = [
@@ -89,31 +88,28 @@ def test_a_trained_run_dir_is_evaluated_with_its_adapter(tmp_path, trained_run, 
     assert base_scores != tuned_scores  # the adapter's weights changed the model's log-likelihoods
 
 
-def test_bad_input_exits_2_with_one_clear_line(tmp_path, questions):
+def run_reporting_torch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_script_reporting_torch(
+        "evaluate.py", *overrides, "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+
+
+def test_bad_input_exits_2_with_one_clear_line_before_torch_is_imported(tmp_path, tiny_models, questions):
+    """The questions are read before the model loads: a bad file shows in seconds (the tiny base is built, so
+    nothing needs torch before then)."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text(questions.read_text(encoding="utf-8").splitlines()[0] + "\n{broken\n", encoding="utf-8")
-    proc = run_script(
-        "evaluate.py", "eval=jsonl", f"eval.path={bad}", "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'x'}",
-        cwd=tmp_path,
-    )  # fmt: skip
+    proc = run_reporting_torch(tmp_path, "eval=jsonl", f"eval.path={bad}")
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "bad.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
+    assert len(errors) == 1 and "bad.jsonl:2" in errors[0] and "Traceback" not in proc.stderr
+    assert "torch imported: False" in proc.stdout
 
 
 def test_a_config_mistake_exits_2_with_one_line_before_torch_is_imported(tmp_path):
-    """evaluate.py checks its config before the heavy imports, so a mistake shows in about 2 s, not after torch's ~10 s.
-    One interpreter runs the script and then reports, on exit, whether torch was ever imported."""
-    script = str(REPO / "evaluate.py")
-    argv = [script, "eval=igakuqa", "wandb.mode=disabled", f"hydra.run.dir={tmp_path / 'run'}"]  # no eval.path
-    code = (
-        "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules))\n"
-        f"sys.argv = {argv!r}\n"
-        f"runpy.run_path({script!r}, run_name='__main__')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=300
-    )
+    """evaluate.py checks its config before the heavy imports, so a mistake shows in about 2 s, not after torch's
+    ~10 s."""
+    proc = run_reporting_torch(tmp_path, "eval=igakuqa")  # no eval.path
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("medtune: error:")]
     assert errors == ["medtune: error: eval=igakuqa needs eval.path=<directory or file>."]

@@ -15,7 +15,7 @@ from medtune.run_dir import API_BATCHES_FILE
 from medtune.testing import Fault, OpenAIServer
 from medtune.testing.qa_pairs import qa_responder, synthetic_corpus
 
-from helpers import kill_script_when, run_script, small_generate
+from helpers import kill_script_when, run_script, small_generate, train_job
 from wandb_records import offline_runs
 
 CHUNKS = 20  # 60 lines, 3 per chunk
@@ -38,15 +38,22 @@ def _overrides(server: OpenAIServer, corpus: Path, out: Path, *extra: str) -> li
     ]
 
 
+def _generate_in_process(compose_config, server: OpenAIServer, corpus: Path, out: Path, *extra: str) -> dict:
+    """generate_data.py's run with the same overrides, through the same pipeline.run, without a process start."""
+    overrides = [*small_generate(corpus, server.base_url), "generator.timeout_s=1", f"output_dir={out}", *extra]
+    return run(compose_config("generate_data", *overrides), out)
+
+
 def _ok_keys(out: Path) -> set[str]:
     lines = (out / "raw_responses.jsonl").read_text(encoding="utf-8").split("\n")
     return {json.loads(line)["key"] for line in lines if line.strip().endswith("}") and '"status": "ok"' in line}
 
 
 def test_cli_run_with_faults_then_reparse_is_byte_identical_tracked_and_trains(
-    corpus: Path, tmp_path: Path, tiny_models: dict
+    corpus: Path, tmp_path: Path, tiny_models: dict, compose_config
 ) -> None:
-    """The tiny models come from the session fixture (built once), so train.py only trains here."""
+    """The script's run against a faulty server; the reparse and the training on its records run in-process through
+    the same pipeline.run and train job the scripts call (their exits: the other tests here and test_train_cli)."""
     out = tmp_path / "out"
     with OpenAIServer(qa_responder) as server:
         server.fail_next(
@@ -54,10 +61,10 @@ def test_cli_run_with_faults_then_reparse_is_byte_identical_tracked_and_trains(
         )
         proc = run_script("generate_data.py", *_overrides(server, corpus, out), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        requests = server.request_count
-        reparse = run_script("generate_data.py", *_overrides(server, corpus, out, "reparse=true"), cwd=tmp_path)
-        assert reparse.returncode == 0, reparse.stderr[-3000:]
+        requests, generated = server.request_count, (out / "records.jsonl").read_bytes()
+        _generate_in_process(compose_config, server, corpus, out, "reparse=true")
         assert server.request_count == requests == CHUNKS + 4  # 4 retried faults; reparse made no call
+    assert (out / "records.jsonl").read_bytes() == generated  # the reparse rebuilt the same records
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     records = (out / "records.jsonl").read_text(encoding="utf-8").splitlines()
     assert manifest["funnel"]["kept"] == len(records) > 0
@@ -69,24 +76,21 @@ def test_cli_run_with_faults_then_reparse_is_byte_identical_tracked_and_trains(
     # train.py on these records uses this very artifact version (same name, same digest): the lineage edge.
     used = training_dataset(DatasetConfig(source="jsonl", path=str(out / "records.jsonl")), "sft")
     assert (used.name, used.manifest.digest()) == (logged[-1].name, logged[-1].digest)
-    train = run_script(
-        "train.py",
-        "dataset=jsonl",
-        f"dataset.path={out / 'records.jsonl'}",
-        "trainer.max_steps=3",
-        "eval.at_end=false",
-        "wandb.mode=offline",
-        f"hydra.run.dir={tmp_path / 'train'}",
-        cwd=tmp_path,
+    dataset = ["dataset=jsonl", f"dataset.path={out / 'records.jsonl'}"]
+    trained = train_job(
+        compose_config("train", *dataset, "trainer.max_steps=3", "eval.at_end=false", "wandb.mode=offline"),
+        tmp_path / "train",
     )
-    assert train.returncode == 0, train.stderr[-3000:]  # the generated records train
+    assert trained is not None and trained["train/global_step"] == 3  # the generated records train
 
 
-def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(corpus: Path, tmp_path: Path) -> None:
+def test_kill9_halfway_then_resume_gives_exactly_the_uninterrupted_records(
+    corpus: Path, tmp_path: Path, compose_config
+) -> None:
     with OpenAIServer(qa_responder, latency_s=0.1) as server:
         whole, resumed = tmp_path / "whole", tmp_path / "resumed"
         common = ("generator.concurrency=2", "wandb.mode=disabled")
-        assert run_script("generate_data.py", *_overrides(server, corpus, whole, *common), cwd=tmp_path).returncode == 0
+        _generate_in_process(compose_config, server, corpus, whole, *common)  # the uninterrupted run: one start less
         log = resumed / "raw_responses.jsonl"
         kill_script_when(
             "generate_data.py",

@@ -8,6 +8,7 @@ from helpers import REPO, run_module, run_script
 from wandb_records import offline_runs
 
 FAST = ["trainer.max_steps=4", "eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+FAST += ["dataset.limit=16"]  # 16 of the demo's 392 training records: these tests check processes, not learning
 LAUNCH = ["--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 

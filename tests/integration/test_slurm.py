@@ -28,6 +28,7 @@ SLURM = [
 ]
 REQUEUED = ["trainer.max_steps=80", "eval.at_end=false", "trainer.logging_steps=1", "trainer.save_steps=1000"]
 FAST = ["trainer.max_steps=4", "eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+FAST += ["dataset.limit=16"]  # 16 of the demo's 392 training records: these tests check the jobs, not learning
 
 
 @pytest.fixture(scope="module")

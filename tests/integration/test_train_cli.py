@@ -11,10 +11,11 @@ import pytest
 from medtune.run_dir import RESOLVED_CONFIG
 from medtune.tracking import read_metrics_log
 
-from helpers import kill_script_when, run_script, train_job
+from helpers import kill_script_when, run_script, run_script_reporting_torch, train_job
 from wandb_records import offline_runs
 
-FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000"]
+# The first 16 training records (and 1 held out) of the demo's 392: these tests check runs, not what they learn.
+FAST = ["eval.at_end=false", "trainer.logging_steps=2", "trainer.save_steps=1000", "dataset.limit=16"]
 
 
 def test_train_run_logs_to_wandb_and_writes_results(trained_run):
@@ -61,8 +62,8 @@ def test_train_run_logs_to_wandb_and_writes_results(trained_run):
 def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_models, compose_config, capsys):
     """…and once finished, a resume with a changed config is refused (that check comes before "finished")."""
     run_dir = tmp_path / "run"
-    args = ["trainer.max_steps=60", "trainer.save_steps=10", "eval.at_end=false", "trainer.logging_steps=5"]
-    checkpoint = run_dir / "checkpoints" / "checkpoint-20"
+    args = ["trainer.max_steps=30", "trainer.save_steps=5", "eval.at_end=false", "trainer.logging_steps=5", FAST[-1]]
+    checkpoint = run_dir / "checkpoints" / "checkpoint-10"  # once it exists, checkpoint-5 is complete
     kill_script_when("train.py", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, ready=checkpoint.exists)
     assert not (run_dir / "results.json").exists()
     assert json.loads((run_dir / "run_status.json").read_text())["status"] == "running"  # never "finished"
@@ -70,35 +71,38 @@ def test_killed_run_resumes_to_the_same_final_step_and_wandb_run(tmp_path, tiny_
     resumed = run_script("train.py", *args, f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["train/global_step"] == 60
+    assert results["train/global_step"] == 30
     first, second = offline_runs(run_dir)
     assert first.run_id == second.run_id == results["wandb_run_id"]
     resumed_steps = [row["train/global_step"] for row in second.history if "train/grad_norm" in row]
-    # Continued from a checkpoint (10, or 20 if its save had finished before the kill), not from scratch (step 5).
-    assert resumed_steps and min(resumed_steps) > 10
+    # Continued from a checkpoint (5, or 10 if its save had finished before the kill), not from scratch (step 5).
+    assert resumed_steps and min(resumed_steps) > 5
     assert second.exit_code == 0
     # metrics.jsonl kept the killed attempt's history (its W&B file may not have) and the resumed one appended.
     logged = [r["train/global_step"] for r in read_metrics_log(run_dir / "metrics.jsonl") if "train/grad_norm" in r]
-    assert set(range(5, 61, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 60  # 5: first attempt only
+    assert set(range(5, 31, 5)) <= set(logged) and logged[0] == 5 and logged[-1] == 30  # 5: first attempt only
 
     # Resumed again, in-process through train.py's job: finished, so nothing to redo; a changed config is refused.
     again = train_job(compose_config("train", *args, f"resume={run_dir}"), run_dir)
     assert again == results and len(offline_runs(run_dir)) == 2
-    changed = [arg.replace("max_steps=60", "max_steps=70") for arg in args]
+    changed = [arg.replace("max_steps=30", "max_steps=40") for arg in args]
     with pytest.raises(SystemExit) as refused:
         train_job(compose_config("train", *changed, f"resume={run_dir}"), run_dir)
     assert refused.value.code == 2 and "trainer.max_steps" in capsys.readouterr().err
 
 
-def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path):
-    """The exit status and the one line of the real script; the other bad datasets (and an unloadable base model)
-    go through the same `run_job` in-process: unit/test_first_contact.py."""
+def test_bad_dataset_stops_before_training_with_one_clear_line(tmp_path, tiny_models):
+    """The exit status and the one line of the real script, before torch is imported (the tiny base is built); the
+    other bad datasets (and an unloadable base model) go through the same `run_job` in-process:
+    unit/test_first_contact.py."""
     records = tmp_path / "records.jsonl"
     records.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q", "output"\n')
     run_dir = tmp_path / "run"
-    proc = run_script("train.py", "dataset=jsonl", f"dataset.path={records}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    overrides = ["dataset=jsonl", f"dataset.path={records}", f"hydra.run.dir={run_dir}"]
+    proc = run_script_reporting_torch("train.py", *overrides, cwd=tmp_path)
     assert proc.returncode == 2
     assert "records.jsonl:2: malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
+    assert "torch imported: False" in proc.stdout
     assert not (run_dir / "results.json").exists() and not (run_dir / "wandb").exists()
 
 

@@ -22,34 +22,72 @@ Modules: config (ApiConfig, the key, the request body and its resume key) · req
 policy (failure classification and backoff) · rate_limit (request/token buckets) · runner (`call_all`, the bar).
 """
 
-from medtune.api_client.config import (
-    LOCAL_HOSTS,
-    OPENAI_URL,
-    PLACEHOLDER_KEY,
-    TEMPERATURE,
-    TOP_P,
-    ApiConfig,
-    RetryConfig,
-    address,
-    api_key,
-    chat_body,
-    redact,
-    request_key,
-    token_limit_name,
-)
-from medtune.api_client.policy import (
-    ApiFailed,
-    ApiStopped,
-    Failure,
-    MalformedReply,
-    backoff_seconds,
-    classify,
-    is_context_length,
-    retry_after_seconds,
-)
-from medtune.api_client.rate_limit import RateLimiter, TokenBucket
-from medtune.api_client.request_log import RequestLog
-from medtune.api_client.runner import Request, Summary, call_all, error_entry, ok_entry
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medtune.api_client.config import (
+        LOCAL_HOSTS,
+        OPENAI_URL,
+        PLACEHOLDER_KEY,
+        TEMPERATURE,
+        TOP_P,
+        ApiConfig,
+        RetryConfig,
+        address,
+        api_key,
+        chat_body,
+        redact,
+        request_key,
+        token_limit_name,
+    )
+    from medtune.api_client.policy import (
+        ApiFailed,
+        ApiStopped,
+        Failure,
+        MalformedReply,
+        backoff_seconds,
+        classify,
+        is_context_length,
+        retry_after_seconds,
+    )
+    from medtune.api_client.rate_limit import RateLimiter, TokenBucket
+    from medtune.api_client.request_log import RequestLog
+    from medtune.api_client.runner import Request, Summary, call_all, error_entry, ok_entry
+
+# Each name's module, imported on first use: the schemas (evaluation/datagen config) need only `config`, and a
+# local-model run never loads `openai` (~0.8 s at every start) that only policy and runner need.
+_HOMES = {
+    "config": (
+        "LOCAL_HOSTS", "OPENAI_URL", "PLACEHOLDER_KEY", "TEMPERATURE", "TOP_P", "ApiConfig", "RetryConfig", "address",
+        "api_key", "chat_body", "redact", "request_key", "token_limit_name",
+    ),
+    "policy": (
+        "ApiFailed", "ApiStopped", "Failure", "MalformedReply", "backoff_seconds", "classify", "is_context_length",
+        "retry_after_seconds",
+    ),
+    "rate_limit": ("RateLimiter", "TokenBucket"),
+    "request_log": ("RequestLog",),
+    "runner": ("Request", "Summary", "call_all", "error_entry", "ok_entry"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: `from medtune.api_client import X` imports X's module only then."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
 
 __all__ = [
     "LOCAL_HOSTS",

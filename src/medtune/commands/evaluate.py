@@ -27,8 +27,8 @@ def main(cfg: DictConfig) -> float | None:
         from medtune.evaluation.pipeline import run
 
         if config.backend == Backend.local:
-            from medtune.models import load_run_config
-            from medtune.tiny import ensure_tiny_model
+            from medtune.config import load_run_config
+            from medtune.tiny_paths import ensure_tiny_model  # torch-free: a bad questions file fails in seconds
 
             source = load_run_config(Path(config.run_dir)) if config.run_dir else config  # a trained run: its base
             ensure_tiny_model(source.base_model, source.cache_dir)  # a tiny base is built on first use

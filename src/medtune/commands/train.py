@@ -52,8 +52,11 @@ def main(cfg: DictConfig) -> float:
 
 
 def train(config: TrainConfig, output_dir: Path) -> dict:
-    from medtune.tiny import ensure_tiny_model
+    from medtune.data import load_splits
+    from medtune.tiny_paths import ensure_tiny_model
+
+    splits = load_splits(config.dataset, config.stage, config.trainer.seed)  # bad data fails before torch is imported
+    ensure_tiny_model(config.base_model, config.cache_dir)  # a tiny base is built on first use
     from medtune.training import run
 
-    ensure_tiny_model(config.base_model, config.cache_dir)  # a tiny base is built on first use
-    return run(config, output_dir)
+    return run(config, output_dir, splits)

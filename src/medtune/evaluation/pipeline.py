@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from medtune.config import EvalConfig, to_plain_dict
 from medtune.console import evaluation_summary
 from medtune.evaluation.answer import Answerer
-from medtune.evaluation.api import ApiBackend
 from medtune.evaluation.config import EvaluateConfig, OpenAIConfig, to_evaluate_config
 from medtune.evaluation.prompts import build_prompts
 from medtune.evaluation.scoring import finish_evaluation
@@ -64,6 +63,8 @@ def evaluate_openai(
 
     Raises ApiStopped when the server cannot serve the run, ApiFailed when too many questions failed.
     """
+    from medtune.evaluation.api import ApiBackend  # openai: imported only once a server is to be asked
+
     return evaluate(ApiBackend(openai_cfg, Path(output_dir), progress), eval_cfg, output_dir)
 
 
@@ -102,6 +103,8 @@ def _evaluate_claimed(typed: EvaluateConfig, output_dir: Path, questions: list[Q
 def _backend(cfg: EvaluateConfig, output_dir: Path, run_: Any) -> Answerer:
     """The server to ask, or the local model loaded (a trained run's base + adapter, or an untuned base)."""
     if cfg.backend == "openai":
+        from medtune.evaluation.api import ApiBackend
+
         return ApiBackend(cfg.openai, output_dir, cfg.progress)
     from medtune.evaluation.local import LocalBackend
     from medtune.models import load_base_model, load_trained

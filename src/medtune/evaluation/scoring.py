@@ -7,7 +7,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medtune.api_client import ApiFailed
 from medtune.evaluation.answer import Answer
 from medtune.evaluation.metrics import (
     ANSWER_SEPARATOR,
@@ -55,6 +54,8 @@ def finish_evaluation(
     if n_failed > max_failed_share * len(questions):
         failed = {"status": "failed", "n_questions": len(questions), "n_failed": n_failed}
         write_json(output_dir / METRICS_FILE, failed)
+        from medtune.api_client import ApiFailed  # its module imports openai, which a local model never needs
+
         raise ApiFailed(_failed_message(questions, answers, n_failed, max_failed_share, output_dir))
     write_json(output_dir / METRICS_FILE, metrics)
     return metrics

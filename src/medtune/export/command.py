@@ -44,7 +44,7 @@ def export(
     if push_to:
         check_hub_allowed(push_to)
     if kind != ExportKind.adapter:
-        from medtune.tiny import ensure_tiny_model
+        from medtune.tiny_paths import ensure_tiny_model
 
         ensure_tiny_model(tc.base_model, tc.cache_dir)  # a tiny base is rebuilt if its cache was cleared
     record = export_record(run_dir, tc, kind)

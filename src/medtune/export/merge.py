@@ -43,7 +43,7 @@ class ExportKind(StrEnum):
 
 def exportable_run(run_dir: Path) -> TrainConfig:
     """The config of a finished train.py run that has trained weights; anything else is one clear error."""
-    from medtune.models import load_run_config
+    from medtune.config import load_run_config
 
     config_path = run_dir / RESOLVED_CONFIG
     if not config_path.is_file():

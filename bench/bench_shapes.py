@@ -394,8 +394,9 @@ def run_shape(name: str, layers: list[int], args: argparse.Namespace, device: st
     records = study_like_records(
         tc.trainer.batch_size * (args.steps + 1), tc.dataset.max_input_tokens, tc.dataset.max_target_tokens, vocab
     )
-    warm_up(shape, min(layers), tc, records, args, device)
-    _free()
+    if not args.smoke:  # a toy width on the CPU has no CUDA context or kernel choice to pay for before timing
+        warm_up(shape, min(layers), tc, records, args, device)
+        _free()
     for depth in layers:
         model = None
 

@@ -6,6 +6,7 @@ inherit them (see `helpers.script_env`). Shared functions live in helpers.py, fi
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import tempfile
@@ -147,3 +148,12 @@ def trained_run(tiny_models, tmp_path_factory) -> tuple[Path, subprocess.Complet
     run_dir = cwd / "run"
     args = ["trainer.max_steps=6", "eval.limit=8", "trainer.logging_steps=2", "trainer.save_steps=1000"]
     return run_dir, run_script("train.py", *args, f"hydra.run.dir={run_dir}", cwd=cwd)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Collect what the last test left, then freeze the survivors out of the collector's view: a full collection
+    (each `Trainer.train` runs one, through accelerate's `free_memory`) then scans only this test's objects instead
+    of the ~600k of torch, transformers and the session fixtures, 0.4-0.7 s of CPU each time."""
+    gc.collect()
+    gc.freeze()

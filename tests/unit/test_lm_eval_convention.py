@@ -37,8 +37,12 @@ def test_lm_eval_convention_matches_lm_evaluation_harness(tiny_models):
 
     model, tokenizer = load_base_model(tiny_models["tiny_gptneox"], QuantizationConfig())
     cfg = EvalConfig(suite="demo", loglik_convention=LoglikConvention.lm_eval, batch_size=8)
-    questions = load_questions(cfg)
-    prompts = build_prompts(questions, cfg)
+    every = load_questions(cfg)
+    # Every fourth question (demo-021 among them) and the multiple-answer ones, each with its prompt in the suite:
+    # lm-eval's harness takes 0.13 s per batch of 8 choices, so all 104 questions cost 8 s and prove nothing more
+    picked = [i for i, q in enumerate(every) if i % 4 == 0 or q.n_answers > 1]
+    every_prompt = build_prompts(every, cfg)
+    questions, prompts = [every[i] for i in picked], [every_prompt[i] for i in picked]
     with inference(model):
         answers = LocalBackend(model, tokenizer, cfg).answer(questions, prompts)
     harness = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)

@@ -69,22 +69,21 @@ def rejecting_wandb_server():
     server.shutdown()
 
 
-@pytest.mark.slow  # waits out W&B's init timeout (8 s below)
 def test_failed_online_init_falls_back_to_offline_with_the_same_run(
     tmp_path, monkeypatch, caplog, rejecting_wandb_server
 ):
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", rejecting_wandb_server)
-    # W&B keeps retrying the refused start until its init_timeout (90 s by default: this test took 90 s), then medtune
-    # falls back to offline. 8 s reaches the same fallback and leaves the offline start after it (same Settings) time on
-    # a busy machine. Not WANDB_INIT_TIMEOUT: W&B reads the environment once per process, so after an earlier test's
-    # W&B run it is ignored; the Settings that start_wandb_run builds carry the timeout instead.
-    monkeypatch.setattr(wandb, "Settings", functools.partial(wandb.Settings, init_timeout=8))
+    # W&B reads WANDB_BASE_URL and WANDB_API_KEY once per process: after an earlier test's W&B run it would ignore
+    # them and retry its default host until init_timeout (8.8 s in the suite), never asking this server. The Settings
+    # that start_wandb_run builds carry them instead, so the refusal is the server's, answered at once, whatever ran
+    # before; init_timeout=8 (90 s by default) only bounds a W&B that would retry it.
+    settings = {"base_url": rejecting_wandb_server, "api_key": "x" * 40, "init_timeout": 8}
+    monkeypatch.setattr(wandb, "Settings", functools.partial(wandb.Settings, **settings))
     wb = WandbConfig(mode="online", project="medtune-test")
     run = start_wandb_run(wb, tmp_path, {"a": 1}, tags=["t"], group="g", name="n", job_type="train")
     run.log({"train/loss": 1.0}, step=1)
     run.finish()
     assert "Continuing in OFFLINE mode" in caplog.text
+    assert "unauthorized" in caplog.text  # this server's refusal, not a timeout on another host
     [record] = finished_offline_runs(tmp_path)
     assert record.run_id == (tmp_path / "wandb_run_id.txt").read_text()
     assert record.history[0]["train/loss"] == 1.0

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import TEMPERATURE, TOP_P, ApiConfig
-from medtune.config import EvalConfig, EvalSource, WandbConfig, register_resolvers, to_typed
+from medtune.config import EvalConfig, EvalSource, WandbConfig, register_resolvers, store_once, to_typed
 from medtune.errors import ConfigError
 from medtune.ranges import AT_LEAST_1, POSITIVE, UNIT, ranged
 
@@ -171,4 +170,4 @@ def to_generate_config(cfg: DictConfig | GenerateConfig) -> GenerateConfig:
 def register_configs() -> None:
     """Register the schema; conf/generate_data.yaml names it first in its defaults list."""
     register_resolvers()
-    ConfigStore.instance().store(name="generate_data_schema", node=GenerateConfig)
+    store_once("generate_data_schema", GenerateConfig)

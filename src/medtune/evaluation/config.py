@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from medtune.api_client import TEMPERATURE, ApiConfig, RetryConfig
@@ -24,6 +23,7 @@ from medtune.config import (
     WandbConfig,
     check_eval,
     register_resolvers,
+    store_once,
     to_typed,
 )
 from medtune.errors import ConfigError
@@ -67,7 +67,7 @@ class EvaluateConfig:
 def register_configs() -> None:
     """Register the evaluate.py schema; conf/evaluate.yaml names it first in its defaults list."""
     register_resolvers()
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+    store_once("evaluate_schema", EvaluateConfig)
 
 
 def validate(cfg: EvaluateConfig) -> None:

@@ -341,9 +341,8 @@ def _check_targets(adapter: LoraAdapterConfig) -> None:
 
 
 def _validate_attention(cfg: TrainConfig) -> None:
-    """The attention kernel must be installed and get the half-precision weights it runs in. transformers is
-    imported only for a kernel that needs a package: a default (sdpa) config validates without it, so a re-run sweep
-    that skips its finished cells never loads it."""
+    """The attention kernel must be installed and get the half-precision weights it runs in (transformers is imported
+    only for a kernel that needs a package, so a re-run sweep that skips its finished cells never loads it)."""
     attn = cfg.base_model.attn_implementation
     is_hub_kernel = "/" in attn
     if not is_hub_kernel and attn not in ATTENTION_PACKAGES:
@@ -367,8 +366,7 @@ def _validate_attention(cfg: TrainConfig) -> None:
 
 
 def _package_available(check: str) -> bool:
-    """transformers' own availability check by name (transformers.utils.import_utils.is_<package>_available),
-    imported when a setting needs it: importing transformers costs seconds a config check should not pay."""
+    """transformers' own check `import_utils.is_<package>_available`, imported only when a setting needs it."""
     from transformers.utils import import_utils
 
     return bool(getattr(import_utils, check)())
@@ -492,9 +490,8 @@ def register_configs() -> None:
 
 
 def store_once(name: str, node: Any, group: str | None = None, package: str | None = None) -> None:
-    """Put a config in Hydra's ConfigStore unless it is there already: `store` rebuilds the structured config each
-    time (0.1-0.2 s for TrainConfig, paid by every in-process compose that registers first), and every load
-    deep-copies what is stored, so one registration per process serves them all."""
+    """Put a config in Hydra's ConfigStore unless it is there: `store` rebuilds the structured config each time
+    (0.1-0.2 s for TrainConfig); every load deep-copies what is stored, so one registration serves a process."""
     store = ConfigStore.instance()
     folder = store.repo
     for part in group.split("/") if group else ():

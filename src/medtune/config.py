@@ -268,26 +268,6 @@ class TrainConfig:
     search: SearchTrialConfig = field(default_factory=SearchTrialConfig)
 
 
-def check_gpu_memory(tc: TrainConfig, device_gb: float | None) -> None:
-    """A preset that cannot fit the GPU stops before any weights load, with what would make it fit."""
-    need = tc.gpu_memory.needed_gb(tc.trainer.batch_size)
-    if device_gb is None or not tc.gpu_memory.floor_gb or need <= device_gb:
-        return
-    stated = (
-        f"experiment '{tc.experiment_name}' needs about {need:.1f} GB of GPU memory at trainer.batch_size="
-        f"{tc.trainer.batch_size} (gpu_memory: {tc.gpu_memory.floor_gb} GB weights and optimizer state + "
-        f"activations); this GPU has {device_gb:.1f} GB"
-    )
-    fitting = [b for b in range(tc.trainer.batch_size, 0, -1) if tc.gpu_memory.needed_gb(b) <= device_gb]
-    if not fitting:
-        raise ConfigError(f"{stated}: it does not fit even at trainer.batch_size=1; use a larger GPU")
-    fits = fitting[0]
-    accum = -(-tc.trainer.batch_size * tc.trainer.grad_accum // fits)
-    raise ConfigError(
-        f"{stated}: use trainer.batch_size={fits} trainer.grad_accum={accum} (about the same examples per step)"
-    )
-
-
 def check_eval(eval_cfg: EvalConfig) -> None:
     """The evaluation set's config-only checks (every script runs them before loading weights or data)."""
     if eval_cfg.source != EvalSource.demo and not eval_cfg.path:

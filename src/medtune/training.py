@@ -46,7 +46,6 @@ from medtune.config import (
     EvalMode,
     TrainConfig,
     WandbMode,
-    check_gpu_memory,
     to_plain_dict,
     to_train_config,
     tuning_method,
@@ -130,6 +129,26 @@ def run(cfg: DictConfig | TrainConfig, output_dir: str | Path, splits: Splits | 
         with preemptible() as stop, lifecycle(out):  # results.json is written before "finished"
             OmegaConf.save(OmegaConf.create(plain_config), out / RESOLVED_CONFIG)
             return _run_tracked(tc, plain_config, splits, out, main, stop)
+
+
+def check_gpu_memory(tc: TrainConfig, device_gb: float | None) -> None:
+    """A preset that cannot fit the GPU stops before any weights load, with what would make it fit."""
+    need = tc.gpu_memory.needed_gb(tc.trainer.batch_size)
+    if device_gb is None or not tc.gpu_memory.floor_gb or need <= device_gb:
+        return
+    stated = (
+        f"experiment '{tc.experiment_name}' needs about {need:.1f} GB of GPU memory at trainer.batch_size="
+        f"{tc.trainer.batch_size} (gpu_memory: {tc.gpu_memory.floor_gb} GB weights and optimizer state + "
+        f"activations); this GPU has {device_gb:.1f} GB"
+    )
+    fitting = [b for b in range(tc.trainer.batch_size, 0, -1) if tc.gpu_memory.needed_gb(b) <= device_gb]
+    if not fitting:
+        raise ConfigError(f"{stated}: it does not fit even at trainer.batch_size=1; use a larger GPU")
+    fits = fitting[0]
+    accum = -(-tc.trainer.batch_size * tc.trainer.grad_accum // fits)
+    raise ConfigError(
+        f"{stated}: use trainer.batch_size={fits} trainer.grad_accum={accum} (about the same examples per step)"
+    )
 
 
 def _cuda_memory_gb() -> float | None:

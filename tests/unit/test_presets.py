@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from medtune.config import check_gpu_memory, to_plain_dict, to_train_config
+from medtune.config import to_plain_dict, to_train_config
 from medtune.errors import ConfigError
+from medtune.training import check_gpu_memory
 
 from helpers import CONF
 

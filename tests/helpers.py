@@ -124,3 +124,100 @@ def another_process_holding(run_dir: Path) -> Iterator[None]:
     finally:
         holder.kill()
         holder.wait()
+
+
+# What a train.py / evaluate.py process imports before its first step (~10 s of CPU on this machine), imported once
+# here so that a forked script inherits it; W&B's launch-inputs module is what `wandb.init` itself imports (~1.5 s).
+FORK_PRELOAD = (
+    "medtune.commands.train",  # first: its quiet_known_warnings() precedes the bitsandbytes import, as in train.py
+    "medtune.commands.evaluate",
+    "medtune.training",
+    "medtune.evaluation.pipeline",
+    "medtune.tiny",
+    "wandb.sdk.launch.inputs.internal",
+)
+
+
+def fork_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python <script> <overrides>` from `cwd` in a child process forked from this one: the entry script runs as
+    __main__ with its own argv, cwd, environment (script_env), stdout, stderr and exit status, but starts with the
+    libraries already imported (FORK_PRELOAD) instead of paying their import in a fresh interpreter. What only a
+    fresh interpreter shows (a signal's handling, import-time warnings, the README's commands) uses run_script."""
+    import importlib
+    import tempfile
+    import warnings
+
+    with warnings.catch_warnings():  # as in a script: libraries' DeprecationWarnings are not shown (only __main__'s)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for module in FORK_PRELOAD:
+            importlib.import_module(module)
+    env = script_env()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the test session, whatever happens
+            code = 1
+            try:
+                code = _forked_main(REPO / script, list(overrides), cwd, env, out.fileno(), err.fileno())
+            finally:
+                os._exit(code)
+        status = _wait(pid, timeout)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = (stream.read().decode("utf-8", errors="replace") for stream in (out, err))
+    argv = [sys.executable, str(REPO / script), *overrides]
+    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), stdout, stderr)
+
+
+def _forked_main(script: Path, overrides: list[str], cwd: Path, env: dict[str, str], out: int, err: int) -> int:
+    """The forked child's life: the script as __main__, then its own atexit handlers (W&B's teardown); the exit status
+    as the interpreter would give it. The session's atexit handlers, inherited with its memory, are dropped first."""
+    import atexit
+    import runpy
+    import traceback
+
+    code = 1
+    try:
+        atexit._clear()
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115 (lives until _exit)
+        sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = [str(script), *overrides]
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            code = _exit_status(stop.code)
+        except BaseException:
+            traceback.print_exc()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+    return code
+
+
+def _exit_status(code: object) -> int:
+    """SystemExit's code as the interpreter turns it into an exit status (None: 0; a message: printed, 1)."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _wait(pid: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired([str(pid)], timeout)
+        time.sleep(0.05)

@@ -10,7 +10,7 @@ import yaml
 
 from medtune.config import to_train_config
 
-from helpers import REPO
+from helpers import REPO, compose_many
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the sweeps package still uses pydantic-v1 config names
@@ -43,7 +43,7 @@ def test_there_are_sweep_files():
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
-def test_sweep_expands_to_valid_hydra_overrides(compose_config, path: Path):
+def test_sweep_expands_to_valid_hydra_overrides(cache_dir, path: Path):
     sweep = yaml.safe_load(path.read_text())
     assert sweeps.schema_violations_from_proposed_config(sweep) == []
     assert sweep["program"] == "train.py" and "${args_no_hyphens}" in sweep["command"]
@@ -55,8 +55,8 @@ def test_sweep_expands_to_valid_hydra_overrides(compose_config, path: Path):
         assert len(command_lines) == expected
     else:
         assert len(command_lines) == SAMPLES[sweep["method"]]
-    for overrides in command_lines:
-        tc = to_train_config(compose_config("train", *overrides))  # unknown keys or bad values fail here
+    for cfg in compose_many("train", command_lines, cache_dir):
+        tc = to_train_config(cfg)  # unknown keys or bad values fail here
         assert sweep["metric"]["name"] == f"eval/{tc.eval.suite}/accuracy"  # the key train.py logs
     assert len({tuple(lines) for lines in command_lines}) == len(command_lines)
 

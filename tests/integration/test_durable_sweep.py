@@ -1,5 +1,7 @@
 """A sweep that a cluster stops: SIGTERM mid-cell (what `scancel`, `scontrol requeue` and preemption send first), then
-the identical command again. (SIGKILL of a single run: test_train_cli.py; a finished matrix re-run: test_matrix.py.)"""
+the identical command again. (SIGKILL of a single run: test_train_cli.py; a finished matrix re-run: test_matrix.py.)
+The signalled sweep is a fresh `python train.py` process; the commands run after it are forked (helpers.fork_script:
+the script as __main__ with its own argv, exit status and output, without a fresh interpreter's imports)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 
 from medtune.tracking import read_metrics_log
 
-from helpers import REPO, run_module, run_script, script_env
+from helpers import REPO, fork_script, run_module, script_env
 from wandb_records import offline_runs
 
 ARGS = ["trainer.max_steps=30", "trainer.save_steps=1000", "trainer.logging_steps=5", "eval.limit=6"]
@@ -37,7 +39,7 @@ def test_sigterm_mid_cell_checkpoints_and_the_same_command_finishes_the_sweep(tm
     assert 10 <= stopped_at < 30  # saved at the signal's step (save_steps=1000 would never have saved)
     assert run_module("medtune.sweep", "status", str(sweep), cwd=tmp_path).returncode == 1
 
-    again = run_script("train.py", *command[2:], cwd=tmp_path)
+    again = fork_script("train.py", *command[2:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     first = sweep / ",".join(sorted([*ARGS, "trainer.seed=1"]))
     assert len(offline_runs(first)) == 1  # finished: skipped, no new W&B run
@@ -60,7 +62,7 @@ def test_sigterm_mid_cell_checkpoints_and_the_same_command_finishes_the_sweep(tm
 
 def test_the_untuned_column_is_scored_once_per_base_whatever_the_step_count(tmp_path, tiny_models):
     sweep = tmp_path / "sweep"
-    proc = run_script(
+    proc = fork_script(
         "train.py",
         "-m",
         "tuning=untuned",

@@ -1,4 +1,9 @@
-"""The study's matrix in miniature: every cell of experiment=demo_matrix runs, and the report shows each one."""
+"""The study's matrix in miniature: every cell of experiment=demo_matrix runs, and the report shows each one.
+
+The sweeps run train.py in a forked child (helpers.fork_script: the script as __main__, its own argv, exit status and
+output, without a fresh interpreter's imports); the finished matrix's re-run is a fresh `python train.py` process.
+The report and `medtune.sweep status` run through the same `main` their commands call (as processes: test_readme,
+test_search_cli, test_durable_sweep)."""
 
 from __future__ import annotations
 
@@ -9,27 +14,29 @@ import yaml
 
 from medtune.run_dir import ADAPTER_METHOD_FILE
 
-from helpers import run_module, run_script
+from helpers import fork_script, run_script
 from wandb_records import offline_runs
 
 SMALL = ["trainer.max_steps=3", "trainer.logging_steps=1", "trainer.save_steps=1000", "eval.limit=12"]
 
 
-def report_rows(sweep, tmp_path) -> list[dict]:
-    proc = run_module("medtune.report", str(sweep), "--wandb-mode", "offline", "--n-boot", "200", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def report_rows(sweep) -> list[dict]:
+    """`python -m medtune.report <sweep> --wandb-mode offline` through its main (a user error would exit 2)."""
+    from medtune.report.command import main as report_main
+
+    report_main([str(sweep), "--wandb-mode", "offline", "--n-boot", "200"])
     with (sweep / "report" / "report.csv").open() as handle:
         return list(csv.DictReader(handle))
 
 
-def test_demo_matrix_runs_every_cell_and_the_report_shows_them(tmp_path, tiny_models):
+def test_demo_matrix_runs_every_cell_and_the_report_shows_them(tmp_path, tiny_models, capsys):
     sweep = tmp_path / "matrix"
-    proc = run_script("train.py", "-m", "experiment=demo_matrix", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = fork_script("train.py", "-m", "experiment=demo_matrix", *SMALL, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len(list(sweep.glob("*/results.json"))) == 9
     runs = [run for job in sweep.glob("*/") for run in offline_runs(job)]
     assert len({r.run_id for r in runs}) == 9 and all(r.exit_code == 0 for r in runs)
-    rows = report_rows(sweep, tmp_path)
+    rows = report_rows(sweep)
     cells = {(row["base_model"], row["tuning"]): row for row in rows}
     bases, methods = ("tiny_gptneox", "tiny_llama", "tiny_medcalm"), ("untuned", "lora", "qlora")
     assert set(cells) == {(b, m) for b in bases for m in methods}
@@ -42,14 +49,16 @@ def test_demo_matrix_runs_every_cell_and_the_report_shows_them(tmp_path, tiny_mo
     assert again.returncode == 0 and "sweep 9 finished" in again.stdout, again.stderr[-3000:]
     cells = [job for job in sweep.glob("*/") if (job / "results.json").exists()]  # not report/, the report's run
     assert sorted(run.run_id for job in cells for run in offline_runs(job)) == sorted(r.run_id for r in runs)
-    status = run_module("medtune.sweep", "status", str(sweep), cwd=tmp_path)
-    assert status.returncode == 0 and "9 of 9 cells done" in status.stdout
+    from medtune.sweep import main as sweep_main
+
+    capsys.readouterr()
+    assert sweep_main(["status", str(sweep)]) == 0 and "9 of 9 cells done" in capsys.readouterr().out
 
 
 def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_models):
     """GPT-NeoX has query_key_value, Llama does not: the Llama cell fails after its W&B run started."""
     sweep = tmp_path / "sweep"
-    proc = run_script(
+    proc = fork_script(
         "train.py",
         "-m",
         "base_model=tiny_gptneox,tiny_llama",
@@ -64,7 +73,7 @@ def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_model
     assert statuses == ["failed", "finished"]
     exit_codes = sorted(run.exit_code for job in sweep.glob("*/") for run in offline_runs(job))
     assert exit_codes == [0, 1]  # the failed cell is marked failed in W&B
-    rows = {row["base_model"]: row for row in report_rows(sweep, tmp_path)}
+    rows = {row["base_model"]: row for row in report_rows(sweep)}
     assert rows["tiny_gptneox"]["status"] == "finished" and rows["tiny_llama"]["status"] == "failed"
     [report_run] = offline_runs(sweep / "report")  # the report run uses the results it read: the finished cell's
     [finished] = [json.loads(path.read_text()) for path in sweep.glob("*/results.json")]
@@ -73,12 +82,12 @@ def test_a_failing_cell_is_recorded_and_the_others_continue(tmp_path, tiny_model
 
 def test_seeds_are_a_multirun_axis_and_the_report_groups_them(tmp_path, tiny_models):
     """`-m ... trainer.seed=1,2,3` on the default sweep dir: three runs, one report cell with the seed columns."""
-    proc = run_script("train.py", "-m", "trainer.seed=1,2,3", *SMALL, cwd=tmp_path)
+    proc = fork_script("train.py", "-m", "trainer.seed=1,2,3", *SMALL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "multirun").glob("*/*")
     configs = [yaml.safe_load(path.read_text()) for path in sweep.glob("*/resolved_config.yaml")]
     assert sorted(config["trainer"]["seed"] for config in configs) == [1, 2, 3]
-    rows = {row["tuning"]: row for row in report_rows(sweep, tmp_path)}
+    rows = {row["tuning"]: row for row in report_rows(sweep)}
     assert set(rows) == {"untuned", "lora"} and rows["untuned"]["source"].endswith("(eval/base)")  # its base scoring
     row = rows["lora"]
     assert row["n_seeds"] == "3" and row["paired_test"] == "sign-flip" and row["seed_flips"] != ""
@@ -91,11 +100,11 @@ def test_a_peft_methods_matrix_gives_one_report_column_each(tmp_path, tiny_model
     sweep, methods = tmp_path / "peft", ("lora", "rslora", "pissa", "loftq", "vera")
     short = ["trainer.max_steps=2", "trainer.batch_size=2", "trainer.logging_steps=1", "eval.limit=4"]
     overrides = ["experiment=demo_peft_matrix", f"tuning={','.join(methods)}", *short, "trainer.save_steps=1000"]
-    proc = run_script("train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = fork_script("train.py", "-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0 and "sweep 5 finished" in proc.stdout, proc.stderr[-4000:]
     markers = [json.loads(path.read_text()) for path in sweep.glob(f"*/model/{ADAPTER_METHOD_FILE}")]
     assert sorted(marker["method"] for marker in markers) == sorted(methods)
-    untuned, *rows = report_rows(sweep, tmp_path)  # the base as scored before tuning comes first
+    untuned, *rows = report_rows(sweep)  # the base as scored before tuning comes first
     assert untuned["tuning"] == "untuned" and untuned["source"].endswith("(eval/base)")
     assert [row["tuning"] for row in rows] == list(methods)  # the table's column order
     assert all(row["status"] == "finished" and row["p_value"] != "" for row in rows)

@@ -1,5 +1,7 @@
 """A hyper-parameter search as a user runs it: `train.py -m hydra/sweeper=medtune_optuna`, killed mid-search, the same
-command again, then `medtune.sweep status` and the report."""
+command again, then `medtune.sweep status` and the report. The searches are forked from the test process
+(helpers.fork_script: the script as __main__ with its own argv, exit status and output, without a fresh interpreter's
+imports); status, the report and the refused sampler are fresh processes (a fresh `train.py` killed: test_train_cli)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import optuna
 
 from medtune.run_dir import FINAL_STATES, METRICS_LOG, RESULTS_FILE, STATUS_FILE, effective_state
 
-from helpers import kill_script_when, run_module, run_script
+from helpers import fork_script, kill_forked_script_when, run_module, run_script
 
 # Very short trials: 4 steps, the held-out loss every 2 (continuous, so the median pruner has something to cut),
 # no QA scoring at the end and no W&B, so 8 trials take about a minute on an idle 2-core machine.
@@ -43,10 +45,10 @@ def test_killed_search_resumes_to_n_trials_without_retraining(tmp_path, tiny_mod
     sweep = tmp_path / "sweep"
     command = ["-m", *SEARCH, *TRIAL, f"hydra.sweep.dir={sweep}"]
     first = [sweep / "search" / f"trial-{n:03d}" for n in range(3)]
-    kill_script_when("train.py", *command, cwd=tmp_path, ready=lambda: all(map(_final, first)), timeout=300)
+    kill_forked_script_when("train.py", *command, cwd=tmp_path, ready=lambda: all(map(_final, first)), timeout=300)
     stamps = {d: [(d / f).stat().st_mtime_ns for f in (STATUS_FILE, METRICS_LOG)] for d in first}
 
-    again = run_script("train.py", *command, cwd=tmp_path)
+    again = fork_script("train.py", *command, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{sweep / 'optuna.db'}")
     states = [t.state for t in study.trials]

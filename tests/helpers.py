@@ -5,6 +5,7 @@ Fixtures live in conftest.py; test files import these plain functions (`from hel
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -140,7 +141,8 @@ def run_script_reporting_torch(script: str, *overrides: str, cwd: Path) -> subpr
 
 
 # What a train.py / evaluate.py process imports before its first step (~10 s of CPU on this machine), imported once
-# here so that a forked script inherits it; W&B's launch-inputs module is what `wandb.init` itself imports (~1.5 s).
+# by the fork server so that every forked script starts with it; W&B's launch-inputs module is what `wandb.init`
+# itself imports (~1.5 s).
 FORK_PRELOAD = (
     "medtune.commands.train",  # first: its quiet_known_warnings() precedes the bitsandbytes import, as in train.py
     "medtune.commands.evaluate",
@@ -152,66 +154,54 @@ FORK_PRELOAD = (
 
 
 def fork_script(script: str, *overrides: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python <script> <overrides>` from `cwd` in a child process forked from this one: the entry script runs as
-    __main__ with its own argv, cwd, environment (script_env), stdout, stderr and exit status, but starts with the
-    libraries already imported (FORK_PRELOAD) instead of paying their import in a fresh interpreter. What only a
-    fresh interpreter shows (a signal's handling, import-time warnings, the README's commands) uses run_script."""
+    """`python <script> <overrides>` from `cwd` as a child of a fork server: a clean interpreter that imported only
+    FORK_PRELOAD (no pytest, no test's W&B run, no threads), so the script runs as __main__ with its own argv, cwd,
+    environment (script_env), stdout, stderr and exit status, without paying those imports again. What only a fresh
+    interpreter shows (a signal's handling, import-time warnings, the README's commands) uses run_script."""
     import tempfile
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        status = _wait(_fork(script, overrides, cwd, out.fileno(), err.fileno()), timeout)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = (stream.read().decode("utf-8", errors="replace") for stream in (out, err))
+    with tempfile.TemporaryDirectory() as streams:
+        out, err = Path(streams) / "stdout", Path(streams) / "stderr"
+        child = _fork(script, overrides, cwd, out, err)
+        child.join(timeout)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+            raise subprocess.TimeoutExpired([str(REPO / script), *overrides], timeout)
+        stdout, stderr = (path.read_text(encoding="utf-8", errors="replace") for path in (out, err))
     argv = [sys.executable, str(REPO / script), *overrides]
-    return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), stdout, stderr)
+    return subprocess.CompletedProcess(argv, child.exitcode, stdout, stderr)
 
 
 def kill_forked_script_when(
     script: str, *overrides: str, cwd: Path, ready: Callable[[], bool], timeout: float = 300
 ) -> None:
     """kill_script_when for a forked script (fork_script): SIGKILL once `ready()` holds, a crash at that very point."""
-    with open(os.devnull, "wb") as devnull:
-        pid = _fork(script, overrides, cwd, devnull.fileno(), devnull.fileno())
-    ended = False
+    child = _fork(script, overrides, cwd, Path(os.devnull), Path(os.devnull))
     try:
         deadline = time.monotonic() + timeout
         while not ready():
-            ended = os.waitpid(pid, os.WNOHANG)[0] != 0
-            assert not ended, f"{script} ended before it could be killed"
+            assert child.is_alive(), f"{script} ended before it could be killed"
             assert time.monotonic() < deadline, f"{script} did not get there within {timeout} s"
             time.sleep(0.02)
     finally:
-        if not ended:
-            os.kill(pid, 9)  # SIGKILL: no handler, no cleanup, as when a node dies
-            os.waitpid(pid, 0)
+        child.kill()  # SIGKILL: no handler, no cleanup, as when a node dies
+        child.join()
 
 
-def _fork(script: str, overrides: tuple[str, ...], cwd: Path, out: int, err: int) -> int:
-    """Fork a child that runs `script` with `overrides` (stdout to `out`, stderr to `err`); its pid."""
-    import importlib
-    import warnings
-
-    with warnings.catch_warnings():  # as in a script: libraries' DeprecationWarnings are not shown (only __main__'s)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for module in FORK_PRELOAD:
-            importlib.import_module(module)
-    env = script_env()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into the test session, whatever happens
-        code = 1
-        try:
-            code = _forked_main(REPO / script, list(overrides), cwd, env, out, err)
-        finally:
-            os._exit(code)
-    return pid
+def _fork(script: str, overrides: tuple[str, ...], cwd: Path, out: Path, err: Path) -> multiprocessing.Process:
+    """Start `script` with `overrides` in a child of the fork server (stdout to `out`, stderr to `err`)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(FORK_PRELOAD))  # read when this process first starts its server
+    child = context.Process(target=_forked_main, args=(REPO / script, list(overrides), cwd, script_env(), out, err))
+    child.start()
+    return child
 
 
-def _forked_main(script: Path, overrides: list[str], cwd: Path, env: dict[str, str], out: int, err: int) -> int:
-    """The forked child's life: the script as __main__, then its own atexit handlers (W&B's teardown); the exit status
-    as the interpreter would give it. The session's atexit handlers, inherited with its memory, are dropped first."""
+def _forked_main(script: Path, overrides: list[str], cwd: Path, env: dict[str, str], out: Path, err: Path) -> None:
+    """The forked child's life: the script as __main__, then the atexit handlers it registered (W&B's teardown), then
+    the exit status the interpreter would give, without multiprocessing's own exit handling. The server's handlers
+    are dropped first: what its imports made (e.g. W&B's media temp dir) is the server's, and stays for the next."""
     import atexit
     import runpy
     import traceback
@@ -219,8 +209,9 @@ def _forked_main(script: Path, overrides: list[str], cwd: Path, env: dict[str, s
     code = 1
     try:
         atexit._clear()
-        os.dup2(out, 1)
-        os.dup2(err, 2)
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            os.dup2(stdout.fileno(), 1)
+            os.dup2(stderr.fileno(), 2)
         sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115 (lives until _exit)
         sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
         os.chdir(cwd)
@@ -238,7 +229,7 @@ def _forked_main(script: Path, overrides: list[str], cwd: Path, env: dict[str, s
     finally:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-    return code
+        os._exit(code)
 
 
 def _exit_status(code: object) -> int:
@@ -247,19 +238,6 @@ def _exit_status(code: object) -> int:
         return code or 0
     print(code, file=sys.stderr)
     return 1
-
-
-def _wait(pid: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise subprocess.TimeoutExpired([str(pid)], timeout)
-        time.sleep(0.05)
 
 
 def compose_many(name: str, command_lines: list[list[str]], cache_dir: Path | None = None) -> list[DictConfig]:

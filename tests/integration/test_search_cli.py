@@ -1,5 +1,5 @@
 """A hyper-parameter search as a user runs it: `train.py -m hydra/sweeper=medtune_optuna`, killed mid-search, the same
-command again, then `medtune.sweep status` and the report. The searches are forked from the test process
+command again, then `medtune.sweep status` and the report. The searches are forked from a fork server
 (helpers.fork_script: the script as __main__ with its own argv, exit status and output, without a fresh interpreter's
 imports); status, the report and the refused sampler are fresh processes (a fresh `train.py` killed: test_train_cli)."""
 

@@ -42,7 +42,7 @@ from medtune.data import build_datasets, collator_for, load_splits
 from medtune.enums import PackingStrategy
 from medtune.models import attach_adapter, load_base_model
 from medtune.packing import PackingChoice, choose_packing
-from medtune.tiny import ensure_tiny_model
+from medtune.tiny_paths import ensure_tiny_model
 
 SHAPE_LAYERS = 2  # depth of the preset shapes: enough for the per-layer cost, small enough for a CPU
 

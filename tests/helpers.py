@@ -92,15 +92,26 @@ def kill_script_when(script: str, *overrides: str, cwd: Path, ready: Callable[[]
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def kill() -> None:
+        proc.kill()  # SIGKILL: no handler, no cleanup, as when a node dies
+        proc.wait()
+
+    _kill_when(script, lambda: proc.poll() is None, kill, ready, timeout)
+
+
+def _kill_when(
+    script: str, alive: Callable[[], bool], kill: Callable[[], None], ready: Callable[[], bool], timeout: float
+) -> None:
+    """Poll `ready()` while the script is `alive()` and within `timeout`, then `kill()` it, whatever happened."""
     try:
         deadline = time.monotonic() + timeout
         while not ready():
-            assert proc.poll() is None, f"{script} ended before it could be killed"
+            assert alive(), f"{script} ended before it could be killed"
             assert time.monotonic() < deadline, f"{script} did not get there within {timeout} s"
             time.sleep(0.02)
     finally:
-        proc.kill()  # SIGKILL: no handler, no cleanup, as when a node dies
-        proc.wait()
+        kill()
 
 
 _HOLD_RUN_DIR = """
@@ -178,15 +189,12 @@ def kill_forked_script_when(
 ) -> None:
     """kill_script_when for a forked script (fork_script): SIGKILL once `ready()` holds, a crash at that very point."""
     child = _fork(script, overrides, cwd, Path(os.devnull), Path(os.devnull))
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert child.is_alive(), f"{script} ended before it could be killed"
-            assert time.monotonic() < deadline, f"{script} did not get there within {timeout} s"
-            time.sleep(0.02)
-    finally:
+
+    def kill() -> None:
         child.kill()  # SIGKILL: no handler, no cleanup, as when a node dies
         child.join()
+
+    _kill_when(script, child.is_alive, kill, ready, timeout)
 
 
 def _fork(script: str, overrides: tuple[str, ...], cwd: Path, out: Path, err: Path) -> multiprocessing.Process:

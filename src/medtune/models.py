@@ -60,8 +60,9 @@ def load_base_model(
     chat_key: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the base model and its tokenizer, quantized as configured (a tiny one must be built first:
-    medtune.tiny.ensure_tiny_model, which the entry scripts call). `chat_key`: the setting that needs the tokenizer's
-    chat template (e.g. dataset.prompt_template=chat); a tokenizer without one stops before the weights load."""
+    medtune.tiny_paths.ensure_tiny_model, which the entry scripts call). `chat_key`: the setting that needs the
+    tokenizer's chat template (e.g. dataset.prompt_template=chat); a tokenizer without one stops before the weights
+    load."""
     quiet_loading_bars()
     source = str(Path(base.path).expanduser()) if base.tiny else base.path
     common = {"revision": base.revision, "trust_remote_code": base.trust_remote_code}
